@@ -1,0 +1,42 @@
+# Two commands: `make run` (demo DAG end to end) and `make test` (the test suite).
+# Both bootstrap .venv, install the pinned dependencies and pull the DVC-versioned data.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup data run test bench demo-data clean-results
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+data: setup
+	dvc pull -q
+
+run: data
+	snakemake --configfile config/demo.yaml --cores $(CORES)
+
+test: data
+	pytest -q -ra
+
+bench: data
+	python bench/align_asr.py
+	python bench/shard_clips.py
+
+# Regenerate the demo corpus from code and version it (see README, "Versioning data").
+demo-data: setup
+	tvts make-demo --config config/demo.yaml --out data/demo --workers $(CORES)
+	dvc add -q data
+	dvc push -q
+	dvc gc -q --workspace --cloud --force
+
+clean-results:
+	rm -rf results logs mlflow.db mlartifacts .snakemake

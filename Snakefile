@@ -1,0 +1,18 @@
+# TVTS workflow: ASR alignment -> clip shards (-> pretraining -> selection -> evaluation).
+# Rules live in workflow/rules/, all logic in the `tvts` package; see README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/demo.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,50 @@
+"""Shared fixtures: a session MLflow store in a temp folder and the smoke corpus."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tvts.config import load_sections
+from tvts.data.demo import DemoConfig, generate_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "config" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def mlflow_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking(mlflow_dir, monkeypatch):
+    """Never touch the repository's mlflow.db; no parent run leaks in from the environment."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir}/mlflow.db")
+    monkeypatch.delenv("TVTS_PARENT_RUN_ID", raising=False)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.fixture(scope="session")
+def smoke_demo_config() -> DemoConfig:
+    return load_sections({"demo": DemoConfig}, str(SMOKE))["demo"]
+
+
+@pytest.fixture(scope="session")
+def smoke_corpus(tmp_path_factory, smoke_demo_config) -> Path:
+    """The smoke corpus (all three formats), generated once per session. Read-only for tests."""
+    out = tmp_path_factory.mktemp("corpus") / "smoke"
+    generate_demo(out, smoke_demo_config, workers=2)
+    return out
+
+
+@pytest.fixture
+def smoke_workdir(tmp_path, smoke_corpus) -> Path:
+    """A Snakemake working directory holding data/smoke (a copy) and data.dvc."""
+    (tmp_path / "data").mkdir()
+    shutil.copytree(smoke_corpus, tmp_path / "data" / "smoke")
+    shutil.copy(ROOT / "data.dvc", tmp_path / "data.dvc")
+    return tmp_path

@@ -1,0 +1,58 @@
+"""Typed configs: unknown keys and wrong types give one message naming the key."""
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tvts.config import (AlignConfig, ConfigError, ShardConfig, WindowConfig, from_dict, load_sections,
+                         validate_workflow_config)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+def test_defaults_and_values():
+    cfg = from_dict(WindowConfig, {"k": 4, "clip_lengths": [3, 4]}, "windows")
+    assert cfg.k == 4 and cfg.clip_lengths == (3, 4)
+
+
+@pytest.mark.parametrize("cls,data,key", [
+    (AlignConfig, {"band_mim": 3}, "align_asr.band_mim"),
+    (AlignConfig, {"band_min": "four"}, "align_asr.band_min"),
+    (ShardConfig, {"jpeg_quality": 1000}, "align_asr.jpeg_quality"),
+    (WindowConfig, {"k": True}, "align_asr.k"),
+])
+def test_bad_key_named(cls, data, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        from_dict(cls, data, "align_asr")
+
+
+@pytest.mark.parametrize("name", ["demo", "smoke", "paper"])
+def test_shipped_configs_validate(name):
+    config = yaml.safe_load((ROOT / f"config/{name}.yaml").read_text())
+    validate_workflow_config(config, SCHEMA)
+    load_sections({"align_asr": AlignConfig, "windows": WindowConfig, "shard_clips": ShardConfig},
+                  config_path=str(ROOT / f"config/{name}.yaml"))
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda c: c["align_asr"].update(band_mim=3), "align_asr.band_mim: unknown key"),
+    (lambda c: c["shard_clips"].update(short_side="big"), "shard_clips.short_side: 'big' is not of type 'integer'"),
+    (lambda c: c.update(shard_clip={}), "shard_clip: unknown key"),
+])
+def test_schema_names_the_key(mutate, expected):
+    config = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    mutate(config)
+    with pytest.raises(ConfigError) as err:
+        validate_workflow_config(config, SCHEMA)
+    assert str(err.value).startswith(expected)
+    assert "\n" not in str(err.value)
+
+
+def test_conda_env_matches_pyproject_pins():
+    pins = set(re.findall(r'"([A-Za-z0-9_\-]+==[^"]+)"', (ROOT / "pyproject.toml").read_text()))
+    env = yaml.safe_load((ROOT / "envs/tvts.yaml").read_text())
+    pip = {p for d in env["dependencies"] if isinstance(d, dict) for p in d["pip"] if "==" in p}
+    norm = lambda s: {p.lower().replace("_", "-") for p in s}  # noqa: E731
+    assert norm(pins) - {"pytest==9.2.0"} <= norm(pip)

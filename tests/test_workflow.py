@@ -1,0 +1,151 @@
+"""The Snakemake DAG end to end on the smoke config, in a scratch working directory.
+
+Covers the commands the README shows: the full run, `-n` with nothing left to do,
+`-R align_asr`, `--until align_asr`, one target file, a bad config, lint and the paper dry-run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, SMOKE
+
+SNAKEFILE = ROOT / "Snakefile"
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Parse the 'Job stats' table of a (dry-)run: rule -> count."""
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        jobs[m.group(1)] = int(m.group(2))
+    jobs.pop("total", None)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def done_workdir(tmp_path_factory, smoke_corpus):
+    """A workdir on which the whole smoke DAG has run once."""
+    work = tmp_path_factory.mktemp("wf")
+    (work / "data").mkdir()
+    shutil.copytree(smoke_corpus, work / "data" / "smoke")
+    shutil.copy(ROOT / "data.dvc", work / "data.dvc")
+    proc = snakemake(work)
+    return work, proc
+
+
+def smoke_parts() -> int:
+    return yaml.safe_load(SMOKE.read_text())["dag"]["align_parts"]
+
+
+def test_full_run_outputs(done_workdir):
+    work, proc = done_workdir
+    parts = smoke_parts()
+    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "all": 1}
+    manifest = json.loads((work / "results/smoke/shards/manifest.json").read_text())
+    assert manifest["counts"]["train_windows"] > 0
+    for i in range(parts):
+        assert (work / f"results/smoke/asr/part-{i}.jsonl").exists()
+        assert (work / f"logs/smoke/align_asr/part-{i}.log").exists()
+
+
+def test_nothing_to_do_after_run(done_workdir):
+    work, _ = done_workdir
+    assert planned_jobs(snakemake(work, "-n")) == {}
+
+
+def test_rerun_align_reruns_only_align_and_shard(done_workdir):
+    work, _ = done_workdir
+    assert planned_jobs(snakemake(work, "-n", "-R", "align_asr")) == {
+        "align_asr": smoke_parts(), "shard_clips": 1, "all": 1}
+
+
+def test_until_and_single_target(done_workdir, tmp_path):
+    work, _ = done_workdir
+    assert planned_jobs(snakemake(work, "-n", "--forceall", "--until", "align_asr")) == {"align_asr": smoke_parts()}
+    assert planned_jobs(snakemake(work, "-n", "--force", "results/smoke/asr/part-0.jsonl")) == {"align_asr": 1}
+
+
+def test_config_change_retriggers_only_affected(done_workdir, tmp_path):
+    work, _ = done_workdir
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["shard_clips"]["jpeg_quality"] = 80
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"shard_clips": 1, "all": 1}
+
+
+def test_mlflow_runs_and_tags(done_workdir):
+    import mlflow
+
+    work, _ = done_workdir
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("tvts")
+    runs = client.search_runs([exp.experiment_id], "tags.`tvts.exp` = 'smoke'", max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tvts.kind") == "workflow"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parent = next(p for p in parents if any(c.data.tags["mlflow.parentRunId"] == p.info.run_id for c in children))
+    mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+    assert sorted(c.data.tags["tvts.rule"] for c in mine) == ["align_asr"] * smoke_parts() + ["shard_clips"]
+    md5 = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["md5"]
+    for run in [parent, *mine]:
+        assert run.data.tags["tvts.data_md5"] == md5
+        assert run.data.tags["mlflow.source.git.commit"]
+        assert run.info.status == "FINISHED"
+    shard_run = next(c for c in mine if c.data.tags["tvts.rule"] == "shard_clips")
+    assert shard_run.data.metrics["train_windows"] > 0 and "shard_clips.jpeg_quality" in shard_run.data.params
+    assert "manifest.json" in [a.path for a in client.list_artifacts(shard_run.info.run_id)]
+
+
+def test_bad_config_stops_before_any_job(tmp_path, smoke_workdir):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["align_asr"]["band_mim"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(smoke_workdir, configfile=bad, check=False)
+    assert proc.returncode != 0
+    assert "align_asr.band_mim: unknown key" in proc.stderr + proc.stdout
+    assert not (smoke_workdir / "results").exists()
+
+
+def test_wrong_type_names_key(tmp_path, smoke_workdir):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["dag"]["align_parts"] = "four"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(smoke_workdir, "-n", configfile=bad, check=False)
+    assert proc.returncode != 0 and "dag.align_parts: 'four' is not of type 'integer'" in proc.stderr + proc.stdout
+
+
+def test_lint_clean(smoke_workdir):
+    proc = snakemake(smoke_workdir, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_paper_config_dry_runs(tmp_path):
+    proc = snakemake(tmp_path, "-n", configfile=ROOT / "config/paper.yaml")
+    parts = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]["align_parts"]
+    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "all": 1}

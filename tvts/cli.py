@@ -1,0 +1,34 @@
+"""`tvts <stage> ...`: one subcommand per workflow stage, each a module with `main(argv=None)`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "make-demo": ("tvts.stages.make_demo", "generate the embedded demo corpus"),
+    "align-asr": ("tvts.stages.align_asr", "clean + DTW-align YT-Temporal ASR, cut K-clip windows"),
+    "shard-clips": ("tvts.stages.shard_clips", "decode window frames into WebDataset shards"),
+    "tracking": ("tvts.stages.tracking_cli", "MLflow store and parent run (used by the Snakefile)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: tvts <command> [args]", "", "commands:"]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"tvts: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""YT-Temporal (MERLOT release) reader: the tab-separated video list and per-video JSON.
+
+Layout: `<root>/<subset>/data/<id>.mp4` with `<root>/<subset>/annotations/<id>.json`, listed
+by a TSV whose `Name` column holds `<subset>/data/<id>.mp4`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class RejectError(Exception):
+    """A sample that is skipped and counted, never fatal for the stage."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One row of the video list."""
+
+    video_id: str
+    name: str  # as in the list, relative to the corpus root
+
+    def video_path(self, root: Path) -> Path:
+        return root / self.name
+
+    def annotation_path(self, root: Path) -> Path:
+        subset, _, rest = self.name.partition("/data/")
+        return root / subset / "annotations" / (Path(rest).stem + ".json")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """The fields of a MERLOT JSON that alignment needs."""
+
+    video_id: str
+    subtitles: list
+    denoised: list
+    duration: float
+    info: dict
+
+
+def read_video_list(path: str | Path) -> list[VideoEntry]:
+    """Read the tab-separated list; one `VideoEntry` per row, in file order.
+
+    Raises:
+        ValueError: naming the file (and line) when the header has no `Name` column
+            or a row has an empty or malformed name.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        if reader.fieldnames is None or "Name" not in reader.fieldnames:
+            raise ValueError(f"{path}: no 'Name' column in the header (got {reader.fieldnames})")
+        entries = [_entry(row.get("Name"), path, reader.line_num) for row in reader]
+    return entries
+
+
+def _entry(name: str | None, path: str | Path, line: int) -> VideoEntry:
+    name = (name or "").strip()
+    if "/data/" not in name or not name.endswith(".mp4"):
+        raise ValueError(f"{path}:{line}: Name {name!r} is not of the form <subset>/data/<id>.mp4")
+    return VideoEntry(video_id=Path(name).stem, name=name)
+
+
+def load_annotation(entry: VideoEntry, root: Path) -> Annotation:
+    """Load and check one annotation JSON.
+
+    Raises:
+        RejectError: missing_annotation, unreadable_annotation, bad_annotation, zero_duration.
+    """
+    path = entry.annotation_path(root)
+    if not path.exists():
+        raise RejectError("missing_annotation", str(path))
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+    except (json.JSONDecodeError, OSError) as err:
+        raise RejectError("unreadable_annotation", f"{path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise RejectError("bad_annotation", f"{path}: top level is not an object")
+    return _check_annotation(entry, raw, path)
+
+
+def _check_annotation(entry: VideoEntry, raw: dict, path: Path) -> Annotation:
+    subtitles, denoised, info = raw.get("subtitles"), raw.get("denoised"), raw.get("info")
+    if not isinstance(subtitles, list) or not isinstance(denoised, list) or not isinstance(info, dict):
+        raise RejectError("bad_annotation", f"{path}: needs lists 'subtitles', 'denoised' and object 'info'")
+    duration = info.get("duration")
+    if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
+        raise RejectError("zero_duration", f"{path}: info.duration={duration!r}")
+    return Annotation(video_id=entry.video_id, subtitles=subtitles, denoised=denoised,
+                      duration=float(duration), info=info)

@@ -1,0 +1,125 @@
+"""WebDataset tar shards of windows: stored JPEG frames + K transcripts + their times.
+
+One sample per window, key `<video_id>_wNNN` (WebDataset keys may not contain dots):
+    <key>.json        video id, source, window/clip times, transcripts, frame times
+    <key>.fNNN.jpg    the stored frames, in time order
+Shards are byte-reproducible: fixed tar metadata (mtime 0, fixed owner) and deterministic
+JPEG encoding, written in a fixed sample order.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+SPLITS = ("train", "val")
+
+
+def split_of(video_id: str, val_fraction: float) -> str:
+    """Train/val split by a hash of the video id: stable, and never splits one video."""
+    h = int.from_bytes(hashlib.md5(video_id.encode("utf-8")).digest()[:8], "little") / 2**64
+    return "val" if h < val_fraction else "train"
+
+
+def sample_key(video_id: str, window_index: int) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in video_id)
+    return f"{safe}_w{window_index:03d}"
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False)
+    return buf.getvalue()
+
+
+def make_sample(key: str, meta: dict, frames: np.ndarray, quality: int) -> dict[str, bytes]:
+    """A WebDataset sample dict: `__key__`, `json`, and one `fNNN.jpg` per frame."""
+    sample = {"__key__": key, "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
+    for i, frame in enumerate(frames):
+        sample[f"f{i:03d}.jpg"] = encode_jpeg(frame, quality)
+    return sample
+
+
+def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> int:
+    import webdataset as wds
+
+    with open(path, "wb") as f:
+        writer = wds.TarWriter(f, user="tvts", group="tvts", mtime=0, encoder=False)
+        for s in samples:
+            writer.write(s)
+        writer.close()
+    return path.stat().st_size
+
+
+class ShardSink:
+    """Writes samples of one split into `<split>-NNNNNN.tar`, never an empty shard."""
+
+    def __init__(self, out_dir: Path, split: str, samples_per_shard: int):
+        self.out_dir, self.split, self.per_shard = out_dir, split, samples_per_shard
+        self.buffer: list[dict[str, bytes]] = []
+        self.shards: list[str] = []
+        self.n_samples = 0
+        self.n_bytes = 0
+
+    def add(self, sample: dict[str, bytes]) -> None:
+        self.buffer.append(sample)
+        self.n_samples += 1
+        if len(self.buffer) >= self.per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        name = f"{self.split}-{len(self.shards):06d}.tar"
+        self.n_bytes += _write_tar(self.out_dir / name, self.buffer)
+        self.shards.append(name)
+        self.buffer = []
+
+
+def iter_tar_samples(path: str | Path) -> Iterator[dict[str, bytes]]:
+    """Group a shard's members into samples (consecutive members sharing a key)."""
+    with tarfile.open(path, "r") as tar:
+        current: dict[str, bytes] = {}
+        for member in tar:
+            key, _, field = member.name.partition(".")
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current.setdefault("__key__", key)
+            current[field] = tar.extractfile(member).read()
+        if current:
+            yield current
+
+
+def tsn_indices(n_stored: int, n_frames: int, rng: np.random.Generator | None) -> np.ndarray:
+    """One index per equal segment of the stored frames: random (train) or centre (eval)."""
+    edges = np.linspace(0, n_stored, n_frames + 1)
+    if rng is None:
+        pos = (edges[:-1] + edges[1:]) / 2
+    else:
+        pos = rng.uniform(edges[:-1], edges[1:])
+    return np.clip(np.floor(pos).astype(np.int64), 0, n_stored - 1)
+
+
+def decode_sample(sample: dict[str, bytes], n_frames: int, rng: np.random.Generator | None = None
+                  ) -> tuple[np.ndarray, dict]:
+    """Decode a window sample into (n_frames, H, W, 3) uint8 frames sampled TSN-style, and its meta."""
+    meta = json.loads(sample["json"])
+    names = sorted(k for k in sample if k.endswith(".jpg"))
+    idx = tsn_indices(len(names), n_frames, rng)
+    frames = np.stack([np.asarray(Image.open(io.BytesIO(sample[names[i]])).convert("RGB")) for i in idx])
+    return frames, meta
+
+
+def list_shards(shard_dir: str | Path, split: str) -> list[Path]:
+    return sorted(Path(shard_dir).glob(f"{split}-*.tar"))
+
+
+def count_samples(paths: Iterable[Path]) -> int:
+    return sum(1 for p in paths for _ in iter_tar_samples(p))

@@ -1,0 +1,90 @@
+"""Windows of K consecutive clips cut from one video's timed transcript (PAPER.md, pretext task).
+
+A window holds K clips of one length L (drawn per window from `clip_lengths`) separated by
+`gap_s`; a clip's transcript is the aligned words whose timestamps fall inside it.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from tvts.config import WindowConfig
+
+
+@dataclass(frozen=True)
+class Clip:
+    start: float
+    end: float
+    text: str
+    n_words: int
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int
+    start: float
+    end: float
+    clip_len: float
+    clips: tuple[Clip, ...]
+
+
+def window_span(k: int, clip_len: float, gap_s: float) -> float:
+    """Seconds covered by K clips of `clip_len` with K-1 gaps (15, 19 or 23 s in the paper)."""
+    return k * clip_len + (k - 1) * gap_s
+
+
+def video_rng(video_id: str, seed: int) -> np.random.Generator:
+    """A generator that depends only on (seed, video id): stable across runs and part splits."""
+    digest = int.from_bytes(hashlib.sha256(video_id.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([seed, digest])
+
+
+def clip_transcript(words: list[str], times: np.ndarray, start: float, end: float) -> Clip:
+    inside = [w for w, t in zip(words, times) if start <= t < end]
+    return Clip(start=round(start, 3), end=round(end, 3), text=" ".join(inside), n_words=len(inside))
+
+
+def plan_windows(video_id: str, duration: float, words: list[str], times: np.ndarray,
+                 cfg: WindowConfig) -> tuple[list[Window], Counter]:
+    """Cut a video's timeline into windows of K clips with their transcripts.
+
+    Args:
+        video_id: used to seed the random window phase and clip lengths.
+        duration: video length in seconds.
+        words, times: the aligned denoised words and their timestamps.
+        cfg: window geometry.
+    Returns:
+        The kept windows, and counts of skipped windows by reason.
+    """
+    rng = video_rng(video_id, cfg.seed)
+    skipped: Counter = Counter()
+    kept: list[Window] = []
+    t = float(rng.uniform(0.0, cfg.gap_s + min(cfg.clip_lengths)))
+    while True:
+        clip_len = float(rng.choice(cfg.clip_lengths))
+        span = window_span(cfg.k, clip_len, cfg.gap_s)
+        if t + span > duration:
+            break
+        clips = tuple(clip_transcript(words, times, t + i * (clip_len + cfg.gap_s),
+                                      t + i * (clip_len + cfg.gap_s) + clip_len) for i in range(cfg.k))
+        if min(c.n_words for c in clips) < cfg.min_words_per_clip:
+            skipped["window_clip_without_words"] += 1
+        else:
+            kept.append(Window(len(kept), round(t, 3), round(t + span, 3), clip_len, clips))
+        t += cfg.stride_s if cfg.stride_s else span + cfg.gap_s
+    return _limit(kept, cfg, rng), skipped
+
+
+def _limit(windows: list[Window], cfg: WindowConfig, rng: np.random.Generator) -> list[Window]:
+    if not cfg.max_windows_per_video or len(windows) <= cfg.max_windows_per_video:
+        return windows
+    keep = sorted(rng.choice(len(windows), cfg.max_windows_per_video, replace=False))
+    return [Window(i, w.start, w.end, w.clip_len, w.clips) for i, w in enumerate(windows[j] for j in keep)]
+
+
+def window_to_dict(w: Window) -> dict:
+    return {"index": w.index, "start": w.start, "end": w.end, "clip_len": w.clip_len,
+            "clips": [{"start": c.start, "end": c.end, "text": c.text, "n_words": c.n_words} for c in w.clips]}

@@ -1,0 +1,156 @@
+"""Atomic file output, manifests and rejects: how every stage writes to disk.
+
+Every output goes to a temporary sibling first and is renamed into place, so a job
+killed mid-write never leaves a partial file that Snakemake would take as complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field, is_dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+_VERSIONED = ("tvts", "torch", "torchvision", "timm", "transformers", "decord", "av",
+              "webdataset", "numpy", "rapidfuzz", "ftfy", "mlflow", "snakemake", "dvc")
+
+
+def _tmp_sibling(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` on success.
+
+    Args:
+        path: the final file name.
+    Yields:
+        A temporary file path to write to (it exists and is empty).
+    """
+    final = Path(path)
+    tmp = _tmp_sibling(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `path`; it replaces `path` on success."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, sort_keys=True, default=to_jsonable, ensure_ascii=False)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, dumps(obj) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """Write one compact JSON object per line; returns the number of rows."""
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(dumps(row, indent=None) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+@dataclass
+class Rejects:
+    """Samples skipped by a stage, each with a reason; written to rejects.jsonl."""
+
+    stage: str
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, item: str, reason: str, detail: str = "") -> None:
+        self.rows.append({"stage": self.stage, "item": item, "reason": reason, "detail": detail[:500]})
+
+    def extend(self, other: "Rejects") -> None:
+        self.rows.extend(other.rows)
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r["reason"] for r in self.rows).items()))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def write(self, path: str | os.PathLike) -> None:
+        atomic_write_jsonl(path, self.rows)
+
+
+def write_manifest(path: str | os.PathLike, *, stage: str, inputs: dict, config: Any,
+                   counts: dict, rejects: Rejects, timings: dict | None = None,
+                   outputs: dict | None = None) -> dict:
+    """Write the small JSON that says what produced an output directory.
+
+    Returns:
+        The manifest as a dict (what was written).
+    """
+    manifest = {
+        "stage": stage,
+        "inputs": inputs,
+        "outputs": outputs or {},
+        "config": config,
+        "counts": counts,
+        "rejects": rejects.counts(),
+        "timings": timings or {},
+        "versions": library_versions(),
+    }
+    atomic_write_json(path, manifest)
+    return manifest

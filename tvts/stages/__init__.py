@@ -1,0 +1,1 @@
+"""One module per workflow stage; each exposes `main(argv=None)` for the `tvts` CLI."""

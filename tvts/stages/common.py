@@ -1,0 +1,30 @@
+"""Arguments and plumbing shared by every stage's command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exp", default="demo", help="experiment name (outputs live under results/<exp>/)")
+    p.add_argument("--rule", default=None, help="Snakemake rule name, recorded as the MLflow tag tvts.rule")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", dest="config_path", help="full YAML config file (stage sections are read from it)")
+    src.add_argument("--config-json", dest="config_json", help="the stage's sections as JSON (what the rules pass)")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@contextmanager
+def timer(timings: dict, name: str) -> Iterator[None]:
+    """Accumulate wall-clock seconds under `timings[name]`."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0

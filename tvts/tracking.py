@@ -1,0 +1,205 @@
+"""The only module that talks to MLflow.
+
+One parent run per `snakemake` invocation (opened in the Snakefile's `onstart`, its id
+handed to jobs through the environment) and one child run per job. Every run carries
+the tags a user filters on: experiment name, rule, git commit and the `data.dvc` md5.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import yaml
+
+from tvts.io import dumps
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_ENV = "TVTS_PARENT_RUN_ID"
+EXPERIMENT_ENV = "TVTS_MLFLOW_EXPERIMENT"
+DEFAULT_EXPERIMENT = "tvts"
+T = TypeVar("T")
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the SQLite store at the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def experiment_name() -> str:
+    return os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
+
+
+def _mlflow():
+    import mlflow  # imported lazily: it costs seconds and most CLI paths never need it
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def _retry(fn: Callable[[], T], attempts: int = 8) -> T:
+    """SQLite allows one writer at a time; parallel jobs retry briefly instead of failing."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as err:  # sqlalchemy's OperationalError surfaces as MlflowException
+            if "locked" not in str(err).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**i)
+    raise AssertionError("unreachable")
+
+
+def artifact_root() -> Path:
+    """Artifacts sit beside a SQLite store (`mlartifacts/`), else under the working directory."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve()
+    return Path("mlartifacts").resolve()
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def data_md5(dvc_file: str | Path = "data.dvc") -> str:
+    """The md5 DVC recorded for the tracked data (`outs[0].md5`), or 'unknown'."""
+    try:
+        with open(dvc_file, encoding="utf-8") as f:
+            return str(yaml.safe_load(f)["outs"][0]["md5"])
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return "unknown"
+
+
+def base_tags(exp: str, rule: str | None = None) -> dict[str, str]:
+    tags = {"tvts.exp": exp, "mlflow.source.git.commit": git_commit(),
+            "tvts.data_md5": data_md5(os.environ.get("TVTS_DATA_DVC", "data.dvc"))}
+    if rule:
+        tags["tvts.rule"] = rule
+    return tags
+
+
+def init_store(name: str | None = None) -> str:
+    """Create the store (running its schema migration once) and the experiment.
+
+    Called from the Snakefile's `onstart`, before any job: parallel jobs that first
+    touch a new SQLite store race on the migration.
+
+    Returns:
+        The experiment id.
+    """
+    mlflow = _mlflow()
+    name = name or experiment_name()
+    artifacts = artifact_root().as_uri()
+    exp = mlflow.get_experiment_by_name(name)
+    return exp.experiment_id if exp else mlflow.create_experiment(name, artifact_location=artifacts)
+
+
+def start_parent_run(exp: str, params: dict | None = None, command: str = "") -> str:
+    """Open the parent run of one workflow invocation; returns its id (left open)."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    tags = base_tags(exp) | {"mlflow.runName": f"{exp}-workflow", "tvts.kind": "workflow",
+                             "tvts.command": command[:5000]}
+    run = _retry(lambda: client.create_run(init_store(), tags=tags))
+    if params:
+        log_params(run.info.run_id, params)
+    return run.info.run_id
+
+
+def end_run(run_id: str, ok: bool = True) -> None:
+    client = _mlflow().MlflowClient()
+    _retry(lambda: client.set_terminated(run_id, "FINISHED" if ok else "FAILED"))
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars stay as values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def log_params(run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    client = _mlflow().MlflowClient()
+    plain = json.loads(dumps(params))  # dataclasses and paths -> plain values
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(plain).items())]
+    for i in range(0, len(items), 100):
+        _retry(lambda: client.log_batch(run_id, params=items[i:i + 100]))
+
+
+@dataclass
+class StageRun:
+    """Handle on a job's child run."""
+
+    run_id: str
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        client = _mlflow().MlflowClient()
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in sorted(flatten(metrics).items())
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for i in range(0, len(batch), 500):
+            _retry(lambda: client.log_batch(self.run_id, metrics=batch[i:i + 500]))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        client = _mlflow().MlflowClient()
+        _retry(lambda: client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        client = _mlflow().MlflowClient()
+        for k, v in tags.items():
+            _retry(lambda: client.set_tag(self.run_id, k, str(v)))
+
+
+class _OffRun(StageRun):
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, exp: str, params: dict, rule: str | None = None,
+              run_name: str | None = None, extra_tags: dict | None = None) -> Iterator[StageRun]:
+    """Open one job's child run under the workflow's parent run (if any).
+
+    The run is marked FAILED if the body raises, so a crashed job is visible in MLflow.
+    """
+    if os.environ.get("TVTS_TRACKING") == "off":  # benchmarks time the stage, not the store
+        yield _OffRun("")
+        return
+    client = _mlflow().MlflowClient()
+    tags = base_tags(exp, rule or stage) | {"tvts.stage": stage, "mlflow.runName": run_name or f"{exp}/{stage}"}
+    if os.environ.get(PARENT_ENV):
+        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+    tags |= extra_tags or {}
+    run = _retry(lambda: client.create_run(init_store(), tags=tags))
+    handle = StageRun(run.info.run_id)
+    log_params(handle.run_id, params)
+    try:
+        yield handle
+    except BaseException:
+        end_run(handle.run_id, ok=False)
+        raise
+    end_run(handle.run_id, ok=True)

@@ -1,0 +1,73 @@
+# Shared helpers: config validation, stage-config params, resources, MLflow handlers. No rules.
+import json
+import os
+import shlex
+import sys
+
+from tvts import tracking
+from tvts.config import ConfigError, validate_workflow_config
+
+try:
+    validate_workflow_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ConfigError as err:
+    sys.exit(f"Config error: {err}")
+
+EXP = config["exp"]
+
+
+wildcard_constraints:
+    exp=r"[A-Za-z0-9_\-]+",
+    part=r"\d+",
+
+
+def stage_json(*sections):
+    """The named config sections as one JSON string: passed to `tvts <stage> --config-json`.
+
+    As a rule param, any change to these sections re-triggers the rule.
+    """
+    return json.dumps({s: config.get(s, {}) for s in sections}, sort_keys=True)
+
+
+def res(rule_name, key):
+    """Per-rule resources from config `resources.<rule>`, falling back to `resources.default`."""
+    table = config["resources"]
+    return table.get(rule_name, {}).get(key, table["default"][key])
+
+
+def data_version():
+    """The md5 of data.dvc: as a param, a new data version re-triggers alignment."""
+    return tracking.data_md5("data.dvc")
+
+
+def raw_input(path):
+    """A raw dataset file outside DVC (e.g. the paper's YT-Temporal list) is an input when
+    present; when absent, the DAG still builds (dry-run anywhere) and the job fails with a
+    clear 'not found' error."""
+    return ancient(path) if os.path.exists(path) else []
+
+
+def asr_parts(exp):
+    return [f"results/{exp}/asr/part-{i}.jsonl" for i in range(config["dag"]["align_parts"])]
+
+
+def all_targets():
+    return [f"results/{EXP}/shards"]
+
+
+onstart:
+    # One store migration and one parent run per invocation, before any job starts
+    # (parallel first use of a new SQLite store races on the schema migration).
+    os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
+    tracking.init_store()
+    command = shlex.join(sys.argv)
+    os.environ[tracking.PARENT_ENV] = tracking.start_parent_run(EXP, {"config": config}, command)
+
+
+onsuccess:
+    if os.environ.get(tracking.PARENT_ENV):
+        tracking.end_run(os.environ[tracking.PARENT_ENV], ok=True)
+
+
+onerror:
+    if os.environ.get(tracking.PARENT_ENV):
+        tracking.end_run(os.environ[tracking.PARENT_ENV], ok=False)

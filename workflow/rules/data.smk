@@ -1,0 +1,49 @@
+# Data stages: ASR alignment (N parallel parts) and clip sharding.
+
+
+rule align_asr:
+    input:
+        video_list=raw_input(config["data"]["yttemporal_list"]),
+    output:
+        jsonl="results/{exp}/asr/part-{part}.jsonl",
+        manifest="results/{exp}/asr/part-{part}.manifest.json",
+        rejects="results/{exp}/asr/part-{part}.rejects.jsonl",
+    log:
+        "logs/{exp}/align_asr/part-{part}.log",
+    params:
+        cfg=stage_json("align_asr", "windows"),
+        video_list=config["data"]["yttemporal_list"],
+        root=config["data"]["yttemporal_root"],
+        parts=config["dag"]["align_parts"],
+        data_version=data_version(),
+    threads: res("align_asr", "threads")
+    resources:
+        mem_mb=res("align_asr", "mem_mb"),
+        runtime=res("align_asr", "runtime"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "tvts align-asr --list {params.video_list} --root {params.root} --part {wildcards.part}"
+        " --parts {params.parts} --exp {wildcards.exp} --rule {rule} --config-json {params.cfg:q}"
+        " --out {output.jsonl} > {log} 2>&1"
+
+
+rule shard_clips:
+    input:
+        asr=lambda wc: asr_parts(wc.exp),
+    output:
+        directory("results/{exp}/shards"),
+    log:
+        "logs/{exp}/shard_clips.log",
+    params:
+        cfg=stage_json("shard_clips"),
+        root=config["data"]["yttemporal_root"],
+    threads: res("shard_clips", "threads")
+    resources:
+        mem_mb=res("shard_clips", "mem_mb"),
+        runtime=res("shard_clips", "runtime"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "tvts shard-clips --asr {input.asr} --root {params.root} --workers {threads}"
+        " --exp {wildcards.exp} --rule {rule} --config-json {params.cfg:q} --out {output} > {log} 2>&1"
