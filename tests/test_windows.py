@@ -1,5 +1,6 @@
 """Window planning: K clips of one length with gaps; transcripts are the words inside each clip."""
 import numpy as np
+import pytest
 
 from tvts.config import WindowConfig
 from tvts.data.windows import plan_windows, window_span
@@ -16,10 +17,10 @@ def test_geometry_and_transcripts():
     windows, skipped = plan_windows("vid", 60.0, words, times, cfg)
     assert windows and not skipped
     for w in windows:
-        assert w.end - w.start == window_span(4, 3.0, 1.0) == 15.0
+        assert w.end - w.start == pytest.approx(window_span(4, 3.0, 1.0)) == 15.0
         assert w.end <= 60
         for a, b in zip(w.clips, w.clips[1:]):
-            assert abs(b.start - a.end - 1.0) < 1e-6
+            assert b.start - a.end == pytest.approx(1.0, abs=1e-3)
         for c in w.clips:
             inside = [x for x, t in zip(words, times) if c.start <= t < c.end]
             assert c.text.split() == inside

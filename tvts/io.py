@@ -111,6 +111,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+class RejectError(Exception):
+    """A sample that is skipped and counted in rejects.jsonl, never fatal for the stage."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass
 class Rejects:
     """Samples skipped by a stage, each with a reason; written to rejects.jsonl."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tvts.data.formats.yttemporal import RejectError
+from tvts.io import RejectError
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tvts import io, tracking
+from tvts.io import RejectError
 from tvts.config import AlignConfig, WindowConfig, load_sections
 from tvts.data import asr
-from tvts.data.formats.yttemporal import RejectError, VideoEntry, load_annotation, read_video_list
+from tvts.data.formats.yttemporal import VideoEntry, load_annotation, read_video_list
 from tvts.data.windows import plan_windows, window_span, window_to_dict
 from tvts.stages.common import add_common_args, setup_logging, timer
 
@@ -41,21 +42,6 @@ def sidecars(out: str | Path) -> tuple[Path, Path]:
     return out.with_name(f"{stem}.manifest.json"), out.with_name(f"{stem}.rejects.jsonl")
 
 
-def check_transcript(words: list[str], den: list[str], cfg: AlignConfig) -> None:
-    """Reject transcripts that cannot be aligned meaningfully (each with its own reason)."""
-    if not words:
-        raise RejectError("empty_asr")
-    if asr.garbled_fraction(words) > cfg.max_garbled_fraction:
-        raise RejectError("garbled_asr", f"{asr.garbled_fraction(words):.2f} of words garbled")
-    if len(words) < cfg.min_asr_words:
-        raise RejectError("too_few_asr_words", f"{len(words)} < {cfg.min_asr_words}")
-    if not den:
-        raise RejectError("empty_denoised")
-    ratio = len(den) / len(words)
-    if not 1 / cfg.max_length_ratio <= ratio <= cfg.max_length_ratio:
-        raise RejectError("denoised_length_mismatch", f"{len(den)} denoised vs {len(words)} ASR words")
-
-
 def align_video(entry: VideoEntry, root: Path, cfg: dict) -> tuple[dict, Counter]:
     """Align one video and cut its windows.
 
@@ -69,7 +55,7 @@ def align_video(entry: VideoEntry, root: Path, cfg: dict) -> tuple[dict, Counter
         raise RejectError("missing_video", str(entry.video_path(root)))
     words, times = asr.clean_asr_words(ann.subtitles)
     den = asr.denoised_words(ann.denoised)
-    check_transcript(words, den, cfg["align_asr"])
+    asr.check_transcript(words, den, cfg["align_asr"])
     al = asr.align_asr_to_denoised(words, times, den, cfg["align_asr"])
     windows, skipped = plan_windows(entry.video_id, ann.duration, al.words, al.times, cfg["windows"])
     if not windows:

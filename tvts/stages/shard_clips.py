@@ -19,7 +19,7 @@ from tqdm import tqdm
 from tvts import io, tracking
 from tvts.config import ShardConfig, load_sections
 from tvts.data import shards, video
-from tvts.data.formats.yttemporal import RejectError
+from tvts.io import RejectError
 from tvts.stages.align_asr import sidecars
 from tvts.stages.common import add_common_args, setup_logging, timer
 

@@ -11,14 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class RejectError(Exception):
-    """A sample that is skipped and counted, never fatal for the stage."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+from tvts.io import RejectError
 
 
 @dataclass(frozen=True)
