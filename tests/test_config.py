@@ -40,6 +40,8 @@ def test_shipped_configs_validate(name):
     (lambda c: c["align_asr"].update(band_mim=3), "align_asr.band_mim: unknown key"),
     (lambda c: c["shard_clips"].update(short_side="big"), "shard_clips.short_side: 'big' is not of type 'integer'"),
     (lambda c: c.update(shard_clip={}), "shard_clip: unknown key"),
+    (lambda c: c["demo"].update(n_vidoes=3), "demo.n_vidoes: unknown key"),
+    (lambda c: c["windows"].update(k=1), "windows.k: 1 is less than the minimum of 2"),
 ])
 def test_schema_names_the_key(mutate, expected):
     config = yaml.safe_load((ROOT / "config/demo.yaml").read_text())

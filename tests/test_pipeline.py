@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -161,7 +162,7 @@ def bad_run(tmp_path_factory, smoke_corpus):
     (root / "videos.tsv").write_text("Name\tduration\n" + "".join(f"{n}\t1\n" for n in names))
     parts = run_align(root, root.parent / "asr")
     manifest = run_shard(parts, root, root.parent / "shards")
-    reasons = {r["item"].split("_w")[0]: r["reason"] for p in [root.parent / "asr/part-0.rejects.jsonl",
+    reasons = {re.sub(r"_w\d{3}$", "", r["item"]): r["reason"] for p in [root.parent / "asr/part-0.rejects.jsonl",
                                                                root.parent / "shards/rejects.jsonl"]
                for r in io.read_jsonl(p)}
     return root.parent, manifest, reasons

@@ -208,3 +208,13 @@ def validate_workflow_config(config: dict, schema_path: str | Path) -> None:
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise ConfigError(_schema_error_message(errors[0]))
+    for name, cls in stage_sections().items():  # ranges and cross-field checks live in the dataclasses
+        if name in config:
+            from_dict(cls, config[name], name)
+
+
+def stage_sections() -> dict[str, type]:
+    """Config sections that map onto a stage dataclass."""
+    from tvts.data.demo import DemoConfig  # imported here: demo.py imports this module
+
+    return {"demo": DemoConfig, "align_asr": AlignConfig, "windows": WindowConfig, "shard_clips": ShardConfig}
