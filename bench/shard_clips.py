@@ -44,7 +44,7 @@ def shard_throughput(rows, root, cfg, workers, tmp: Path) -> tuple[float, int]:
     out = tmp / f"shards-{workers}"
     out.mkdir()
     t0 = time.perf_counter()
-    sinks, _ = write_shards(rows, str(root), out, cfg, workers)
+    sinks, _ = write_shards(rows, out, cfg, workers)
     dt = time.perf_counter() - t0
     return sum(k.n_samples for k in sinks.values()) / dt, sum(k.n_samples for k in sinks.values())
 
@@ -63,7 +63,7 @@ def load_from_mp4(samples, root: Path, rng) -> float:
     for s in samples:
         _, meta = shards.decode_sample(s, 1, None)
         times = np.asarray(meta["frame_times"])[shards.tsn_indices(len(meta["frame_times"]), N_FRAMES, rng)]
-        vr = decord.VideoReader(str(root / meta["source"]), num_threads=1)
+        vr = decord.VideoReader(meta["source"], num_threads=1)
         idx = video.frame_indices(times, video.video_meta(vr))
         [vr[int(i)].asnumpy() for i in idx]  # one seek per frame
     return (time.perf_counter() - t0) / len(samples)

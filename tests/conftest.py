@@ -20,12 +20,15 @@ def mlflow_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mlflow")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_tracking(mlflow_dir, monkeypatch):
-    """Never touch the repository's mlflow.db; no parent run leaks in from the environment."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir}/mlflow.db")
-    monkeypatch.delenv("TVTS_PARENT_RUN_ID", raising=False)
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_tracking(mlflow_dir):
+    """Session-wide (module fixtures run workflows too): never touch the repository's
+    mlflow.db, no parent run leaks in, and the venv's `tvts`/`snakemake` are on PATH."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir}/mlflow.db")
+        mp.delenv("TVTS_PARENT_RUN_ID", raising=False)
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,8 @@ def run_align(root: Path, out: Path, parts: int = 1, exp: str = "t") -> list[Pat
     return paths
 
 
-def run_shard(parts: list[Path], root: Path, out: Path, workers: int = 1, exp: str = "t") -> dict:
-    assert shard_clips.main(["--asr", *map(str, parts), "--root", str(root), "--out", str(out),
+def run_shard(parts: list[Path], out: Path, workers: int = 1, exp: str = "t") -> dict:
+    assert shard_clips.main(["--asr", *map(str, parts), "--out", str(out),
                              "--config", str(SMOKE), "--workers", str(workers), "--exp", exp]) == 0
     return json.loads((out / "manifest.json").read_text())
 
@@ -43,7 +43,7 @@ def smoke_run(tmp_path_factory, smoke_corpus):
     out = tmp_path_factory.mktemp("run")
     root = smoke_corpus / "yttemporal"
     parts = run_align(root, out / "asr", parts=2)
-    manifest = run_shard(parts, root, out / "shards", workers=2)
+    manifest = run_shard(parts, out / "shards", workers=2)
     return out, parts, manifest
 
 
@@ -87,7 +87,7 @@ def test_shards_content(smoke_run):
 
 def test_shards_byte_reproducible(smoke_run, tmp_path, smoke_corpus):
     out, parts, _ = smoke_run
-    run_shard(parts, smoke_corpus / "yttemporal", tmp_path / "again", workers=1)
+    run_shard(parts, tmp_path / "again", workers=1)
     first = {p.name: sha(p) for p in sorted((out / "shards").glob("*.tar"))}
     again = {p.name: sha(p) for p in sorted((tmp_path / "again").glob("*.tar"))}
     assert first == again and first
@@ -161,7 +161,7 @@ def bad_run(tmp_path_factory, smoke_corpus):
         names.append(write_item(root, f"bad_{case}", *make(video, ann)))
     (root / "videos.tsv").write_text("Name\tduration\n" + "".join(f"{n}\t1\n" for n in names))
     parts = run_align(root, root.parent / "asr")
-    manifest = run_shard(parts, root, root.parent / "shards")
+    manifest = run_shard(parts, root.parent / "shards")
     reasons = {re.sub(r"_w\d{3}$", "", r["item"]): r["reason"] for p in [root.parent / "asr/part-0.rejects.jsonl",
                                                                root.parent / "shards/rejects.jsonl"]
                for r in io.read_jsonl(p)}

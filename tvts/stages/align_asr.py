@@ -63,7 +63,7 @@ def align_video(entry: VideoEntry, root: Path, cfg: dict) -> tuple[dict, Counter
         too_short = ann.duration < window_span(wcfg.k, min(wcfg.clip_lengths), wcfg.gap_s)
         raise RejectError("video_shorter_than_window" if too_short else "no_valid_window",
                           f"duration {ann.duration:.1f}s, {sum(skipped.values())} windows lacked words")
-    row = {"id": entry.video_id, "video": entry.name, "duration": ann.duration,
+    row = {"id": entry.video_id, "video": str(entry.video_path(root)), "duration": ann.duration,
            "n_asr_words": len(words), "n_denoised_words": len(den), "n_aligned_words": len(al.words),
            "dtw_cost": al.cost, "words": [[w, round(float(t), 3)] for w, t in zip(al.words, al.times)],
            "windows": [window_to_dict(w) for w in windows]}
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     cfg = load_sections(SECTIONS, args.config_path, args.config_json)
-    if not Path(args.list).exists():
+    if not args.list or not Path(args.list).exists():
         raise SystemExit(f"align_asr: video list not found: {args.list} (config key data.yttemporal_list)")
     root = Path(args.root) if args.root else Path(args.list).parent
     entries = read_video_list(args.list)[args.part::args.parts]

@@ -30,7 +30,6 @@ SECTIONS = {"shard_clips": ShardConfig}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tvts shard-clips", description=__doc__)
     p.add_argument("--asr", nargs="+", required=True, help="part-N.jsonl files from align_asr")
-    p.add_argument("--root", required=True, help="corpus root the video names are relative to")
     p.add_argument("--out", required=True, help="output directory for the shards")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: config)")
     add_common_args(p)
@@ -44,10 +43,10 @@ def window_meta(row: dict, window: dict, frame_times) -> dict:
             "frame_times": [round(float(t), 3) for t in frame_times]}
 
 
-def shard_video(task: tuple[dict, str, ShardConfig]) -> tuple[list[dict], list[tuple[str, str, str]]]:
+def shard_video(task: tuple[dict, ShardConfig]) -> tuple[list[dict], list[tuple[str, str, str]]]:
     """Decode every window of one video. Returns (samples, rejects as (item, reason, detail))."""
-    row, root, cfg = task
-    path = Path(root) / row["video"]
+    row, cfg = task
+    path = Path(row["video"])
     try:
         vr = video.open_video(path)
     except RejectError as err:
@@ -69,8 +68,8 @@ def shard_video(task: tuple[dict, str, ShardConfig]) -> tuple[list[dict], list[t
     return samples, rejects
 
 
-def iter_videos(rows: list[dict], root: str, cfg: ShardConfig, workers: int):
-    tasks = [(r, root, cfg) for r in rows]
+def iter_videos(rows: list[dict], cfg: ShardConfig, workers: int):
+    tasks = [(r, cfg) for r in rows]
     if workers <= 1:
         yield from map(shard_video, tasks)
         return
@@ -78,11 +77,11 @@ def iter_videos(rows: list[dict], root: str, cfg: ShardConfig, workers: int):
         yield from pool.imap(shard_video, tasks, chunksize=1)
 
 
-def write_shards(rows: list[dict], root: str, out_dir: Path, cfg: ShardConfig, workers: int
+def write_shards(rows: list[dict], out_dir: Path, cfg: ShardConfig, workers: int
                  ) -> tuple[dict[str, shards.ShardSink], io.Rejects]:
     sinks = {s: shards.ShardSink(out_dir, s, cfg.samples_per_shard) for s in shards.SPLITS}
     rejects = io.Rejects("shard_clips")
-    for row, (samples, bad) in zip(rows, tqdm(iter_videos(rows, root, cfg, workers), total=len(rows),
+    for row, (samples, bad) in zip(rows, tqdm(iter_videos(rows, cfg, workers), total=len(rows),
                                                desc="shard_clips", unit="video", mininterval=2)):
         for item, reason, detail in bad:
             rejects.add(item, reason, detail)
@@ -125,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.stage_run("shard_clips", args.exp, cfg | {"workers": workers}, rule=args.rule) as mlrun:
         with io.atomic_dir(args.out) as tmp:
             with timer(timings, "shard_s"):
-                sinks, rejects = write_shards(rows, args.root, tmp, scfg, workers)
+                sinks, rejects = write_shards(rows, tmp, scfg, workers)
             counts = shard_counts(sinks, rejects, len(rows))
             if counts["windows"] == 0:
                 raise SystemExit("shard_clips: no window survived; see the align_asr manifests and rejects")
             timings["windows_per_s"] = counts["windows"] / max(timings["shard_s"], 1e-9)
             timings["windows_per_s_per_worker"] = timings["windows_per_s"] / workers
             rejects.write(tmp / "rejects.jsonl")
-            io.write_manifest(tmp / "manifest.json", stage="shard_clips", inputs={"asr": args.asr, "root": args.root},
+            io.write_manifest(tmp / "manifest.json", stage="shard_clips", inputs={"asr": args.asr},
                               config=cfg | {"workers": workers}, counts=counts | {"upstream_rejects": upstream_rejects(args.asr)},
                               rejects=rejects, timings=timings, outputs={s: k.shards for s, k in sinks.items()})
         mlrun.log_metrics(counts | {"rejects": rejects.counts()} | timings)

@@ -43,7 +43,10 @@ def raw_input(path):
     """A raw dataset file outside DVC (e.g. the paper's YT-Temporal list) is an input when
     present; when absent, the DAG still builds (dry-run anywhere) and the job fails with a
     clear 'not found' error."""
-    return ancient(path) if os.path.exists(path) else []
+    if os.path.exists(path):
+        return ancient(path)
+    print(f"Warning: {path} not found; the DAG is built, but jobs that read it will fail.", file=sys.stderr)
+    return []
 
 
 def asr_parts(exp):

@@ -12,8 +12,6 @@ rule align_asr:
         "logs/{exp}/align_asr/part-{part}.log",
     params:
         cfg=stage_json("align_asr", "windows"),
-        video_list=config["data"]["yttemporal_list"],
-        root=config["data"]["yttemporal_root"],
         parts=config["dag"]["align_parts"],
         data_version=data_version(),
     threads: res("align_asr", "threads")
@@ -23,8 +21,8 @@ rule align_asr:
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts align-asr --list {params.video_list} --root {params.root} --part {wildcards.part}"
-        " --parts {params.parts} --exp {wildcards.exp} --rule {rule} --config-json {params.cfg:q}"
+        "tvts align-asr --list {input.video_list:q} --part {wildcards.part}"
+        " --parts {params.parts} --exp {wildcards.exp} --rule align_asr --config-json {params.cfg:q}"
         " --out {output.jsonl} > {log} 2>&1"
 
 
@@ -37,7 +35,6 @@ rule shard_clips:
         "logs/{exp}/shard_clips.log",
     params:
         cfg=stage_json("shard_clips"),
-        root=config["data"]["yttemporal_root"],
     threads: res("shard_clips", "threads")
     resources:
         mem_mb=res("shard_clips", "mem_mb"),
@@ -45,5 +42,5 @@ rule shard_clips:
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts shard-clips --asr {input.asr} --root {params.root} --workers {threads}"
-        " --exp {wildcards.exp} --rule {rule} --config-json {params.cfg:q} --out {output} > {log} 2>&1"
+        "tvts shard-clips --asr {input.asr} --workers {threads}"
+        " --exp {wildcards.exp} --rule shard_clips --config-json {params.cfg:q} --out {output} > {log} 2>&1"
