@@ -135,7 +135,8 @@ class WindowConfig:
     k: int = 4
     clip_lengths: tuple[float, ...] = (3.0, 4.0, 5.0)  # one length per window, drawn at random
     gap_s: float = 1.0
-    stride_s: float | None = None   # window start spacing; None = back to back (no overlap)
+    stride_s: float = 1.0           # spacing of candidate window starts
+    allow_overlap: bool = False     # False: greedily keep non-overlapping valid windows
     min_words_per_clip: int = 2
     max_windows_per_video: int = 0  # 0 = no limit
     seed: int = 0
@@ -144,7 +145,7 @@ class WindowConfig:
         _require(self.k >= 2, where, "k", "must be >= 2")
         _require(len(self.clip_lengths) > 0 and min(self.clip_lengths) > 0, where, "clip_lengths", "must be positive")
         _require(self.gap_s >= 0, where, "gap_s", "must be >= 0")
-        _require(self.stride_s is None or self.stride_s > 0, where, "stride_s", "must be > 0")
+        _require(self.stride_s > 0, where, "stride_s", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -132,12 +133,17 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def safe_key(key: str) -> str:
+    """MLflow keys allow letters, digits, `_-. /` only (config keys can be free text)."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)[:250]
+
+
 def log_params(run_id: str, params: dict) -> None:
     from mlflow.entities import Param
 
     client = _mlflow().MlflowClient()
     plain = json.loads(dumps(params))  # dataclasses and paths -> plain values
-    items = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(plain).items())]
+    items = [Param(safe_key(k), str(v)[:6000]) for k, v in sorted(flatten(plain).items())]
     for i in range(0, len(items), 100):
         _retry(lambda: client.log_batch(run_id, params=items[i:i + 100]))
 
@@ -153,7 +159,7 @@ class StageRun:
 
         client = _mlflow().MlflowClient()
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in sorted(flatten(metrics).items())
+        batch = [Metric(safe_key(k), float(v), now, step) for k, v in sorted(flatten(metrics).items())
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
         for i in range(0, len(batch), 500):
             _retry(lambda: client.log_batch(self.run_id, metrics=batch[i:i + 500]))

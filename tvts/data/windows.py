@@ -51,30 +51,35 @@ def plan_windows(video_id: str, duration: float, words: list[str], times: np.nda
                  cfg: WindowConfig) -> tuple[list[Window], Counter]:
     """Cut a video's timeline into windows of K clips with their transcripts.
 
+    Candidate windows start every `stride_s` seconds from a random phase, each with its own
+    random clip length; a candidate whose clips lack words is skipped, and unless
+    `allow_overlap`, a candidate overlapping the last kept window is passed over.
+
     Args:
-        video_id: used to seed the random window phase and clip lengths.
+        video_id: used to seed the random phase and clip lengths.
         duration: video length in seconds.
         words, times: the aligned denoised words and their timestamps.
         cfg: window geometry.
     Returns:
-        The kept windows, and counts of skipped windows by reason.
+        The kept windows, and counts of skipped candidates by reason.
     """
     rng = video_rng(video_id, cfg.seed)
     skipped: Counter = Counter()
     kept: list[Window] = []
-    t = float(rng.uniform(0.0, cfg.gap_s + min(cfg.clip_lengths)))
-    while True:
+    free_from = 0.0  # earliest start that does not overlap the last kept window
+    t = float(rng.uniform(0.0, cfg.stride_s))
+    while t + window_span(cfg.k, min(cfg.clip_lengths), cfg.gap_s) <= duration:
         clip_len = float(rng.choice(cfg.clip_lengths))
         span = window_span(cfg.k, clip_len, cfg.gap_s)
-        if t + span > duration:
-            break
-        clips = tuple(clip_transcript(words, times, t + i * (clip_len + cfg.gap_s),
-                                      t + i * (clip_len + cfg.gap_s) + clip_len) for i in range(cfg.k))
-        if min(c.n_words for c in clips) < cfg.min_words_per_clip:
-            skipped["window_clip_without_words"] += 1
-        else:
-            kept.append(Window(len(kept), round(t, 3), round(t + span, 3), clip_len, clips))
-        t += cfg.stride_s if cfg.stride_s else span + cfg.gap_s
+        if t + span <= duration and (cfg.allow_overlap or t >= free_from):
+            clips = tuple(clip_transcript(words, times, t + i * (clip_len + cfg.gap_s),
+                                          t + i * (clip_len + cfg.gap_s) + clip_len) for i in range(cfg.k))
+            if min(c.n_words for c in clips) < cfg.min_words_per_clip:
+                skipped["window_clip_without_words"] += 1
+            else:
+                kept.append(Window(len(kept), round(t, 3), round(t + span, 3), clip_len, clips))
+                free_from = t + span + cfg.gap_s
+        t += cfg.stride_s
     return _limit(kept, cfg, rng), skipped
 
 
