@@ -23,6 +23,7 @@ data: setup
 
 run: data
 	snakemake --configfile config/demo.yaml --cores $(CORES)
+	@echo "Outputs: results/demo/  Runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: data
 	pytest -q -ra

@@ -149,3 +149,15 @@ def test_paper_config_dry_runs(tmp_path):
     proc = snakemake(tmp_path, "-n", configfile=ROOT / "config/paper.yaml")
     parts = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]["align_parts"]
     assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "all": 1}
+
+
+def test_new_data_version_retriggers_alignment(done_workdir, tmp_path):
+    """A new md5 in data.dvc (after `dvc add`) re-runs alignment and what depends on it."""
+    work, _ = done_workdir
+    original = (work / "data.dvc").read_text()
+    try:
+        (work / "data.dvc").write_text(original.replace("md5: ", "md5: 0", 1))
+        assert planned_jobs(snakemake(work, "-n")) == {"align_asr": smoke_parts(), "shard_clips": 1, "all": 1}
+    finally:
+        (work / "data.dvc").write_text(original)
+    assert planned_jobs(snakemake(work, "-n")) == {}
