@@ -188,3 +188,18 @@ def test_bad_input_rest_goes_through(bad_run):
 def test_missing_list_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="video list not found"):
         align_asr.main(["--list", str(tmp_path / "nope.tsv"), "--out", str(tmp_path / "p.jsonl")])
+
+
+def test_inspect_shards(smoke_run, tmp_path, capsys):
+    from PIL import Image
+
+    from tvts.stages import inspect_shards
+
+    out, _, _ = smoke_run
+    png = tmp_path / "sheet.png"
+    assert inspect_shards.main([str(out / "shards"), "-n", "2", "--frames", "8", "--png", str(png)]) == 0
+    printed = capsys.readouterr().out
+    first = next(shards.iter_tar_samples(shards.list_shards(out / "shards", "train")[0]))
+    assert json.loads(first["json"])["clips"][0]["text"] in printed
+    width, height = Image.open(png).size
+    assert height == 2 * 48 and width >= 8 * 48
