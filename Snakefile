@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/demo.yaml"
+# The demo config is the default; `--configfile X` replaces it rather than merging into it,
+# so every config file is self-contained.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/demo.yaml"
 
 
 include: "workflow/rules/common.smk"

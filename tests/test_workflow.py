@@ -161,3 +161,13 @@ def test_new_data_version_retriggers_alignment(done_workdir, tmp_path):
     finally:
         (work / "data.dvc").write_text(original)
     assert planned_jobs(snakemake(work, "-n")) == {}
+
+
+def test_configfile_replaces_the_default(smoke_workdir):
+    """`--configfile smoke.yaml` must not inherit keys from the default config/demo.yaml."""
+    (smoke_workdir / "config").mkdir()
+    shutil.copy(ROOT / "config" / "demo.yaml", smoke_workdir / "config" / "demo.yaml")
+    proc = snakemake(smoke_workdir, "-n", "-p")
+    commands = proc.stdout + proc.stderr
+    assert "tvts align-asr" in commands
+    assert "stride_s" not in commands  # a demo.yaml key that smoke.yaml does not set
