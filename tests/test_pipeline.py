@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import re
 import shutil
@@ -203,3 +204,24 @@ def test_inspect_shards(smoke_run, tmp_path, capsys):
     assert json.loads(first["json"])["clips"][0]["text"] in printed
     width, height = Image.open(png).size
     assert height == 2 * 48 and width >= 8 * 48
+
+
+def crashing_shard_video(task):
+    """Stands in for a decoder that segfaults on one corrupt file."""
+    if task[0]["id"] == "good_1":
+        os._exit(139)
+    return ORIGINAL_SHARD_VIDEO(task)
+
+
+ORIGINAL_SHARD_VIDEO = shard_clips.shard_video
+
+
+def test_decoder_crash_costs_one_video(bad_run, monkeypatch, tmp_path):
+    """A worker that dies mid-video is isolated: that video is rejected, the rest go through."""
+    out, _, _ = bad_run
+    monkeypatch.setattr(shard_clips, "shard_video", crashing_shard_video)
+    manifest = run_shard([out / "asr" / "part-0.jsonl"], tmp_path / "shards", workers=2)
+    reasons = {r["item"]: r["reason"] for r in io.read_jsonl(tmp_path / "shards" / "rejects.jsonl")}
+    assert reasons["good_1"] == "decoder_crashed"
+    assert manifest["counts"]["windows"] > 0  # good_0 still made it
+    assert reasons.get("bad_corrupt") == "video_unreadable"

@@ -12,6 +12,9 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm import tqdm
@@ -68,13 +71,56 @@ def shard_video(task: tuple[dict, ShardConfig]) -> tuple[list[dict], list[tuple[
     return samples, rejects
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+
+
+def _run_until_crash(tasks: list, start: int, workers: int, out: list) -> int:
+    """Decode tasks[start:] in order into `out`, a bounded number in flight.
+
+    Returns:
+        len(tasks) when all succeeded, else the index of the first task whose worker
+        died (a decoder crash kills the whole pool; the culprit may be any task in flight).
+    """
+    with _pool(workers) as pool:
+        inflight: deque = deque()
+        nxt = start
+        for i in range(start, len(tasks)):
+            while nxt < len(tasks) and len(inflight) < 2 * workers:
+                inflight.append(pool.submit(shard_video, tasks[nxt]))
+                nxt += 1
+            try:
+                out.append(inflight.popleft().result())
+            except BrokenProcessPool:
+                return i
+    return len(tasks)
+
+
+def _isolated(task: tuple[dict, ShardConfig]) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """Decode one video alone in a fresh process: a crash there is this video's fault."""
+    with _pool(1) as pool:
+        try:
+            return pool.submit(shard_video, task).result()
+        except BrokenProcessPool:
+            return [], [(task[0]["id"], "decoder_crashed", f"{task[0]['video']}: the decoding process died")]
+
+
 def iter_videos(rows: list[dict], cfg: ShardConfig, workers: int):
+    """Yield (samples, rejects) per video, in input order.
+
+    Videos are decoded in worker processes, so a decoder that crashes (segfault, abort)
+    on a corrupt file costs that video only: it is retried alone and, if it crashes
+    again, rejected as `decoder_crashed`.
+    """
     tasks = [(r, cfg) for r in rows]
-    if workers <= 1:
-        yield from map(shard_video, tasks)
-        return
-    with mp.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(shard_video, tasks, chunksize=1)
+    i = 0
+    while i < len(tasks):
+        results: list = []
+        failed = _run_until_crash(tasks, i, workers, results)
+        yield from results
+        if failed < len(tasks):
+            yield _isolated(tasks[failed])
+        i = failed + 1
 
 
 def write_shards(rows: list[dict], out_dir: Path, cfg: ShardConfig, workers: int
