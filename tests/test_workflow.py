@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tvts import tracking
+
 from conftest import ROOT, SMOKE
 
 SNAKEFILE = ROOT / "Snakefile"
@@ -113,7 +115,7 @@ def test_mlflow_runs_and_tags(done_workdir):
     md5 = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["md5"]
     for run in [parent, *mine]:
         assert run.data.tags["tvts.data_md5"] == md5
-        assert run.data.tags["mlflow.source.git.commit"]
+        assert run.data.tags["mlflow.source.git.commit"] == tracking.git_commit(ROOT) != "unknown"
         assert run.info.status == "FINISHED"
     shard_run = next(c for c in mine if c.data.tags["tvts.rule"] == "shard_clips")
     assert shard_run.data.metrics["train_windows"] > 0 and "shard_clips.jpeg_quality" in shard_run.data.params

@@ -61,6 +61,7 @@ onstart:
     # One store migration and one parent run per invocation, before any job starts
     # (parallel first use of a new SQLite store races on the schema migration).
     os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
+    os.environ[tracking.COMMIT_ENV] = tracking.git_commit(workflow.basedir)
     tracking.init_store()
     command = shlex.join(sys.argv)
     os.environ[tracking.PARENT_ENV] = tracking.start_parent_run(EXP, {"config": config}, command)
