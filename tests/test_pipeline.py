@@ -225,3 +225,16 @@ def test_decoder_crash_costs_one_video(bad_run, monkeypatch, tmp_path):
     assert reasons["good_1"] == "decoder_crashed"
     assert manifest["counts"]["windows"] > 0  # good_0 still made it
     assert reasons.get("bad_corrupt") == "video_unreadable"
+
+
+def test_make_demo_cli_logs_a_run(tmp_path):
+    import mlflow
+
+    from tvts.stages import make_demo
+
+    assert make_demo.main(["--config", str(SMOKE), "--out", str(tmp_path / "demo"), "--workers", "1"]) == 0
+    assert (tmp_path / "demo" / "yttemporal" / "videos.tsv").exists()
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("tvts").experiment_id],
+                              "tags.`tvts.stage` = 'make_demo'")
+    assert runs and runs[0].data.metrics["files"] > 0

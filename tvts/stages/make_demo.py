@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from tvts import io
+from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.data.demo import DemoConfig, generate_demo
 from tvts.stages.common import setup_logging
@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     cfg = load_sections({"demo": DemoConfig}, args.config_path)["demo"]
-    t0 = time.perf_counter()
-    summary = generate_demo(Path(args.out), cfg, workers=args.workers)
+    with tracking.stage_run("make_demo", "demo-data", {"demo": cfg, "workers": args.workers}) as run:
+        t0 = time.perf_counter()
+        summary = generate_demo(Path(args.out), cfg, workers=args.workers)
+        run.log_metrics(summary | {"generate_s": time.perf_counter() - t0})
+        run.log_artifact(Path(args.out) / "manifest.json")
     log.info("demo corpus in %s after %.1fs: %s", args.out, time.perf_counter() - t0, io.dumps(summary, indent=None))
     return 0
