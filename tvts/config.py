@@ -91,20 +91,6 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_section(cls: type[T], section: str, config_path: str | None = None,
-                 config_json: str | None = None) -> T:
-    """Load one stage's section, from the full YAML config or from the section as JSON.
-
-    Snakemake rules pass the section as JSON (so a change to it re-triggers the rule);
-    a user running a stage by hand passes the YAML file.
-    """
-    if config_json is not None:
-        return from_dict(cls, json.loads(config_json), section)
-    if config_path is not None:
-        return from_dict(cls, load_yaml(config_path).get(section), section)
-    return from_dict(cls, None, section)
-
-
 def _require(cond: bool, where: str, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{where}.{key}: {msg}")

@@ -130,9 +130,6 @@ class Rejects:
     def add(self, item: str, reason: str, detail: str = "") -> None:
         self.rows.append({"stage": self.stage, "item": item, "reason": reason, "detail": detail[:500]})
 
-    def extend(self, other: "Rejects") -> None:
-        self.rows.extend(other.rows)
-
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(r["reason"] for r in self.rows).items()))
 

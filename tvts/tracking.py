@@ -170,10 +170,6 @@ class StageRun:
         client = _mlflow().MlflowClient()
         _retry(lambda: client.log_artifact(self.run_id, str(path), artifact_path))
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        client = _mlflow().MlflowClient()
-        for k, v in tags.items():
-            _retry(lambda: client.set_tag(self.run_id, k, str(v)))
 
 
 class _OffRun(StageRun):
@@ -181,9 +177,6 @@ class _OffRun(StageRun):
         pass
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
 

@@ -13,7 +13,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -120,6 +120,3 @@ def decode_sample(sample: dict[str, bytes], n_frames: int, rng: np.random.Genera
 def list_shards(shard_dir: str | Path, split: str) -> list[Path]:
     return sorted(Path(shard_dir).glob(f"{split}-*.tar"))
 
-
-def count_samples(paths: Iterable[Path]) -> int:
-    return sum(1 for p in paths for _ in iter_tar_samples(p))
