@@ -11,8 +11,6 @@ throughput on one long transcript (3000 ASR words by default: 10-17 minutes of s
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import random
 import sys
 import time
@@ -23,6 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
 from tvts.config import AlignConfig  # noqa: E402
+from tvts.data.formats.yttemporal import load_annotation, read_video_list  # noqa: E402
+from tvts.io import RejectError  # noqa: E402
 from tvts.data.asr import (  # noqa: E402
     align_asr_to_denoised,
     align_reference,
@@ -84,11 +84,15 @@ def synth_annotation(rng: random.Random, n_words: int, vocab: list[str]) -> dict
 
 
 def demo_annotations(limit: int) -> list[dict]:
-    """Annotations of the first `limit` demo videos (MERLOT layout: data/ -> annotations/)."""
-    with open(DEMO / "videos.tsv", encoding="utf-8", newline="") as f:
-        names = [row["Name"] for row in csv.DictReader(f, delimiter="\t")][:limit]
-    paths = [(DEMO / name.replace("/data/", "/annotations/")).with_suffix(".json") for name in names]
-    return [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.exists()]
+    """Annotations of the first `limit` demo videos, read with the pipeline's own reader."""
+    annotations = []
+    for entry in read_video_list(DEMO / "videos.tsv")[:limit]:
+        try:
+            ann = load_annotation(entry, DEMO)
+        except RejectError:  # the demo's deliberately broken items
+            continue
+        annotations.append({"subtitles": ann.subtitles, "denoised": ann.denoised})
+    return annotations
 
 
 def transcripts(n_videos: int, seed: int) -> tuple[str, list[tuple[list[str], np.ndarray, list[str]]]]:

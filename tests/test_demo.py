@@ -1,6 +1,7 @@
 """Tests of the synthetic demo corpus: determinism, exact formats, no order in the text."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from collections import Counter
@@ -12,7 +13,7 @@ import pytest
 
 from tvts.config import ConfigError, from_dict
 from tvts.data.demo import (BAD_KINDS, DemoConfig, Event, asr_words, generate_demo, item_rng,
-                            load_events, plan_events, read_tsv, ssv2_class_name, track_state)
+                            load_events, plan_events, ssv2_class_name, track_state)
 
 # Seconds-long corpus: 64 px, three short videos, one SSV2 clip per class and split.
 SMALL = {
@@ -21,6 +22,12 @@ SMALL = {
     "move_speed_px_s": 8.0, "ssv2_train_per_class": 1, "ssv2_val_per_class": 1, "ssv2_clip_s": 3.0,
     "msrvtt_train": 3, "msrvtt_test": 2, "captions_per_video": 2,
 }
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    """Rows of videos.tsv as dicts (csv, as the pipeline's reader parses it)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
 
 
 def small_config(**overrides) -> DemoConfig:

@@ -91,7 +91,8 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def _require(cond: bool, where: str, key: str, msg: str) -> None:
+def require(cond: bool, where: str, key: str, msg: str) -> None:
+    """Raise ConfigError naming `where.key` unless `cond` (used by the dataclasses' check())."""
     if not cond:
         raise ConfigError(f"{where}.{key}: {msg}")
 
@@ -108,10 +109,10 @@ class AlignConfig:
     min_asr_words: int = 8
 
     def check(self, where: str) -> None:
-        _require(self.band_min >= 1, where, "band_min", "must be >= 1")
-        _require(0 <= self.band_frac <= 1, where, "band_frac", "must be in [0, 1]")
-        _require(self.max_length_ratio >= 1, where, "max_length_ratio", "must be >= 1")
-        _require(0 <= self.max_garbled_fraction <= 1, where, "max_garbled_fraction", "must be in [0, 1]")
+        require(self.band_min >= 1, where, "band_min", "must be >= 1")
+        require(0 <= self.band_frac <= 1, where, "band_frac", "must be in [0, 1]")
+        require(self.max_length_ratio >= 1, where, "max_length_ratio", "must be >= 1")
+        require(0 <= self.max_garbled_fraction <= 1, where, "max_garbled_fraction", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,10 @@ class WindowConfig:
     seed: int = 0
 
     def check(self, where: str) -> None:
-        _require(self.k >= 2, where, "k", "must be >= 2")
-        _require(len(self.clip_lengths) > 0 and min(self.clip_lengths) > 0, where, "clip_lengths", "must be positive")
-        _require(self.gap_s >= 0, where, "gap_s", "must be >= 0")
-        _require(self.stride_s > 0, where, "stride_s", "must be > 0")
+        require(self.k >= 2, where, "k", "must be >= 2")
+        require(len(self.clip_lengths) > 0 and min(self.clip_lengths) > 0, where, "clip_lengths", "must be positive")
+        require(self.gap_s >= 0, where, "gap_s", "must be >= 0")
+        require(self.stride_s > 0, where, "stride_s", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,12 @@ class ShardConfig:
     workers: int = 2
 
     def check(self, where: str) -> None:
-        _require(self.frames_per_window >= 1, where, "frames_per_window", "must be >= 1")
-        _require(self.short_side >= 8, where, "short_side", "must be >= 8")
-        _require(1 <= self.jpeg_quality <= 100, where, "jpeg_quality", "must be in [1, 100]")
-        _require(0 <= self.val_fraction < 1, where, "val_fraction", "must be in [0, 1)")
-        _require(self.samples_per_shard >= 1, where, "samples_per_shard", "must be >= 1")
-        _require(self.workers >= 1, where, "workers", "must be >= 1")
+        require(self.frames_per_window >= 1, where, "frames_per_window", "must be >= 1")
+        require(self.short_side >= 8, where, "short_side", "must be >= 8")
+        require(1 <= self.jpeg_quality <= 100, where, "jpeg_quality", "must be in [1, 100]")
+        require(0 <= self.val_fraction < 1, where, "val_fraction", "must be in [0, 1)")
+        require(self.samples_per_shard >= 1, where, "samples_per_shard", "must be >= 1")
+        require(self.workers >= 1, where, "workers", "must be >= 1")
 
 
 def load_sections(spec: dict[str, type], config_path: str | None = None,

@@ -45,7 +45,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from tvts.config import _require
+from tvts.config import require
 from tvts.io import atomic_dir, dumps
 
 SHAPES = ("circle", "ring", "square", "triangle", "bar", "cross")
@@ -190,71 +190,71 @@ class DemoConfig:
         self._check_sets(where)
 
     def _check_sizes(self, where: str) -> None:
-        _require(self.seed >= 0, where, "seed", "must be >= 0")
-        _require(self.size >= 32 and self.size % 8 == 0, where, "size", "must be a multiple of 8, >= 32")
-        _require(1 <= self.fps <= 60, where, "fps", "must be in [1, 60]")
-        _require(self.n_videos >= 0, where, "n_videos", "must be >= 0")
-        _require(0 < self.event_min_s <= self.event_max_s, where, "event_min_s", "need 0 < event_min_s <= event_max_s")
-        _require(0 <= self.gap_min_s <= self.gap_max_s, where, "gap_min_s", "need 0 <= gap_min_s <= gap_max_s")
-        _require(self.event_max_s + self.gap_max_s <= self.video_min_s <= self.video_max_s, where,
+        require(self.seed >= 0, where, "seed", "must be >= 0")
+        require(self.size >= 32 and self.size % 8 == 0, where, "size", "must be a multiple of 8, >= 32")
+        require(1 <= self.fps <= 60, where, "fps", "must be in [1, 60]")
+        require(self.n_videos >= 0, where, "n_videos", "must be >= 0")
+        require(0 < self.event_min_s <= self.event_max_s, where, "event_min_s", "need 0 < event_min_s <= event_max_s")
+        require(0 <= self.gap_min_s <= self.gap_max_s, where, "gap_min_s", "need 0 <= gap_min_s <= gap_max_s")
+        require(self.event_max_s + self.gap_max_s <= self.video_min_s <= self.video_max_s, where,
                  "video_min_s", "need event_max_s + gap_max_s <= video_min_s <= video_max_s")
-        _require(0 < self.actor_size_min <= self.actor_size_max, where, "actor_size_min",
+        require(0 < self.actor_size_min <= self.actor_size_max, where, "actor_size_min",
                  "need 0 < actor_size_min <= actor_size_max")
         longest = max(self.event_max_s, self.ssv2_clip_s)
-        _require(self.move_speed_px_s * longest + self.actor_size_max + 2 <= self.size, where,
+        require(self.move_speed_px_s * longest + self.actor_size_max + 2 <= self.size, where,
                  "move_speed_px_s", "the longest move must fit in the frame")
-        _require(self.actor_size_max + self.grow_px_s * longest + 2 <= self.size, where,
+        require(self.actor_size_max + self.grow_px_s * longest + 2 <= self.size, where,
                  "grow_px_s", "the largest grown shape must fit in the frame")
 
     def _check_world(self, where: str) -> None:
-        _require(len(self.shapes) > 0 and set(self.shapes) <= set(SHAPES), where, "shapes", f"must be from {SHAPES}")
-        _require(len(self.actions) > 0 and set(self.actions) <= set(ACTIONS), where, "actions",
+        require(len(self.shapes) > 0 and set(self.shapes) <= set(SHAPES), where, "shapes", f"must be from {SHAPES}")
+        require(len(self.actions) > 0 and set(self.actions) <= set(ACTIONS), where, "actions",
                  f"must be from {ACTIONS}")
         rotates = any(a.startswith("rotate") for a in self.actions)
-        _require(not rotates or bool(set(self.shapes) - ROTATION_INVARIANT), where, "shapes",
+        require(not rotates or bool(set(self.shapes) - ROTATION_INVARIANT), where, "shapes",
                  "rotate actions need a shape that is not a circle or ring")
-        _require(len(self.colors) > 0 and all(_is_rgb(v) for v in self.colors.values()), where,
+        require(len(self.colors) > 0 and all(_is_rgb(v) for v in self.colors.values()), where,
                  "colors", "must map names to [r, g, b] in 0..255")
-        _require(0 < self.pop_min_frac <= self.pop_max_frac < 1, where, "pop_min_frac",
+        require(0 < self.pop_min_frac <= self.pop_max_frac < 1, where, "pop_min_frac",
                  "need 0 < pop_min_frac <= pop_max_frac < 1")
         for key in ("n_distractors", "distractor_speed_px_s", "background_texture", "frame_noise_std"):
-            _require(getattr(self, key) >= 0, where, key, "must be >= 0")
-        _require(0 <= self.background_grey <= 255, where, "background_grey", "must be in [0, 255]")
-        _require(0 <= self.h264_crf <= 51, where, "h264_crf", "must be in [0, 51]")
-        _require(self.h264_preset in X264_PRESETS, where, "h264_preset", f"must be one of {X264_PRESETS}")
-        _require(self.vpx_codec in VPX_CODECS, where, "vpx_codec", f"must be one of {VPX_CODECS}")
-        _require(0 <= self.vpx_crf <= 63, where, "vpx_crf", "must be in [0, 63]")
+            require(getattr(self, key) >= 0, where, key, "must be >= 0")
+        require(0 <= self.background_grey <= 255, where, "background_grey", "must be in [0, 255]")
+        require(0 <= self.h264_crf <= 51, where, "h264_crf", "must be in [0, 51]")
+        require(self.h264_preset in X264_PRESETS, where, "h264_preset", f"must be one of {X264_PRESETS}")
+        require(self.vpx_codec in VPX_CODECS, where, "vpx_codec", f"must be one of {VPX_CODECS}")
+        require(0 <= self.vpx_crf <= 63, where, "vpx_crf", "must be in [0, 63]")
 
     def _check_text(self, where: str) -> None:
         for key in ("p_filler", "p_drop", "p_substitute", "p_mojibake", "p_html"):
-            _require(0 <= getattr(self, key) <= 1, where, key, "must be in [0, 1]")
-        _require(all(a in self.templates for a in self.actions), where, "templates", "need an entry per action")
-        _require(all(_is_str_list(v) and all("{obj}" in t for t in v) for v in self.templates.values()),
+            require(0 <= getattr(self, key) <= 1, where, key, "must be in [0, 1]")
+        require(all(a in self.templates for a in self.actions), where, "templates", "need an entry per action")
+        require(all(_is_str_list(v) and all("{obj}" in t for t in v) for v in self.templates.values()),
                  where, "templates", "each must be a non-empty list of sentences containing {obj}")
-        _require(all(_is_str_list(v) for v in self.mishearings.values()), where, "mishearings",
+        require(all(_is_str_list(v) for v in self.mishearings.values()), where, "mishearings",
                  "must map words to non-empty lists of words")
-        _require(len(self.fillers) > 0 and len(self.mojibake_words) > 0 and len(self.html_tokens) > 0,
+        require(len(self.fillers) > 0 and len(self.mojibake_words) > 0 and len(self.html_tokens) > 0,
                  where, "fillers", "fillers, mojibake_words and html_tokens must be non-empty")
-        _require(all(t.startswith("&") or t.endswith(";") for t in self.html_tokens), where,
+        require(all(t.startswith("&") or t.endswith(";") for t in self.html_tokens), where,
                  "html_tokens", "must start with & or end with ;")
-        _require(self.words_per_s > 0, where, "words_per_s", "must be > 0")
+        require(self.words_per_s > 0, where, "words_per_s", "must be > 0")
 
     def _check_sets(self, where: str) -> None:
         names = [ssv2_class_name(t) for t in self.ssv2_classes]
-        _require(len(set(names)) == len(names) >= 2, where, "ssv2_classes", "need >= 2 distinct classes")
+        require(len(set(names)) == len(names) >= 2, where, "ssv2_classes", "need >= 2 distinct classes")
         for template, steps in self.ssv2_classes.items():
-            _require("[something]" in template.lower(), where, "ssv2_classes", f"{template!r} lacks [something]")
-            _require(_valid_steps(steps), where, "ssv2_classes",
+            require("[something]" in template.lower(), where, "ssv2_classes", f"{template!r} lacks [something]")
+            require(_valid_steps(steps), where, "ssv2_classes",
                      f"{template!r}: steps must be actions; appear only first, disappear only last")
-        _require(self.ssv2_train_per_class >= 0 and self.ssv2_val_per_class >= 0, where,
+        require(self.ssv2_train_per_class >= 0 and self.ssv2_val_per_class >= 0, where,
                  "ssv2_train_per_class", "must be >= 0")
-        _require(self.ssv2_clip_s > 0, where, "ssv2_clip_s", "must be > 0")
-        _require(0 < self.ssv2_split_min_frac <= self.ssv2_split_max_frac < 1, where,
+        require(self.ssv2_clip_s > 0, where, "ssv2_clip_s", "must be > 0")
+        require(0 < self.ssv2_split_min_frac <= self.ssv2_split_max_frac < 1, where,
                  "ssv2_split_min_frac", "need 0 < min <= max < 1")
-        _require(self.msrvtt_train >= 0 and self.msrvtt_test >= 0, where, "msrvtt_train", "must be >= 0")
-        _require(self.msrvtt_max_events >= 1, where, "msrvtt_max_events", "must be >= 1")
-        _require(self.captions_per_video >= 1, where, "captions_per_video", "must be >= 1")
-        _require(len(self.caption_joiners) > 0 and all("{a}" in j and "{b}" in j for j in self.caption_joiners),
+        require(self.msrvtt_train >= 0 and self.msrvtt_test >= 0, where, "msrvtt_train", "must be >= 0")
+        require(self.msrvtt_max_events >= 1, where, "msrvtt_max_events", "must be >= 1")
+        require(self.captions_per_video >= 1, where, "captions_per_video", "must be >= 1")
+        require(len(self.caption_joiners) > 0 and all("{a}" in j and "{b}" in j for j in self.caption_joiners),
                  where, "caption_joiners", "each must contain {a} and {b}")
 
 
@@ -970,13 +970,6 @@ def generate_demo(out_dir: Path, cfg: DemoConfig, workers: int = 1) -> dict:
         _make_dirs(tmp)
         results = _run_jobs(_jobs(cfg, tmp), workers)
         return _write_indexes(tmp, cfg, results)
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    """Rows of a tab-separated list with a header (the format of videos.tsv)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line]
 
 
 def load_events(path: Path) -> list[dict]:
