@@ -8,6 +8,8 @@ COMMANDS = {
     "make-demo": ("tvts.stages.make_demo", "generate the embedded demo corpus"),
     "align-asr": ("tvts.stages.align_asr", "clean + DTW-align YT-Temporal ASR, cut K-clip windows"),
     "shard-clips": ("tvts.stages.shard_clips", "decode window frames into WebDataset shards"),
+    "pretrain": ("tvts.stages.pretrain", "TVTS pretraining (run under torchrun for several GPUs)"),
+    "select-ckpt": ("tvts.stages.select_ckpt", "score epoch checkpoints on the val shards, write best.pt"),
     "inspect-shards": ("tvts.stages.inspect_shards", "print a shard folder's counts and samples; contact sheet"),
     "tracking": ("tvts.stages.tracking_cli", "MLflow store and parent run (used by the Snakefile)"),
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +69,9 @@ def from_dict(cls: type[T], data: dict | None, where: str) -> T:
                 raise ConfigError(f"{where}.{name}: missing required key")
             continue
         value = data[name]
+        if is_dataclass(hints[name]) and isinstance(value, dict):  # a nested section
+            kwargs[name] = from_dict(hints[name], value, f"{where}.{name}")
+            continue
         if not _type_ok(value, hints[name]):
             raise ConfigError(f"{where}.{name}: expected {_hint_name(hints[name])}, got {value!r}")
         kwargs[name] = tuple(value) if isinstance(value, list) else value
@@ -203,6 +206,9 @@ def validate_workflow_config(config: dict, schema_path: str | Path) -> None:
 
 def stage_sections() -> dict[str, type]:
     """Config sections that map onto a stage dataclass."""
-    from tvts.data.demo import DemoConfig  # imported here: demo.py imports this module
+    from tvts.data.demo import DemoConfig  # imported here: these modules import this one
+    from tvts.select import SelectConfig
+    from tvts.train.config import PretrainConfig
 
-    return {"demo": DemoConfig, "align_asr": AlignConfig, "windows": WindowConfig, "shard_clips": ShardConfig}
+    return {"demo": DemoConfig, "align_asr": AlignConfig, "windows": WindowConfig, "shard_clips": ShardConfig,
+            "pretrain": PretrainConfig, "select": SelectConfig}

@@ -182,25 +182,63 @@ class _OffRun(StageRun):
 
 @contextlib.contextmanager
 def stage_run(stage: str, exp: str, params: dict, rule: str | None = None,
-              run_name: str | None = None, extra_tags: dict | None = None) -> Iterator[StageRun]:
+              run_name: str | None = None, extra_tags: dict | None = None,
+              resume_run_id: str | None = None) -> Iterator[StageRun]:
     """Open one job's child run under the workflow's parent run (if any).
 
-    The run is marked FAILED if the body raises, so a crashed job is visible in MLflow.
+    The run is marked FAILED if the body raises (KILLED if it exits on a signal), so a
+    crashed job is visible in MLflow. `resume_run_id` reopens an earlier run (a resumed
+    training job continues its curves) when that run still exists.
     """
     if os.environ.get("TVTS_TRACKING") == "off":  # benchmarks time the stage, not the store
         yield _OffRun("")
         return
     client = _mlflow().MlflowClient()
-    tags = base_tags(exp, rule or stage) | {"tvts.stage": stage, "mlflow.runName": run_name or f"{exp}/{stage}"}
-    if os.environ.get(PARENT_ENV):
-        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    tags |= extra_tags or {}
-    run = _retry(lambda: client.create_run(init_store(), tags=tags))
-    handle = StageRun(run.info.run_id)
-    log_params(handle.run_id, params)
+    handle = _reopen(client, resume_run_id) if resume_run_id else None
+    if handle is None:
+        tags = base_tags(exp, rule or stage) | {"tvts.stage": stage, "mlflow.runName": run_name or f"{exp}/{stage}"}
+        if os.environ.get(PARENT_ENV):
+            tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+        tags |= extra_tags or {}
+        run = _retry(lambda: client.create_run(init_store(), tags=tags))
+        handle = StageRun(run.info.run_id)
+        log_params(handle.run_id, params)
     try:
         yield handle
+    except (SystemExit, KeyboardInterrupt) as err:
+        ok = isinstance(err, SystemExit) and not err.code
+        _retry(lambda: client.set_terminated(handle.run_id, "FINISHED" if ok else "KILLED"))
+        raise
     except BaseException:
         end_run(handle.run_id, ok=False)
         raise
     end_run(handle.run_id, ok=True)
+
+
+def _reopen(client, run_id: str) -> StageRun | None:
+    try:
+        _retry(lambda: client.update_run(run_id, status="RUNNING"))
+    except Exception:  # noqa: BLE001 - the run is gone (another store, deleted): start a new one
+        return None
+    return StageRun(run_id)
+
+
+def register_model(run_id: str, path: str | Path, name: str, alias: str = "best",
+                   tags: dict[str, str] | None = None) -> str:
+    """Log `path` under the run's `model/` artifacts and register it as a new version of `name`
+    with `alias` pointing at it. Returns the version number ("" when tracking is off)."""
+    if os.environ.get("TVTS_TRACKING") == "off" or not run_id:
+        return ""
+    from mlflow.exceptions import MlflowException
+
+    client = _mlflow().MlflowClient()
+    _retry(lambda: client.log_artifact(run_id, str(path), "model"))
+    source = f"{client.get_run(run_id).info.artifact_uri}/model/{Path(path).name}"
+    try:
+        _retry(lambda: client.create_registered_model(name))
+    except MlflowException as err:
+        if "already exists" not in str(err).lower():
+            raise
+    version = _retry(lambda: client.create_model_version(name, source, run_id=run_id, tags=tags or {}))
+    _retry(lambda: client.set_registered_model_alias(name, alias, version.version))
+    return str(version.version)

@@ -28,10 +28,10 @@ def stage_json(*sections):
     return json.dumps({s: config.get(s, {}) for s in sections}, sort_keys=True)
 
 
-def res(rule_name, key):
+def res(rule_name, key, fallback=None):
     """Per-rule resources from config `resources.<rule>`, falling back to `resources.default`."""
     table = config["resources"]
-    return table.get(rule_name, {}).get(key, table["default"][key])
+    return table.get(rule_name, {}).get(key, table["default"].get(key, fallback))
 
 
 def data_version():
@@ -53,8 +53,21 @@ def asr_parts(exp):
     return [f"results/{exp}/asr/part-{i}.jsonl" for i in range(config["dag"]["align_parts"])]
 
 
+def torchrun(rule_name):
+    """The launcher of a training rule: torchrun with one process per GPU (one on CPU).
+
+    `resources.<rule>.gpus` (0 = CPU) sets the processes per node; the log is appended to,
+    so a resumed job keeps the lines of its earlier attempts.
+    """
+    gpus = res(rule_name, "gpus", 0)
+    return f"torchrun --standalone --nnodes 1 --nproc-per-node {max(1, gpus)} -m tvts.cli"
+
+
 def all_targets():
-    return [f"results/{EXP}/shards"]
+    targets = [f"results/{EXP}/select/selection.json"]
+    if config["dag"].get("text_only_baseline", False):
+        targets.append(f"results/{EXP}/text_only/manifest.json")
+    return targets
 
 
 onstart:

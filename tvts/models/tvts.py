@@ -1,0 +1,124 @@
+"""TVTS: video encoder + text encoder + sort head + contrastive projections, and its losses."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tvts.config import require
+from tvts.models.sort_head import SortConfig, SortHead
+from tvts.models.text import TextConfig, TextEncoder, TextSpec
+from tvts.models.video_vit import VideoConfig, VideoViT
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    video: VideoConfig = field(default_factory=VideoConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    sort: SortConfig = field(default_factory=SortConfig)
+    k: int = 4                 # transcripts per sample
+    embed_dim: int = 256       # contrastive projection size
+    mask_ratio: float = 0.75   # tube masking while pretraining
+
+    def check(self, where: str) -> None:
+        require(self.k >= 2, where, "k", "must be >= 2")
+        require(0.0 <= self.mask_ratio < 1.0, where, "mask_ratio", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    temperature: float = 0.05
+    align_weight: float = 1.0   # contrastive term; 0 = sort-only variant
+    sort_weight: float = 2.0    # sort cross-entropy; 0 = contrastive-only variant
+    sort_video: bool = True     # False: the text-only sort baseline (the head sees no video)
+    detach_text: bool = True    # the paper: the sort loss trains only the video side
+
+    def check(self, where: str) -> None:
+        require(self.temperature > 0, where, "temperature", "must be > 0")
+        require(self.align_weight > 0 or self.sort_weight > 0, where, "sort_weight", "one loss weight must be > 0")
+
+
+@dataclass
+class Outputs:
+    video_emb: torch.Tensor    # (B, E) L2-normalised
+    text_emb: torch.Tensor     # (B, E) L2-normalised mean of the K projected transcripts
+    sort_logits: torch.Tensor  # (B, K, K)
+
+
+class TVTS(nn.Module):
+    def __init__(self, cfg: ModelConfig, text_spec: TextSpec, loss: LossConfig | None = None,
+                 pretrained_text: str | None = None):
+        super().__init__()
+        self.cfg, self.loss_cfg = cfg, loss or LossConfig()
+        self.video = VideoViT(cfg.video)
+        self.text = TextEncoder(text_spec, pretrained_text, cfg.text.pool)
+        self.sort_head = SortHead(cfg.video.dim, self.text.dim, cfg.k, cfg.sort)
+        self.vid_proj = nn.Linear(cfg.video.dim, cfg.embed_dim)
+        self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text.dim, cfg.embed_dim))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, K, L) token ids -> (B, K, Ct) transcript CLS vectors."""
+        b, k, length = input_ids.shape
+        cls = self.text(input_ids.reshape(b * k, length), attention_mask.reshape(b * k, length))
+        return cls.view(b, k, -1)
+
+    def embed_text(self, text_cls: torch.Tensor) -> torch.Tensor:
+        """(B, K, Ct) -> (B, E): the normalised mean of the projected transcripts."""
+        return F.normalize(self.txt_proj(text_cls).mean(dim=1), dim=-1)
+
+    def forward(self, frames: torch.Tensor, keep: torch.Tensor | None, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> Outputs:
+        text_cls = self.encode_text(input_ids, attention_mask)                       # (B, K, Ct)
+        sort_text = text_cls.detach() if self.loss_cfg.detach_text else text_cls
+        if self.loss_cfg.sort_video:
+            tokens = self.video.forward_features(frames, keep)                       # (B, 1 + L, C)
+            video_emb = F.normalize(self.vid_proj(tokens[:, 0]), dim=-1)
+            logits = self.sort_head(tokens, sort_text)
+        else:  # text-only baseline: no video anywhere
+            video_emb = torch.zeros(text_cls.shape[0], self.cfg.embed_dim, device=text_cls.device)
+            logits = self.sort_head(None, sort_text)
+        return Outputs(video_emb, self.embed_text(text_cls), logits)
+
+
+def contrastive_loss(video: torch.Tensor, text: torch.Tensor, all_video: torch.Tensor, all_text: torch.Tensor,
+                     offset: int, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE of the local rows against every rank's embeddings.
+
+    Args:
+        video, text: (B, E) this rank's normalised embeddings.
+        all_video, all_text: (W*B, E) gathered across ranks (with gradients).
+        offset: index of this rank's first row in the gathered tensors.
+    Averaged over ranks, this equals the loss on the combined batch, and so do the gradients.
+    """
+    labels = torch.arange(video.shape[0], device=video.device) + offset
+    v2t = video @ all_text.t() / temperature
+    t2v = text @ all_video.t() / temperature
+    return (F.cross_entropy(v2t, labels) + F.cross_entropy(t2v, labels)) / 2
+
+
+def sort_loss(logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each transcript's true position: logits (B, K, K), order (B, K)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), order.flatten())
+
+
+def decode_permutation(logits: torch.Tensor) -> torch.Tensor:
+    """The most likely *permutation* of positions: (B, K, K) -> (B, K).
+
+    Exhaustive over the K! assignments of the log-probabilities, which gives the same optimum
+    as the Hungarian algorithm on the K x K scores (exact, and cheap for K <= 6).
+    """
+    k = logits.shape[-1]
+    logp = logits.float().log_softmax(-1)
+    perms = torch.tensor(list(itertools.permutations(range(k))), device=logits.device)  # (K!, K)
+    scores = logp[:, torch.arange(k, device=logits.device), perms].sum(-1)              # (B, K!)
+    return perms[scores.argmax(-1)]
+
+
+def sort_accuracy(logits: torch.Tensor, order: torch.Tensor) -> dict[str, float]:
+    """Per-position accuracy (chance 1/K) and exact-order accuracy of the decoded permutation (chance 1/K!)."""
+    per_position = (logits.argmax(-1) == order).float().mean().item()
+    exact = (decode_permutation(logits) == order).all(-1).float().mean().item()
+    return {"sort_acc": per_position, "sort_exact": exact}

@@ -1,0 +1,141 @@
+"""Video ViT: Conv3d tubelets, shared 2D position + temporal embeddings, tube masking, timm blocks.
+
+Tokens are laid out tube-major: (B, T', N, C) with T' = frames / tubelet temporal tubes and
+N = (img / patch)^2 patches per tube. Tube masking keeps, per sample and per tube, its own
+random subset of patches; the indices come from the data workers (`tube_keep_indices`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+from torch.utils.checkpoint import checkpoint
+
+from tvts.config import require
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Video encoder size. Paper: ViT-B/16 at 16x224^2 with 2x16x16 tubelets."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    tubelet: int = 2
+    num_frames: int = 16
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+
+    @property
+    def tubes(self) -> int:
+        return self.num_frames // self.tubelet
+
+    @property
+    def patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+    def check(self, where: str) -> None:
+        require(self.img_size % self.patch_size == 0, where, "img_size", "must be a multiple of patch_size")
+        require(self.num_frames % self.tubelet == 0, where, "num_frames", "must be a multiple of tubelet")
+        require(self.dim % self.heads == 0, where, "dim", "must be a multiple of heads")
+        require(self.depth >= 1, where, "depth", "must be >= 1")
+
+
+def tube_keep_indices(rng: np.random.Generator, tubes: int, patches: int, mask_ratio: float) -> np.ndarray:
+    """Tube masking: each temporal tube keeps its own random, sorted subset of patches.
+
+    Returns:
+        (tubes, n_keep) int64 patch indices, n_keep = round(patches * (1 - mask_ratio)).
+    """
+    n_keep = max(1, int(round(patches * (1.0 - mask_ratio))))
+    keep = np.argsort(rng.random((tubes, patches)), axis=1)[:, :n_keep]
+    return np.sort(keep, axis=1).astype(np.int64)
+
+
+def all_patches(tubes: int, patches: int) -> np.ndarray:
+    """The 'keep everything' index (evaluation without masking)."""
+    return np.tile(np.arange(patches, dtype=np.int64), (tubes, 1))
+
+
+class TubeletEmbed(nn.Module):
+    """(B, 3, T, H, W) -> (B, T', N, C) with a Conv3d of kernel = stride = (tubelet, P, P)."""
+
+    def __init__(self, cfg: VideoConfig):
+        super().__init__()
+        k = (cfg.tubelet, cfg.patch_size, cfg.patch_size)
+        self.proj = nn.Conv3d(3, cfg.dim, kernel_size=k, stride=k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)                        # (B, C, T', H', W')
+        return x.flatten(3).permute(0, 2, 3, 1)  # (B, T', N, C)
+
+
+class VideoViT(nn.Module):
+    """The video encoder. `forward_features` returns every output token, CLS first, after the final norm."""
+
+    def __init__(self, cfg: VideoConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = TubeletEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.patches, cfg.dim))  # 2D, shared by every tube
+        self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.tubes, cfg.dim))   # zero-init (PAPER.md)
+        dpr = np.linspace(0, cfg.drop_path, cfg.depth)
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, qkv_bias=True, drop_path=float(d), norm_layer=norm) for d in dpr)
+        self.norm = norm(cfg.dim)
+        self.grad_checkpointing = False
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        self.apply(_init_weights)
+
+    @property
+    def dim(self) -> int:
+        return self.cfg.dim
+
+    def embed(self, frames: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Patch + position + temporal embeddings, then keep the unmasked patches of each tube.
+
+        Args:
+            frames: (B, 3, T, H, W) normalised frames.
+            keep: (B, T', n_keep) patch indices per tube, or None for all patches.
+        Returns:
+            (B, 1 + T' * n_keep, C) tokens, CLS first.
+        """
+        x = self.patch_embed(frames)                                   # (B, T', N, C)
+        x = x + self.pos_embed[:, None, 1:] + self.temporal_embed[:, :, None]
+        if keep is not None:
+            idx = keep[..., None].expand(-1, -1, -1, x.shape[-1])      # (B, T', n_keep, C)
+            x = torch.gather(x, 2, idx)
+        x = x.flatten(1, 2)                                            # (B, T' * n_keep, C)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1)
+
+    def forward_features(self, frames: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """All output tokens after the final norm: (B, 1 + T' * n_keep, C), CLS at index 0."""
+        x = self.embed(frames, keep)
+        for blk in self.blocks:
+            x = checkpoint(blk, x, use_reentrant=False) if self.grad_checkpointing and self.training else blk(x)
+        return self.norm(x)
+
+    def forward(self, frames: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The final-norm CLS feature (B, C): what retrieval and the linear probe use."""
+        return self.forward_features(frames, keep)[:, 0]
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

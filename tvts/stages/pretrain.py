@@ -1,0 +1,238 @@
+"""Stage `pretrain`: TVTS pretraining on the window shards (torchrun launches one process per GPU).
+
+Writes `<out>/ckpt/` (step and epoch-end checkpoints), `<out>/log.jsonl` (every logged
+metric) and, when training completes, `<out>/manifest.json` (the rule's declared output).
+Rerunning an interrupted job resumes from the newest valid checkpoint of the same config
+and data; a completed run, or one with another config, starts afresh.
+Exit code 75 means "preempted, checkpoint written: run me again".
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from tvts import io, tracking
+from tvts.config import load_sections
+from tvts.io import dumps
+from tvts.models.init import initialise
+from tvts.models.text import TextSpec, build_spec
+from tvts.stages.common import add_common_args, setup_logging
+from tvts.train import checkpoint as C
+from tvts.train import distributed as D
+from tvts.train.config import PretrainConfig
+from tvts.train.data import ResumableBatchSampler, WindowDataset
+from tvts.train.loop import (Preemption, TrainState, build_model, build_optimizer, build_scheduler, evaluate,
+                             make_loader, train_one_epoch, view_config, wrap)
+
+log = logging.getLogger("tvts.pretrain")
+SECTIONS = {"pretrain": PretrainConfig}
+PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM/SIGUSR1, rerun to resume
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tvts pretrain", description=__doc__)
+    p.add_argument("--shards", required=True, help="shard folder from shard_clips")
+    p.add_argument("--out", required=True, help="output folder (results/<exp>/pretrain)")
+    p.add_argument("--text-only", action="store_true",
+                   help="train the text-only sort baseline (the sort head sees transcripts, no video)")
+    p.add_argument("--cpu", action="store_true", help="ignore any GPU")
+    add_common_args(p)
+    return p
+
+
+def run_key(cfg: PretrainConfig, shard_dir: Path, text_only: bool) -> str:
+    """Identifies a run: its config and the exact shards. Only matching checkpoints are resumed."""
+    h = hashlib.sha256(dumps({"pretrain": cfg, "text_only": text_only}).encode())
+    h.update((shard_dir / "manifest.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def text_spec_for(cfg: PretrainConfig, train: WindowDataset, env: D.DistEnv) -> TextSpec:
+    """Rank 0 trains / reads the tokenizer; every rank gets the same spec."""
+    spec = build_spec(cfg.model.text, train.texts()) if env.is_main else None
+    return D.broadcast_object(spec)
+
+
+def start_fresh(ckpt_dir: Path, env: D.DistEnv) -> None:
+    if env.is_main and ckpt_dir.exists():
+        for p in C.candidates(ckpt_dir):
+            p.unlink()
+        (ckpt_dir.parent / "log.jsonl").unlink(missing_ok=True)
+    D.barrier()
+
+
+class Writer:
+    """Rank 0's side effects: checkpoints, log.jsonl and MLflow metrics."""
+
+    def __init__(self, out: Path, st: TrainState, cfg: PretrainConfig, spec: TextSpec, key: str,
+                 env: D.DistEnv, mlrun: tracking.StageRun | None):
+        self.out, self.st, self.cfg, self.spec, self.key, self.env, self.mlrun = out, st, cfg, spec, key, env, mlrun
+        self.ckpt_dir = out / "ckpt"
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        if not self.env.is_main:
+            return
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "time": time.time()} | values) + "\n")
+        if self.mlrun:
+            self.mlrun.log_metrics(values, step=step)
+        log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+    def state(self, complete: bool = False) -> dict:
+        st = self.st
+        return {"model": st.model.state_dict(), "optimizer": st.optimizer.state_dict(),
+                "scheduler": st.scheduler.state_dict(), "rng": C.rng_state(), "step": st.step,
+                "steps_per_epoch": st.steps_per_epoch, "config": json.loads(dumps(self.cfg)),
+                "text_spec": self.spec.as_dict(), "run_key": self.key, "complete": complete,
+                "history": st.history, "mlflow_run_id": self.mlrun.run_id if self.mlrun else ""}
+
+    def step_checkpoint(self, force: bool = False) -> None:
+        if self.env.is_main and (force or self.st.step % self.cfg.runtime.ckpt_every == 0):
+            C.save(self.ckpt_dir / C.step_name(self.st.step), self.state())
+            C.prune(self.ckpt_dir, self.cfg.runtime.keep_last)
+        D.barrier()
+
+    def epoch_checkpoint(self, epoch: int, complete: bool) -> Path:
+        path = self.ckpt_dir / C.epoch_name(epoch, self.st.step)
+        if self.env.is_main:
+            C.save(path, self.state(complete))
+            C.prune(self.ckpt_dir, self.cfg.runtime.keep_last)
+        D.barrier()
+        return path
+
+
+def restore(st: TrainState, state: dict) -> None:
+    st.model.load_state_dict(state["model"])
+    st.optimizer.load_state_dict(state["optimizer"])
+    st.scheduler.load_state_dict(state["scheduler"])
+    C.set_rng_state(state["rng"])
+    st.step, st.history = int(state["step"]), list(state["history"])
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        io.atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def train(args: argparse.Namespace, cfg: PretrainConfig, env: D.DistEnv, out: Path) -> dict:
+    """Everything after setup: returns the manifest counts (rank 0) once all epochs are done."""
+    shard_dir, ckpt_dir = Path(args.shards), out / "ckpt"
+    key = run_key(cfg, shard_dir, args.text_only)
+    found = C.newest_valid(ckpt_dir, key) if ckpt_dir.exists() else None
+    resume = found if found and not found[1]["complete"] else None
+    if resume is None:
+        start_fresh(ckpt_dir, env)
+    view = view_config(cfg)
+    train_ds = WindowDataset(shard_dir, "train", view, TextSpec("", ""), cfg.seed)
+    spec = TextSpec(**resume[1]["text_spec"]) if resume else text_spec_for(cfg, train_ds, env)
+    train_ds.spec = spec
+    val_ds = WindowDataset(shard_dir, "val", view, spec, cfg.seed)
+    sampler = ResumableBatchSampler(len(train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed)
+    steps_per_epoch = sampler.steps_per_epoch() // cfg.optim.grad_accum
+    if steps_per_epoch < 1:
+        raise SystemExit(f"pretrain: {len(train_ds)} train windows are fewer than one global batch "
+                         f"(pretrain.data.batch_size x {env.world} ranks x grad_accum); lower the batch size")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, spec)
+    if resume is None:
+        initialise(model, cfg.init)
+    model.to(env.device)
+    opt = build_optimizer(model, cfg)
+    st = TrainState(model, model, opt, build_scheduler(opt, steps_per_epoch, cfg), steps_per_epoch)
+    if resume:
+        restore(st, resume[1])
+        log.info("resuming from %s (step %d)", resume[0].name, st.step)
+        if env.is_main:
+            trim_log(out / "log.jsonl", st.step)
+    st.engine = wrap(model, cfg, env)
+    val_loader = make_loader(val_ds, ResumableBatchSampler(len(val_ds), cfg.data.eval_batch_size, env.rank,
+                                                           env.world, cfg.seed, shuffle=False, drop_last=False),
+                             cfg, env)
+    run_id = resume[1].get("mlflow_run_id") if resume else None
+    stage = "text_only_baseline" if args.text_only else "pretrain"
+    ctx = tracking.stage_run(stage, args.exp, {"pretrain": cfg, "text_only": args.text_only, "init": cfg.init},
+                             rule=args.rule, resume_run_id=run_id or None) if env.is_main else _null_run()
+    with ctx as mlrun:
+        w = Writer(out, st, cfg, spec, key, env, mlrun if env.is_main else None)
+        preempt = Preemption()
+        try:
+            epochs = run_epochs(st, sampler, train_ds, val_loader, cfg, env, w, preempt)
+        finally:
+            preempt.restore()
+        counts = {"train_windows": len(train_ds), "val_windows": len(val_ds), "world_size": env.world,
+                  "steps": st.step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.optim.epochs}
+        if env.is_main:
+            final = st.history[-1] if st.history else {}
+            mlrun.log_metrics({f"final/{k}": v for k, v in final.items()}, step=st.step)
+            manifest = write_outputs(out, args, cfg, counts, epochs, st)
+            mlrun.log_artifact(out / "manifest.json")
+            return manifest
+    return {}
+
+
+def run_epochs(st: TrainState, sampler: ResumableBatchSampler, train_ds: WindowDataset, val_loader,
+               cfg: PretrainConfig, env: D.DistEnv, w: Writer, preempt: Preemption) -> list[str]:
+    """Train the remaining epochs; raises SystemExit(PREEMPTED) after checkpointing on a signal."""
+    for epoch in range(st.epoch, cfg.optim.epochs):
+        sampler.set_epoch(epoch, start_step=st.step_in_epoch * cfg.optim.grad_accum)
+        loader = make_loader(train_ds, sampler, cfg, env)
+        if not train_one_epoch(st, loader, cfg, env, preempt, w.metrics, w.step_checkpoint):
+            log.warning("preempted at step %d: checkpoint written, exiting with %d", st.step, PREEMPTED)
+            raise SystemExit(PREEMPTED)
+        metrics = evaluate(st.engine, val_loader, cfg, env)
+        if env.is_main:
+            st.history.append({"epoch": epoch, "step": st.step} | metrics)
+            w.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, st.step)
+        w.epoch_checkpoint(epoch, complete=epoch == cfg.optim.epochs - 1)
+    return [p.name for p in C.epoch_checkpoints(w.ckpt_dir)]
+
+
+def write_outputs(out: Path, args, cfg: PretrainConfig, counts: dict, epochs: list[str], st: TrainState) -> dict:
+    manifest = {"stage": "text_only_baseline" if args.text_only else "pretrain",
+                "inputs": {"shards": args.shards}, "config": {"pretrain": cfg, "text_only": args.text_only},
+                "counts": counts, "outputs": {"epoch_checkpoints": [f"ckpt/{e}" for e in epochs], "log": "log.jsonl"},
+                "history": st.history, "versions": io.library_versions()}
+    io.atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+class _null_run:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    cfg = load_sections(SECTIONS, args.config_path, args.config_json)["pretrain"]
+    if args.text_only:
+        cfg = text_only_variant(cfg)
+    env = D.init_distributed(use_cuda=False if args.cpu else None)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        train(args, cfg, env, out)
+    finally:
+        D.cleanup()
+    return 0
+
+
+def text_only_variant(cfg: PretrainConfig) -> PretrainConfig:
+    """The text-only sort baseline: no video, sort loss only, and the text encoder trained by it."""
+    from dataclasses import replace
+
+    return replace(cfg, loss=replace(cfg.loss, sort_video=False, detach_text=False, align_weight=0.0,
+                                     sort_weight=max(cfg.loss.sort_weight, 1.0)))

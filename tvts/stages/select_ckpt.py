@@ -1,0 +1,67 @@
+"""Stage `select_ckpt`: score every epoch-end checkpoint on the validation shards, keep the best.
+
+Writes `<out>/best.pt` (weights only), `<out>/selection.json` (every candidate and its
+scores, the winner, the metric), logs each score to MLflow (step = epoch) and registers
+the winner as a model version with alias `best`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tvts import io, tracking
+from tvts.config import load_sections
+from tvts.select import SelectConfig, pick, score, write_best
+from tvts.stages.common import add_common_args, setup_logging
+from tvts.train import distributed as D
+
+log = logging.getLogger("tvts.select")
+SECTIONS = {"select": SelectConfig}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tvts select-ckpt", description=__doc__)
+    p.add_argument("--pretrain", required=True, help="pretraining folder (holds manifest.json and ckpt/)")
+    p.add_argument("--shards", required=True, help="shard folder: the val split scores the checkpoints")
+    p.add_argument("--out", required=True, help="output folder (results/<exp>/select)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's config)")
+    add_common_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    cfg = load_sections(SECTIONS, args.config_path, args.config_json)["select"]
+    pre = Path(args.pretrain)
+    manifest = json.loads((pre / "manifest.json").read_text())
+    candidates = [pre / c for c in manifest["outputs"]["epoch_checkpoints"]]
+    if not candidates:
+        raise SystemExit(f"select_ckpt: {pre}/manifest.json lists no epoch checkpoints")
+    env = D.init_distributed(use_cuda=None)
+    out = Path(args.out)
+    with tracking.stage_run("select_ckpt", args.exp, {"select": cfg}, rule=args.rule) as mlrun:
+        scores = {}
+        for epoch, path in enumerate(candidates):
+            scores[path.name] = score(path, Path(args.shards), env, args.workers)
+            mlrun.log_metrics({f"candidate/{k}": v for k, v in scores[path.name].items()}, step=epoch)
+            log.info("%s: %s=%.4f", path.name, cfg.metric, scores[path.name][cfg.metric])
+        best = pick(scores, cfg)
+        write_best(pre / "ckpt" / best, out / "best.pt", cfg.metric, scores[best][cfg.metric])
+        selection = {"metric": cfg.metric, "higher_is_better": cfg.higher_is_better, "best": best,
+                     "best_score": scores[best][cfg.metric], "best_metrics": scores[best],
+                     "candidates": [{"checkpoint": n, **scores[n]} for n in sorted(scores)],
+                     "split": "val of the pretraining shards", "shards": args.shards}
+        io.atomic_write_json(out / "selection.json", selection)
+        mlrun.log_metrics({f"best/{k}": v for k, v in scores[best].items()})
+        mlrun.log_artifact(out / "selection.json")
+        if cfg.register:
+            name = cfg.model_name or f"tvts-{args.exp}"
+            version = tracking.register_model(mlrun.run_id, out / "best.pt", name, alias="best",
+                                              tags={"tvts.exp": args.exp, "tvts.checkpoint": best,
+                                                    f"tvts.{cfg.metric}": f"{scores[best][cfg.metric]:.4f}"})
+            log.info("registered %s version %s (alias best)", name, version)
+    log.info("best: %s (%s=%.4f)", best, cfg.metric, scores[best][cfg.metric])
+    return 0

@@ -1,0 +1,1 @@
+"""Pretraining: data pipeline, distributed setup, checkpoints and the training loop."""

@@ -1,0 +1,77 @@
+"""The `pretrain` config section: model, loss, optimiser, data and runtime, as frozen dataclasses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tvts.config import require
+from tvts.models.tvts import LossConfig, ModelConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with step decay at given epochs (the paper: lr 1e-4, x0.1 after epochs 12 and 16 of 20)."""
+
+    lr: float = 1e-4
+    betas: tuple[float, ...] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    epochs: int = 20
+    decay_epochs: tuple[int, ...] = (12, 16)
+    decay_factor: float = 0.1
+    warmup_steps: int = 0        # linear warm-up (the paper has none)
+    grad_accum: int = 1          # micro-batches per optimiser step
+    clip_grad: float = 0.0       # 0 = no clipping
+
+    def check(self, where: str) -> None:
+        require(self.lr > 0, where, "lr", "must be > 0")
+        require(len(self.betas) == 2, where, "betas", "must be two numbers")
+        require(self.epochs >= 1, where, "epochs", "must be >= 1")
+        require(all(0 < e <= self.epochs for e in self.decay_epochs), where, "decay_epochs", "must lie in 1..epochs")
+        require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
+        require(self.warmup_steps >= 0, where, "warmup_steps", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    batch_size: int = 24         # per GPU (per process)
+    workers: int = 4             # DataLoader workers per process
+    short_side: int = 0          # resize stored frames first; 0 = as stored by shard_clips
+    eval_batch_size: int = 32
+    eval_mask: bool = True       # validation sees the tube-masked input it was trained on (fixed seeds)
+    prefetch: int = 2
+
+    def check(self, where: str) -> None:
+        require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
+        require(self.workers >= 0, where, "workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    amp: str = "bf16"            # bf16 autocast on GPU; ignored on CPU
+    compile: bool = False        # torch.compile the model
+    grad_checkpointing: bool = False
+    log_every: int = 10          # optimiser steps between MLflow metric logs
+    ckpt_every: int = 500        # optimiser steps between step checkpoints
+    keep_last: int = 2           # step checkpoints kept (epoch-end ones are all kept)
+    threads: int = 0             # torch CPU threads; 0 = torch's default
+
+    def check(self, where: str) -> None:
+        require(self.amp in ("bf16", "fp16", "off"), where, "amp", "must be bf16, fp16 or off")
+        require(self.log_every >= 1, where, "log_every", "must be >= 1")
+        require(self.ckpt_every >= 1, where, "ckpt_every", "must be >= 1")
+        require(self.keep_last >= 1, where, "keep_last", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seed: int = 0
+    init: str = "random"         # random | mae:<path> | tvts:<path>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def check(self, where: str) -> None:
+        kind = self.init.split(":", 1)[0]
+        require(kind in ("random", "mae", "tvts") and (kind == "random") == (":" not in self.init),
+                where, "init", f"must be random, mae:<path> or tvts:<path>, got {self.init!r}")

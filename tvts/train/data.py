@@ -1,0 +1,196 @@
+"""Window samples from the WebDataset shards, ready for the model.
+
+The shards are read through a small tar index (member offsets), so a sample is one seek
+and one read: this gives a map-style dataset whose order is a pure function of
+(seed, epoch, step). That is what makes a resumed run bit-identical to an uninterrupted
+one, and gives every rank the same number of steps however few shards there are. Ranks
+take contiguous slices of each global batch (`ResumableBatchSampler`), DataLoader workers
+take whole batches. Everything random about a sample (TSN frames, crop, transcript
+shuffle, tube mask) is drawn in the worker from an RNG seeded by (seed, epoch, index).
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from tvts.data.shards import list_shards, tsn_indices
+from tvts.models.text import load_tokenizer, tokenize, TextSpec
+from tvts.models.video_vit import VideoConfig, all_patches, tube_keep_indices
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # ImageNet
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+EVAL_EPOCH = 2**31 - 1  # RNG stream of the deterministic evaluation views
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    shard: str
+    members: dict[str, tuple[int, int]]  # field -> (offset, size) inside the tar
+
+
+def index_shards(paths: list[Path]) -> list[SampleRef]:
+    """Scan tar headers (not data) into one SampleRef per sample, in shard order."""
+    refs: list[SampleRef] = []
+    for path in paths:
+        current: dict[str, tuple[int, int]] = {}
+        last_key = None
+        with tarfile.open(path, "r") as tar:
+            for m in tar:
+                key, _, fld = m.name.partition(".")
+                if last_key is not None and key != last_key:
+                    refs.append(SampleRef(str(path), current))
+                    current = {}
+                current[fld] = (m.offset_data, m.size)
+                last_key = key
+        if current:
+            refs.append(SampleRef(str(path), current))
+    return refs
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How a window becomes model input (all from the stage config)."""
+
+    video: VideoConfig
+    k: int
+    mask_ratio: float
+    max_length: int
+    short_side: int = 0      # resize stored frames to this short side first; 0 = as stored
+    eval_mask: bool = True   # validation keeps the tube mask (the task as trained), with fixed seeds
+
+
+class WindowDataset(Dataset):
+    """Map-style dataset over one split's shards. Items are `(epoch, index)`; epoch = EVAL_EPOCH for eval views."""
+
+    def __init__(self, shard_dir: str | Path, split: str, view: ViewConfig, text_spec: TextSpec, seed: int):
+        self.refs = index_shards(list_shards(shard_dir, split))
+        if not self.refs:
+            raise FileNotFoundError(f"no {split} shards in {shard_dir}")
+        self.view, self.spec, self.seed = view, text_spec, seed
+        self._tok = None
+        self._files: dict[str, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def read(self, index: int) -> dict[str, bytes]:
+        ref = self.refs[index]
+        f = self._files.get(ref.shard)
+        if f is None:  # opened lazily, so each DataLoader worker has its own handles
+            f = self._files[ref.shard] = open(ref.shard, "rb")
+        out = {}
+        for name, (offset, size) in ref.members.items():
+            f.seek(offset)
+            out[name] = f.read(size)
+        return out
+
+    def meta(self, index: int) -> dict:
+        return json.loads(self.read_field(index, "json"))
+
+    def read_field(self, index: int, name: str) -> bytes:
+        offset, size = self.refs[index].members[name]
+        with open(self.refs[index].shard, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def texts(self) -> Iterator[str]:
+        for i in range(len(self)):
+            for clip in self.meta(i)["clips"]:
+                yield clip["text"]
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = item
+        if self._tok is None:
+            self._tok = load_tokenizer(self.spec, self.view.max_length)
+        train = epoch != EVAL_EPOCH
+        rng = np.random.default_rng([self.seed, epoch, index])
+        sample = self.read(index)
+        meta = json.loads(sample["json"])
+        frames = load_frames(sample, self.view, rng if train else None)
+        order = rng.permutation(self.view.k)  # input slot i holds the transcript at time order[i]
+        ids, mask = tokenize(self._tok, [meta["clips"][j]["text"] for j in order])
+        v = self.view.video
+        if self.view.mask_ratio > 0 and (train or self.view.eval_mask):
+            keep = tube_keep_indices(rng, v.tubes, v.patches, self.view.mask_ratio)
+        else:
+            keep = all_patches(v.tubes, v.patches)
+        return {"frames": frames, "keep": torch.from_numpy(keep), "input_ids": ids.view(self.view.k, -1),
+                "attention_mask": mask.view(self.view.k, -1), "order": torch.from_numpy(order.astype(np.int64)),
+                "index": torch.tensor(index)}
+
+
+def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None) -> torch.Tensor:
+    """TSN frames, short-side resize, crop (random if `rng`, else centre), ImageNet normalisation.
+
+    Returns:
+        (3, T, S, S) float32.
+    """
+    names = sorted(k for k in sample if k.endswith(".jpg"))
+    idx = tsn_indices(len(names), view.video.num_frames, rng)
+    imgs = [Image.open(io.BytesIO(sample[names[i]])).convert("RGB") for i in idx]
+    if view.short_side:
+        imgs = [resize_short(im, view.short_side) for im in imgs]
+    w, h = imgs[0].size
+    s = view.video.img_size
+    if min(w, h) < s:
+        raise ValueError(f"stored frames are {w}x{h}, smaller than the crop {s}: raise shard_clips.short_side")
+    if rng is None:
+        x0, y0 = (w - s) // 2, (h - s) // 2
+    else:
+        x0, y0 = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
+    arr = np.stack([np.asarray(im.crop((x0, y0, x0 + s, y0 + s)), dtype=np.float32) for im in imgs])
+    arr = (arr / 255.0 - MEAN) / STD                                   # (T, S, S, 3)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 0, 1, 2)))
+
+
+def resize_short(im: Image.Image, short: int) -> Image.Image:
+    w, h = im.size
+    if min(w, h) == short:
+        return im
+    scale = short / min(w, h)
+    return im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.BILINEAR)
+
+
+class ResumableBatchSampler(Sampler):
+    """Per-rank batches of `(epoch, index)` whose order depends only on (seed, epoch).
+
+    Each global batch (batch_size * world items of one permutation) is cut into contiguous
+    rank slices, so W ranks see exactly the combined batch of one process. Training drops the
+    incomplete last global batch (every rank runs the same number of steps); `start_step`
+    skips batches already trained on, for resuming mid-epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True):
+        self.n, self.batch, self.rank, self.world = n, batch_size, rank, world
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def steps_per_epoch(self) -> int:
+        g = self.batch * self.world
+        return self.n // g if self.drop_last else -(-self.n // g)
+
+    def __len__(self) -> int:
+        return max(0, self.steps_per_epoch() - self.start_step)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+        g = self.batch * self.world
+        epoch = self.epoch if self.shuffle else EVAL_EPOCH
+        for step in range(self.start_step, self.steps_per_epoch()):
+            chunk = perm[step * g:(step + 1) * g]
+            mine = chunk[self.rank * self.batch:(self.rank + 1) * self.batch]
+            if len(mine):
+                yield [(epoch, int(i)) for i in mine]

@@ -1,0 +1,66 @@
+# Pretraining (torchrun, resumable), the text-only sort baseline, and checkpoint selection.
+
+
+rule pretrain:
+    input:
+        shards="results/{exp}/shards",
+    output:
+        "results/{exp}/pretrain/manifest.json",
+    log:
+        "logs/{exp}/pretrain.log",
+    params:
+        cfg=stage_json("pretrain"),
+        launch=lambda wc, threads: torchrun("pretrain"),
+    threads: res("pretrain", "threads")
+    resources:
+        mem_mb=res("pretrain", "mem_mb"),
+        runtime=res("pretrain", "runtime"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "{params.launch} pretrain --shards {input.shards} --out results/{wildcards.exp}/pretrain"
+        " --exp {wildcards.exp} --rule pretrain --config-json {params.cfg:q} >> {log} 2>&1"
+
+
+rule text_only_baseline:
+    input:
+        shards="results/{exp}/shards",
+    output:
+        "results/{exp}/text_only/manifest.json",
+    log:
+        "logs/{exp}/text_only_baseline.log",
+    params:
+        cfg=stage_json("pretrain"),
+        launch=lambda wc, threads: torchrun("text_only_baseline"),
+    threads: res("text_only_baseline", "threads")
+    resources:
+        mem_mb=res("text_only_baseline", "mem_mb"),
+        runtime=res("text_only_baseline", "runtime"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "{params.launch} pretrain --text-only --shards {input.shards} --out results/{wildcards.exp}/text_only"
+        " --exp {wildcards.exp} --rule text_only_baseline --config-json {params.cfg:q} >> {log} 2>&1"
+
+
+rule select_ckpt:
+    input:
+        pretrain="results/{exp}/pretrain/manifest.json",
+        shards="results/{exp}/shards",
+    output:
+        best="results/{exp}/select/best.pt",
+        selection="results/{exp}/select/selection.json",
+    log:
+        "logs/{exp}/select_ckpt.log",
+    params:
+        cfg=stage_json("select"),
+    threads: res("select_ckpt", "threads")
+    resources:
+        mem_mb=res("select_ckpt", "mem_mb"),
+        runtime=res("select_ckpt", "runtime"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "tvts select-ckpt --pretrain results/{wildcards.exp}/pretrain --shards {input.shards}"
+        " --out results/{wildcards.exp}/select --exp {wildcards.exp} --rule select_ckpt"
+        " --config-json {params.cfg:q} > {log} 2>&1"
