@@ -51,3 +51,17 @@ def smoke_workdir(tmp_path, smoke_corpus) -> Path:
     shutil.copytree(smoke_corpus, tmp_path / "data" / "smoke")
     shutil.copy(ROOT / "data.dvc", tmp_path / "data.dvc")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def smoke_shards(tmp_path_factory, smoke_corpus) -> Path:
+    """Window shards of the smoke corpus (align_asr + shard_clips in-process), built once."""
+    from tvts.stages import align_asr, shard_clips
+
+    out = tmp_path_factory.mktemp("smoke_shards")
+    part = out / "asr" / "part-0.jsonl"
+    assert align_asr.main(["--list", str(smoke_corpus / "yttemporal" / "videos.tsv"), "--config", str(SMOKE),
+                           "--exp", "t", "--out", str(part)]) == 0
+    assert shard_clips.main(["--asr", str(part), "--out", str(out / "shards"), "--config", str(SMOKE),
+                             "--workers", "2", "--exp", "t"]) == 0
+    return out / "shards"

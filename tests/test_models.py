@@ -17,8 +17,9 @@ TEXTS = ["the red circle moves left", "a blue square appears", "the green bar sh
 
 
 def tiny_model(pool: str = "cls") -> TVTS:
-    cfg = ModelConfig(video=TINY_VIDEO, text=TextConfig(model="scratch", max_length=12, vocab_size=100, dim=32,
-                                                        depth=1, heads=2, hidden_dim=64, pool=pool),
+    cfg = ModelConfig(video=TINY_VIDEO, text=TextConfig(model="scratch", max_length=12, vocab_size=300, dim=32,
+                                                        depth=1, heads=2, hidden_dim=64, pool=pool,
+                                                        dropout=0.0),
                       sort=SortConfig(depth=1, heads=2), embed_dim=16)
     torch.manual_seed(0)
     return TVTS(cfg, build_spec(cfg.text, TEXTS * 5)).eval()
@@ -125,3 +126,17 @@ def test_contrastive_loss_hand_computed():
     # the local-rows form equals the full-batch form when ranks' rows are stacked
     half = contrastive_loss(v[1:], t[1:], v, t, 1, 0.5)
     assert ((contrastive_loss(v[:1], t[:1], v, t, 0, 0.5) + half) / 2).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_scratch_tokenizer_is_the_same_in_every_process():
+    """Token ids must not depend on the process (the `tokenizers` trainer's do): same config, same run."""
+    import subprocess
+    import sys
+
+    code = ("from tvts.models.text import TextConfig, build_spec; import hashlib; "
+            f"print(hashlib.md5(build_spec(TextConfig(model='scratch'), {TEXTS * 3!r}).tokenizer_json.encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+               for _ in range(3)}
+    assert len(digests) == 1
+    tok = load_tokenizer(build_spec(TextConfig(model="scratch"), TEXTS), 10)
+    assert tok.encode("The RED circle").tokens[:4] == ["[CLS]", "the", "red", "circle"]

@@ -52,7 +52,7 @@ class TVTS(nn.Module):
     def __init__(self, cfg: ModelConfig, text_spec: TextSpec, loss: LossConfig | None = None,
                  pretrained_text: str | None = None):
         super().__init__()
-        self.cfg, self.loss_cfg = cfg, loss or LossConfig()
+        self.cfg, self.loss_cfg, self.text_spec = cfg, loss or LossConfig(), text_spec
         self.video = VideoViT(cfg.video)
         self.text = TextEncoder(text_spec, pretrained_text, cfg.text.pool)
         self.sort_head = SortHead(cfg.video.dim, self.text.dim, cfg.k, cfg.sort)
@@ -99,9 +99,14 @@ def contrastive_loss(video: torch.Tensor, text: torch.Tensor, all_video: torch.T
     return (F.cross_entropy(v2t, labels) + F.cross_entropy(t2v, labels)) / 2
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """Losses run in at least float32 (bf16/fp16 autocast outputs are upcast; float64 stays)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def sort_loss(logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each transcript's true position: logits (B, K, K), order (B, K)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), order.flatten())
+    return F.cross_entropy(full_precision(logits).flatten(0, 1), order.flatten())
 
 
 def decode_permutation(logits: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,7 @@ def newest_valid(folder: Path, run_key: str) -> tuple[Path, dict[str, Any]] | No
         try:
             state = load(path)
         except Exception as err:  # noqa: BLE001 - any unreadable file is skipped
-            log.warning("skipping unreadable checkpoint %s: %s", path, err)
+            log.warning("skipping unreadable checkpoint %s: %s", path, str(err).splitlines()[0][:200])
             continue
         if state.get("run_key") != run_key:
             log.warning("skipping %s: written by a different config or data version", path.name)

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from tvts.models.text import TextSpec
-from tvts.models.tvts import TVTS, Outputs, contrastive_loss, sort_accuracy, sort_loss
+from tvts.models.tvts import TVTS, Outputs, contrastive_loss, full_precision, sort_accuracy, sort_loss
 from tvts.train import distributed as D
 from tvts.train.config import PretrainConfig
 from tvts.train.data import ResumableBatchSampler, ViewConfig, WindowDataset
@@ -92,7 +92,7 @@ def losses(out: Outputs, order: torch.Tensor, cfg: PretrainConfig, env: D.DistEn
     zero = out.sort_logits.new_zeros(())
     align = zero
     if lc.align_weight > 0 and lc.sort_video:
-        v, t = out.video_emb.float(), out.text_emb.float()
+        v, t = full_precision(out.video_emb), full_precision(out.text_emb)
         align = contrastive_loss(v, t, D.gather_with_grad(v), D.gather_with_grad(t), env.rank * v.shape[0],
                                  lc.temperature)
     sort = sort_loss(out.sort_logits, order) if lc.sort_weight > 0 else zero
