@@ -58,3 +58,19 @@ def test_conda_env_matches_pyproject_pins():
     pip = {p for d in env["dependencies"] if isinstance(d, dict) for p in d["pip"] if "==" in p}
     norm = lambda s: {p.lower().replace("_", "-") for p in s}  # noqa: E731
     assert norm(pins) - {"pytest==9.2.0"} <= norm(pip)
+
+
+def test_pretrain_section_errors_name_the_nested_key():
+    from tvts.config import ConfigError, from_dict
+    from tvts.train.config import PretrainConfig
+
+    with pytest.raises(ConfigError, match=r"pretrain\.model\.video\.dimm: unknown key"):
+        from_dict(PretrainConfig, {"model": {"video": {"dimm": 3}}}, "pretrain")
+    with pytest.raises(ConfigError, match=r"pretrain\.optim\.lr: expected float, got 'fast'"):
+        from_dict(PretrainConfig, {"optim": {"lr": "fast"}}, "pretrain")
+    with pytest.raises(ConfigError, match=r"pretrain\.init: must be random, mae:<path> or tvts:<path>"):
+        from_dict(PretrainConfig, {"init": "imagenet"}, "pretrain")
+    with pytest.raises(ConfigError, match=r"pretrain\.model\.video\.img_size: must be a multiple of patch_size"):
+        from_dict(PretrainConfig, {"model": {"video": {"img_size": 100}}}, "pretrain")
+    cfg = from_dict(PretrainConfig, {"optim": {"decay_epochs": [3]}, "model": {"text": {"pool": "mean"}}}, "pretrain")
+    assert cfg.optim.decay_epochs == (3,) and cfg.model.text.pool == "mean" and cfg.model.video.dim == 768

@@ -63,12 +63,23 @@ def smoke_parts() -> int:
     return yaml.safe_load(SMOKE.read_text())["dag"]["align_parts"]
 
 
+TRAIN = {"pretrain": 1, "text_only_baseline": 1, "select_ckpt": 1, "all": 1}
+
+
 def test_full_run_outputs(done_workdir):
     work, proc = done_workdir
     parts = smoke_parts()
-    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "all": 1}
+    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1} | TRAIN
     manifest = json.loads((work / "results/smoke/shards/manifest.json").read_text())
     assert manifest["counts"]["train_windows"] > 0
+    selection = json.loads((work / "results/smoke/select/selection.json").read_text())
+    epochs = json.loads((work / "results/smoke/pretrain/manifest.json").read_text())["outputs"]["epoch_checkpoints"]
+    assert [c["checkpoint"] for c in selection["candidates"]] == [Path(e).name for e in epochs]
+    assert selection["metric"] == "sort_exact" and selection["best"] in [Path(e).name for e in epochs]
+    from tvts.select import load_model
+
+    model, cfg = load_model(work / "results/smoke/select/best.pt")
+    assert cfg.model.video.dim == model.video.dim
     for i in range(parts):
         assert (work / f"results/smoke/asr/part-{i}.jsonl").exists()
         assert (work / f"logs/smoke/align_asr/part-{i}.log").exists()
@@ -82,7 +93,12 @@ def test_nothing_to_do_after_run(done_workdir):
 def test_rerun_align_reruns_only_align_and_shard(done_workdir):
     work, _ = done_workdir
     assert planned_jobs(snakemake(work, "-n", "-R", "align_asr")) == {
-        "align_asr": smoke_parts(), "shard_clips": 1, "all": 1}
+        "align_asr": smoke_parts(), "shard_clips": 1} | TRAIN
+
+
+def test_rerun_pretrain_reruns_pretraining_and_selection_only(done_workdir):
+    work, _ = done_workdir
+    assert planned_jobs(snakemake(work, "-n", "-R", "pretrain")) == {"pretrain": 1, "select_ckpt": 1, "all": 1}
 
 
 def test_until_and_single_target(done_workdir, tmp_path):
@@ -97,7 +113,11 @@ def test_config_change_retriggers_only_affected(done_workdir, tmp_path):
     cfg["shard_clips"]["jpeg_quality"] = 80
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"shard_clips": 1, "all": 1}
+    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"shard_clips": 1} | TRAIN
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["select"]["metric"] = "sort_acc"
+    changed.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"select_ckpt": 1, "all": 1}
 
 
 def test_mlflow_runs_and_tags(done_workdir):
@@ -111,7 +131,8 @@ def test_mlflow_runs_and_tags(done_workdir):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     parent = next(p for p in parents if any(c.data.tags["mlflow.parentRunId"] == p.info.run_id for c in children))
     mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
-    assert sorted(c.data.tags["tvts.rule"] for c in mine) == ["align_asr"] * smoke_parts() + ["shard_clips"]
+    assert sorted(c.data.tags["tvts.rule"] for c in mine) == sorted(
+        ["align_asr"] * smoke_parts() + ["shard_clips", "pretrain", "text_only_baseline", "select_ckpt"])
     md5 = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["md5"]
     for run in [parent, *mine]:
         assert run.data.tags["tvts.data_md5"] == md5
@@ -120,6 +141,15 @@ def test_mlflow_runs_and_tags(done_workdir):
     shard_run = next(c for c in mine if c.data.tags["tvts.rule"] == "shard_clips")
     assert shard_run.data.metrics["train_windows"] > 0 and "shard_clips.jpeg_quality" in shard_run.data.params
     assert "manifest.json" in [a.path for a in client.list_artifacts(shard_run.info.run_id)]
+    train_run = next(c for c in mine if c.data.tags["tvts.rule"] == "pretrain")
+    history = client.get_metric_history(train_run.info.run_id, "train/loss_sort")
+    assert len(history) >= 2 and "val/sort_exact" in train_run.data.metrics
+    assert "pretrain.model.video.dim" in train_run.data.params
+    select_run = next(c for c in mine if c.data.tags["tvts.rule"] == "select_ckpt")
+    best = client.get_model_version_by_alias("tvts-smoke", "best")
+    assert best.run_id == select_run.info.run_id and best.source.endswith("model/best.pt")
+    selection = json.loads((work / "results/smoke/select/selection.json").read_text())
+    assert best.tags["tvts.checkpoint"] == selection["best"]
 
 
 def test_bad_config_stops_before_any_job(tmp_path, smoke_workdir):
@@ -150,7 +180,7 @@ def test_lint_clean(smoke_workdir):
 def test_paper_config_dry_runs(tmp_path):
     proc = snakemake(tmp_path, "-n", configfile=ROOT / "config/paper.yaml")
     parts = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]["align_parts"]
-    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "all": 1}
+    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "pretrain": 1, "select_ckpt": 1, "all": 1}
 
 
 def test_new_data_version_retriggers_alignment(done_workdir, tmp_path):
@@ -159,7 +189,7 @@ def test_new_data_version_retriggers_alignment(done_workdir, tmp_path):
     original = (work / "data.dvc").read_text()
     try:
         (work / "data.dvc").write_text(original.replace("md5: ", "md5: 0", 1))
-        assert planned_jobs(snakemake(work, "-n")) == {"align_asr": smoke_parts(), "shard_clips": 1, "all": 1}
+        assert planned_jobs(snakemake(work, "-n")) == {"align_asr": smoke_parts(), "shard_clips": 1} | TRAIN
     finally:
         (work / "data.dvc").write_text(original)
     assert planned_jobs(snakemake(work, "-n")) == {}

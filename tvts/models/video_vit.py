@@ -32,6 +32,7 @@ class VideoConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
+    temporal_init_std: float = 0.0  # the paper zero-inits the temporal embedding (see VideoViT)
 
     @property
     def tubes(self) -> int:
@@ -95,6 +96,11 @@ class VideoViT(nn.Module):
         self.grad_checkpointing = False
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
+        if cfg.temporal_init_std > 0:
+            # At zero, tokens of different tubes differ only by content, so the encoder is blind to
+            # their order until gradients grow this embedding: the sort loss sits on ln K for
+            # hundreds of steps. Small CPU runs start it random instead (config/demo.yaml).
+            trunc_normal_(self.temporal_embed, std=cfg.temporal_init_std)
         self.apply(_init_weights)
 
     @property
