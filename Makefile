@@ -31,6 +31,7 @@ test: data
 bench: data
 	python bench/align_asr.py
 	python bench/shard_clips.py
+	python bench/train_step.py
 
 # Regenerate the demo corpus from code and version it (see README, "Versioning data").
 demo-data: setup

@@ -89,6 +89,8 @@ def train_config(tmp_path: Path, **runtime) -> Path:
     cfg["pretrain"]["optim"] |= {"epochs": 3, "decay_epochs": [2]}
     cfg["pretrain"]["data"] |= {"batch_size": 2, "eval_batch_size": 4}
     cfg["pretrain"]["runtime"] |= {"ckpt_every": 1} | runtime
+    cfg["pretrain"]["model"]["text"]["dropout"] = 0.1        # RNG-dependent layers: resume must
+    cfg["pretrain"]["model"]["video"]["drop_path"] = 0.1     # restore their random state exactly
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

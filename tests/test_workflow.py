@@ -150,6 +150,10 @@ def test_mlflow_runs_and_tags(done_workdir):
     assert best.run_id == select_run.info.run_id and best.source.endswith("model/best.pt")
     selection = json.loads((work / "results/smoke/select/selection.json").read_text())
     assert best.tags["tvts.checkpoint"] == selection["best"]
+    fetched = mlflow.artifacts.download_artifacts("models:/tvts-smoke@best", tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    from tvts.select import load_model
+
+    assert load_model(next(Path(fetched).rglob("best.pt")) if Path(fetched).is_dir() else fetched)[0] is not None
 
 
 def test_bad_config_stops_before_any_job(tmp_path, smoke_workdir):

@@ -152,7 +152,7 @@ class DemoConfig:
     frame_noise_std: float = 0.0        # per-frame pixel noise (costs a lot of bytes)
     # narration and ASR noise
     templates: dict[str, list] = field(default_factory=_default_templates)  # action -> sentences with {obj}
-    words_per_s: float = 1.5            # speaking rate of the ASR words (slow: a sentence spans its event)
+    words_per_s: float = 3.0            # speaking rate of the ASR words (a sentence takes ~2 s of its event)
     p_filler: float = 0.08              # per word: insert a filler before it
     fillers: tuple[str, ...] = ("um", "uh", "so", "okay", "like", "yeah", "well")
     p_drop: float = 0.05                # per word: ASR misses it

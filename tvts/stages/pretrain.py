@@ -93,7 +93,10 @@ class Writer:
                 "history": st.history, "mlflow_run_id": self.mlrun.run_id if self.mlrun else ""}
 
     def step_checkpoint(self, force: bool = False) -> None:
-        if self.env.is_main and (force or self.st.step % self.cfg.runtime.ckpt_every == 0):
+        """Every `ckpt_every` steps, or now (preemption; `force` is the same on every rank)."""
+        if not (force or self.st.step % self.cfg.runtime.ckpt_every == 0):
+            return
+        if self.env.is_main:
             C.save(self.ckpt_dir / C.step_name(self.st.step), self.state())
             C.prune(self.ckpt_dir, self.cfg.runtime.keep_last)
         D.barrier()

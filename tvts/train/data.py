@@ -66,6 +66,7 @@ class ViewConfig:
     max_length: int
     short_side: int = 0      # resize stored frames to this short side first; 0 = as stored
     eval_mask: bool = True   # validation keeps the tube mask (the task as trained), with fixed seeds
+    frames: bool = True      # False: skip decoding (the text-only baseline never looks at them)
 
 
 class WindowDataset(Dataset):
@@ -115,8 +116,8 @@ class WindowDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         sample = self.read(index)
         meta = json.loads(sample["json"])
-        frames = load_frames(sample, self.view, rng if train else None)
         order = rng.permutation(self.view.k)  # input slot i holds the transcript at time order[i]
+        frames = load_frames(sample, self.view, rng if train else None) if self.view.frames else torch.zeros(0)
         ids, mask = tokenize(self._tok, [meta["clips"][j]["text"] for j in order])
         v = self.view.video
         if self.view.mask_ratio > 0 and (train or self.view.eval_mask):

@@ -33,7 +33,8 @@ MetricsFn = Callable[[dict[str, float], int], None]
 
 def view_config(cfg: PretrainConfig) -> ViewConfig:
     m = cfg.model
-    return ViewConfig(m.video, m.k, m.mask_ratio, m.text.max_length, cfg.data.short_side, cfg.data.eval_mask)
+    return ViewConfig(m.video, m.k, m.mask_ratio, m.text.max_length, cfg.data.short_side, cfg.data.eval_mask,
+                      frames=cfg.loss.sort_video)
 
 
 def build_model(cfg: PretrainConfig, spec: TextSpec, load_pretrained_text: bool = True) -> TVTS:
@@ -67,8 +68,11 @@ def build_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: Pretr
 def make_loader(ds: WindowDataset, sampler: ResumableBatchSampler, cfg: PretrainConfig,
                 env: D.DistEnv, workers: int | None = None) -> DataLoader:
     w = cfg.data.workers if workers is None else workers
+    # Its own generator: a DataLoader otherwise draws its worker seed from the global torch RNG,
+    # so a resumed run (one draw fewer mid-epoch) would get other dropout masks than the original.
+    gen = torch.Generator().manual_seed(cfg.seed)
     return DataLoader(ds, batch_sampler=sampler, num_workers=w, pin_memory=env.device.type == "cuda",
-                      prefetch_factor=cfg.data.prefetch if w else None, persistent_workers=False)
+                      prefetch_factor=cfg.data.prefetch if w else None, persistent_workers=False, generator=gen)
 
 
 def autocast(env: D.DistEnv, cfg: PretrainConfig):
