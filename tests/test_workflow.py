@@ -147,13 +147,13 @@ def test_mlflow_runs_and_tags(done_workdir):
     assert "pretrain.model.video.dim" in train_run.data.params
     select_run = next(c for c in mine if c.data.tags["tvts.rule"] == "select_ckpt")
     best = client.get_model_version_by_alias("tvts-smoke", "best")
-    assert best.run_id == select_run.info.run_id and best.source.endswith("model/best.pt")
+    assert best.run_id == select_run.info.run_id and best.source.endswith("/model")
     selection = json.loads((work / "results/smoke/select/selection.json").read_text())
     assert best.tags["tvts.checkpoint"] == selection["best"]
     fetched = mlflow.artifacts.download_artifacts("models:/tvts-smoke@best", tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
     from tvts.select import load_model
 
-    assert load_model(next(Path(fetched).rglob("best.pt")) if Path(fetched).is_dir() else fetched)[0] is not None
+    assert load_model(Path(fetched) / "best.pt")[0] is not None
 
 
 def test_bad_config_stops_before_any_job(tmp_path, smoke_workdir):

@@ -225,15 +225,15 @@ def _reopen(client, run_id: str) -> StageRun | None:
 
 def register_model(run_id: str, path: str | Path, name: str, alias: str = "best",
                    tags: dict[str, str] | None = None) -> str:
-    """Log `path` under the run's `model/` artifacts and register it as a new version of `name`
-    with `alias` pointing at it. Returns the version number ("" when tracking is off)."""
+    """Log `path` under the run's `model/` artifacts and register that folder as a new version
+    of `name` with `alias` pointing at it. Returns the version number ("" when tracking is off)."""
     if os.environ.get("TVTS_TRACKING") == "off" or not run_id:
         return ""
     from mlflow.exceptions import MlflowException
 
     client = _mlflow().MlflowClient()
     _retry(lambda: client.log_artifact(run_id, str(path), "model"))
-    source = f"{client.get_run(run_id).info.artifact_uri}/model/{Path(path).name}"
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"  # a folder: `models:/name@alias` downloads it
     try:
         _retry(lambda: client.create_registered_model(name))
     except MlflowException as err:
