@@ -1,9 +1,7 @@
 """The trainer's data pipeline on real smoke shards: what one item holds, and its determinism."""
 from __future__ import annotations
 
-import json
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader

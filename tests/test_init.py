@@ -7,7 +7,7 @@ import torch
 from tvts.models.init import InitError, initialise, parse_init
 from tvts.models.tvts import TVTS
 
-from test_models import TINY_VIDEO, tiny_model
+from test_models import tiny_model
 
 
 def mae_state(dim: int = 32, depth: int = 1, patch: int = 8, patches: int = 16) -> dict:

@@ -5,7 +5,6 @@ import hashlib
 import os
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np

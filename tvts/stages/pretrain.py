@@ -9,6 +9,7 @@ Exit code 75 means "preempted, checkpoint written: run me again".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -125,24 +126,25 @@ def trim_log(path: Path, step: int) -> None:
         io.atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def train(args: argparse.Namespace, cfg: PretrainConfig, env: D.DistEnv, out: Path) -> dict:
-    """Everything after setup: returns the manifest counts (rank 0) once all epochs are done."""
-    shard_dir, ckpt_dir = Path(args.shards), out / "ckpt"
-    key = run_key(cfg, shard_dir, args.text_only)
+def find_resume(ckpt_dir: Path, key: str, env: D.DistEnv) -> tuple[Path, dict] | None:
+    """The checkpoint an interrupted run of this config and data left, or None (then start afresh)."""
     found = C.newest_valid(ckpt_dir, key) if ckpt_dir.exists() else None
-    resume = found if found and not found[1]["complete"] else None
-    if resume is None:
-        start_fresh(ckpt_dir, env)
+    if found and not found[1]["complete"]:
+        return found
+    start_fresh(ckpt_dir, env)
+    return None
+
+
+def build_data(shard_dir: Path, cfg: PretrainConfig, env: D.DistEnv, resume: tuple[Path, dict] | None):
+    """(train set, val set, text spec): the spec comes from the checkpoint when resuming."""
     view = view_config(cfg)
     train_ds = WindowDataset(shard_dir, "train", view, TextSpec("", ""), cfg.seed)
-    spec = TextSpec(**resume[1]["text_spec"]) if resume else text_spec_for(cfg, train_ds, env)
-    train_ds.spec = spec
-    val_ds = WindowDataset(shard_dir, "val", view, spec, cfg.seed)
-    sampler = ResumableBatchSampler(len(train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed)
-    steps_per_epoch = sampler.steps_per_epoch() // cfg.optim.grad_accum
-    if steps_per_epoch < 1:
-        raise SystemExit(f"pretrain: {len(train_ds)} train windows are fewer than one global batch "
-                         f"(pretrain.data.batch_size x {env.world} ranks x grad_accum); lower the batch size")
+    train_ds.spec = TextSpec(**resume[1]["text_spec"]) if resume else text_spec_for(cfg, train_ds, env)
+    return train_ds, WindowDataset(shard_dir, "val", view, train_ds.spec, cfg.seed), train_ds.spec
+
+
+def build_state(cfg: PretrainConfig, spec: TextSpec, env: D.DistEnv, steps_per_epoch: int,
+                resume: tuple[Path, dict] | None) -> TrainState:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, spec)
     if resume is None:
@@ -153,32 +155,45 @@ def train(args: argparse.Namespace, cfg: PretrainConfig, env: D.DistEnv, out: Pa
     if resume:
         restore(st, resume[1])
         log.info("resuming from %s (step %d)", resume[0].name, st.step)
-        if env.is_main:
-            trim_log(out / "log.jsonl", st.step)
     st.engine = wrap(model, cfg, env)
-    val_loader = make_loader(val_ds, ResumableBatchSampler(len(val_ds), cfg.data.eval_batch_size, env.rank,
-                                                           env.world, cfg.seed, shuffle=False, drop_last=False),
-                             cfg, env)
-    run_id = resume[1].get("mlflow_run_id") if resume else None
+    return st
+
+
+def train(args: argparse.Namespace, cfg: PretrainConfig, env: D.DistEnv, out: Path) -> dict:
+    """Build, train every remaining epoch, write the manifest (rank 0). Returns the manifest."""
+    key = run_key(cfg, Path(args.shards), args.text_only)
+    resume = find_resume(out / "ckpt", key, env)
+    train_ds, val_ds, spec = build_data(Path(args.shards), cfg, env, resume)
+    sampler = ResumableBatchSampler(len(train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed)
+    steps_per_epoch = sampler.steps_per_epoch() // cfg.optim.grad_accum
+    if steps_per_epoch < 1:
+        raise SystemExit(f"pretrain: {len(train_ds)} train windows are fewer than one global batch "
+                         f"(pretrain.data.batch_size x {env.world} ranks x grad_accum); lower the batch size")
+    st = build_state(cfg, spec, env, steps_per_epoch, resume)
+    if resume and env.is_main:
+        trim_log(out / "log.jsonl", st.step)
+    val_sampler = ResumableBatchSampler(len(val_ds), cfg.data.eval_batch_size, env.rank, env.world, cfg.seed,
+                                        shuffle=False, drop_last=False)
+    val_loader = make_loader(val_ds, val_sampler, cfg, env)
     stage = "text_only_baseline" if args.text_only else "pretrain"
-    ctx = tracking.stage_run(stage, args.exp, {"pretrain": cfg, "text_only": args.text_only, "init": cfg.init},
-                             rule=args.rule, resume_run_id=run_id or None) if env.is_main else _null_run()
+    run_id = (resume[1].get("mlflow_run_id") or None) if resume else None
+    ctx = (tracking.stage_run(stage, args.exp, {"pretrain": cfg, "text_only": args.text_only}, rule=args.rule,
+                              resume_run_id=run_id) if env.is_main else contextlib.nullcontext())
     with ctx as mlrun:
-        w = Writer(out, st, cfg, spec, key, env, mlrun if env.is_main else None)
+        w = Writer(out, st, cfg, spec, key, env, mlrun)
         preempt = Preemption()
         try:
             epochs = run_epochs(st, sampler, train_ds, val_loader, cfg, env, w, preempt)
         finally:
             preempt.restore()
+        if not env.is_main:
+            return {}
         counts = {"train_windows": len(train_ds), "val_windows": len(val_ds), "world_size": env.world,
                   "steps": st.step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.optim.epochs}
-        if env.is_main:
-            final = st.history[-1] if st.history else {}
-            mlrun.log_metrics({f"final/{k}": v for k, v in final.items()}, step=st.step)
-            manifest = write_outputs(out, args, cfg, counts, epochs, st)
-            mlrun.log_artifact(out / "manifest.json")
-            return manifest
-    return {}
+        mlrun.log_metrics({f"final/{k}": v for k, v in (st.history[-1] if st.history else {}).items()}, step=st.step)
+        manifest = write_outputs(out, args, cfg, counts, epochs, st)
+        mlrun.log_artifact(out / "manifest.json")
+        return manifest
 
 
 def run_epochs(st: TrainState, sampler: ResumableBatchSampler, train_ds: WindowDataset, val_loader,
@@ -205,14 +220,6 @@ def write_outputs(out: Path, args, cfg: PretrainConfig, counts: dict, epochs: li
                 "history": st.history, "versions": io.library_versions()}
     io.atomic_write_json(out / "manifest.json", manifest)
     return manifest
-
-
-class _null_run:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
