@@ -140,3 +140,18 @@ def test_scratch_tokenizer_is_the_same_in_every_process():
     assert len(digests) == 1
     tok = load_tokenizer(build_spec(TextConfig(model="scratch"), TEXTS), 10)
     assert tok.encode("The RED circle").tokens[:4] == ["[CLS]", "the", "red", "circle"]
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    vit = VideoViT(TINY_VIDEO).train()
+    x = torch.randn(2, 3, 8, 32, 32)
+    keep = keep_batch(2, TINY_VIDEO, 0.75)
+    grads = []
+    for flag in (False, True):
+        vit.zero_grad()
+        vit.grad_checkpointing = flag
+        vit.forward_features(x, keep).square().mean().backward()
+        grads.append({k: p.grad.clone() for k, p in vit.named_parameters()})
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-5, atol=1e-7)
