@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,30 +79,33 @@ class WindowDataset(Dataset):
             raise FileNotFoundError(f"no {split} shards in {shard_dir}")
         self.view, self.spec, self.seed = view, text_spec, seed
         self._tok = None
-        self._files: dict[str, object] = {}
+        self._files: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def read(self, index: int) -> dict[str, bytes]:
+    def _fd(self, shard: str) -> int:
+        fd = self._files.get(shard)
+        if fd is None:
+            fd = self._files[shard] = os.open(shard, os.O_RDONLY)
+        return fd
+
+    def read_field(self, index: int, name: str) -> bytes:
+        """One member's bytes. `pread` has no shared file offset, so forked workers that
+        inherited this process's descriptors can read concurrently."""
         ref = self.refs[index]
-        f = self._files.get(ref.shard)
-        if f is None:  # opened lazily, so each DataLoader worker has its own handles
-            f = self._files[ref.shard] = open(ref.shard, "rb")
-        out = {}
-        for name, (offset, size) in ref.members.items():
-            f.seek(offset)
-            out[name] = f.read(size)
-        return out
+        offset, size = ref.members[name]
+        return os.pread(self._fd(ref.shard), size, offset)
+
+    def __getstate__(self) -> dict:  # spawned workers open their own descriptors
+        return self.__dict__ | {"_files": {}, "_tok": None}
+
+    def read(self, index: int) -> dict[str, bytes]:
+        """Every member of sample `index` (json + frames), by seek + read."""
+        return {name: self.read_field(index, name) for name in self.refs[index].members}
 
     def meta(self, index: int) -> dict:
         return json.loads(self.read_field(index, "json"))
-
-    def read_field(self, index: int, name: str) -> bytes:
-        offset, size = self.refs[index].members[name]
-        with open(self.refs[index].shard, "rb") as f:
-            f.seek(offset)
-            return f.read(size)
 
     def texts(self) -> Iterator[str]:
         for i in range(len(self)):
