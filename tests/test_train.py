@@ -160,3 +160,25 @@ def test_text_only_baseline_runs_without_video(tmp_path, smoke_shards):
     assert manifest["stage"] == "text_only_baseline" and manifest["config"]["text_only"] is True
     last = manifest["history"][-1]
     assert "sort_exact" in last and "v2t_r1" not in last
+
+
+def test_two_process_torchrun_trains_end_to_end(tmp_path, smoke_shards):
+    """The real trainer under torchrun with 2 gloo ranks: spec broadcast, DDP, gathered
+    validation, rank-0 checkpoints and manifest, the same number of steps on both ranks."""
+    cfg = train_config(tmp_path)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "ddp"
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "tvts.cli", "pretrain",
+                           "--shards", str(smoke_shards), "--out", str(out), "--config", str(cfg), "--cpu",
+                           "--exp", "t"], capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    single = yaml.safe_load(cfg.read_text())["pretrain"]["data"]["batch_size"]
+    n_train = manifest["counts"]["train_windows"]
+    assert manifest["counts"]["world_size"] == 2
+    assert manifest["counts"]["steps_per_epoch"] == n_train // (2 * single)
+    assert len(manifest["outputs"]["epoch_checkpoints"]) == 3
+    assert manifest["history"][-1]["n"] == manifest["counts"]["val_windows"]  # every val window, once
+    state = C.load(out / manifest["outputs"]["epoch_checkpoints"][-1])
+    assert state["complete"] and not any(k.startswith("module.") for k in state["model"])

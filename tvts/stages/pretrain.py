@@ -205,7 +205,9 @@ def run_epochs(st: TrainState, sampler: ResumableBatchSampler, train_ds: WindowD
         if not train_one_epoch(st, loader, cfg, env, preempt, w.metrics, w.step_checkpoint):
             log.warning("preempted at step %d: checkpoint written, exiting with %d", st.step, PREEMPTED)
             raise SystemExit(PREEMPTED)
-        metrics = evaluate(st.engine, val_loader, cfg, env)
+        # The bare model: ranks may hold unequal numbers of val batches, and a DDP forward is a
+        # collective (buffer sync), so evaluating through DDP deadlocks.
+        metrics = evaluate(st.model, val_loader, cfg, env)
         if env.is_main:
             st.history.append({"epoch": epoch, "step": st.step} | metrics)
             w.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, st.step)
