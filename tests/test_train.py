@@ -182,3 +182,5 @@ def test_two_process_torchrun_trains_end_to_end(tmp_path, smoke_shards):
     assert manifest["history"][-1]["n"] == manifest["counts"]["val_windows"]  # every val window, once
     state = C.load(out / manifest["outputs"]["epoch_checkpoints"][-1])
     assert state["complete"] and not any(k.startswith("module.") for k in state["model"])
+    r0, r1 = (r["torch"] for r in state["rng_ranks"])  # each rank's own dropout stream, saved for resume
+    assert not torch.equal(r0, r1)

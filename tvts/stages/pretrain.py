@@ -85,10 +85,10 @@ class Writer:
             self.mlrun.log_metrics(values, step=step)
         log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
-    def state(self, complete: bool = False) -> dict:
+    def state(self, rng_ranks: list[dict], complete: bool = False) -> dict:
         st = self.st
         return {"model": st.model.state_dict(), "optimizer": st.optimizer.state_dict(),
-                "scheduler": st.scheduler.state_dict(), "rng": C.rng_state(), "step": st.step,
+                "scheduler": st.scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks, "step": st.step,
                 "steps_per_epoch": st.steps_per_epoch, "config": json.loads(dumps(self.cfg)),
                 "text_spec": self.spec.as_dict(), "run_key": self.key, "complete": complete,
                 "history": st.history, "mlflow_run_id": self.mlrun.run_id if self.mlrun else ""}
@@ -97,25 +97,28 @@ class Writer:
         """Every `ckpt_every` steps, or now (preemption; `force` is the same on every rank)."""
         if not (force or self.st.step % self.cfg.runtime.ckpt_every == 0):
             return
+        rng_ranks = D.gather_objects(C.rng_state())  # every rank's dropout stream, for an exact resume
         if self.env.is_main:
-            C.save(self.ckpt_dir / C.step_name(self.st.step), self.state())
+            C.save(self.ckpt_dir / C.step_name(self.st.step), self.state(rng_ranks))
             C.prune(self.ckpt_dir, self.cfg.runtime.keep_last)
         D.barrier()
 
     def epoch_checkpoint(self, epoch: int, complete: bool) -> Path:
         path = self.ckpt_dir / C.epoch_name(epoch, self.st.step)
+        rng_ranks = D.gather_objects(C.rng_state())
         if self.env.is_main:
-            C.save(path, self.state(complete))
+            C.save(path, self.state(rng_ranks, complete))
             C.prune(self.ckpt_dir, self.cfg.runtime.keep_last)
         D.barrier()
         return path
 
 
-def restore(st: TrainState, state: dict) -> None:
+def restore(st: TrainState, state: dict, env: D.DistEnv) -> None:
     st.model.load_state_dict(state["model"])
     st.optimizer.load_state_dict(state["optimizer"])
     st.scheduler.load_state_dict(state["scheduler"])
-    C.set_rng_state(state["rng"])
+    ranks = state.get("rng_ranks") or []
+    C.set_rng_state(ranks[env.rank] if len(ranks) == env.world else state["rng"])
     st.step, st.history = int(state["step"]), list(state["history"])
 
 
@@ -149,11 +152,13 @@ def build_state(cfg: PretrainConfig, spec: TextSpec, env: D.DistEnv, steps_per_e
     model = build_model(cfg, spec)
     if resume is None:
         initialise(model, cfg.init)
+    if env.world > 1:  # same weights everywhere (above), but each rank its own dropout masks
+        torch.manual_seed(cfg.seed + 100_003 * (env.rank + 1))
     model.to(env.device)
     opt = build_optimizer(model, cfg)
     st = TrainState(model, model, opt, build_scheduler(opt, steps_per_epoch, cfg), steps_per_epoch)
     if resume:
-        restore(st, resume[1])
+        restore(st, resume[1], env)
         log.info("resuming from %s (step %d)", resume[0].name, st.step)
     st.engine = wrap(model, cfg, env)
     return st
