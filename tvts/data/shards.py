@@ -82,19 +82,25 @@ class ShardSink:
         self.buffer = []
 
 
+def iter_tar_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """Group an open shard's members into samples: (key, members), consecutive members sharing a key."""
+    key, members = None, []
+    for member in tar:
+        k = member.name.partition(".")[0]
+        if members and k != key:
+            yield key, members
+            members = []
+        key = k
+        members.append(member)
+    if members:
+        yield key, members
+
+
 def iter_tar_samples(path: str | Path) -> Iterator[dict[str, bytes]]:
-    """Group a shard's members into samples (consecutive members sharing a key)."""
+    """A shard's samples as WebDataset dicts: `__key__` plus one entry per field."""
     with tarfile.open(path, "r") as tar:
-        current: dict[str, bytes] = {}
-        for member in tar:
-            key, _, field = member.name.partition(".")
-            if current and current["__key__"] != key:
-                yield current
-                current = {}
-            current.setdefault("__key__", key)
-            current[field] = tar.extractfile(member).read()
-        if current:
-            yield current
+        for key, members in iter_tar_members(tar):
+            yield {"__key__": key} | {m.name.partition(".")[2]: tar.extractfile(m).read() for m in members}
 
 
 def tsn_indices(n_stored: int, n_frames: int, rng: np.random.Generator | None) -> np.ndarray:

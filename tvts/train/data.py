@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from tvts.data.shards import list_shards, tsn_indices
+from tvts.data.shards import iter_tar_members, list_shards, tsn_indices
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
 from tvts.models.video_vit import VideoConfig, all_patches, tube_keep_indices
 
@@ -42,18 +42,9 @@ def index_shards(paths: list[Path]) -> list[SampleRef]:
     """Scan tar headers (not data) into one SampleRef per sample, in shard order."""
     refs: list[SampleRef] = []
     for path in paths:
-        current: dict[str, tuple[int, int]] = {}
-        last_key = None
         with tarfile.open(path, "r") as tar:
-            for m in tar:
-                key, _, fld = m.name.partition(".")
-                if last_key is not None and key != last_key:
-                    refs.append(SampleRef(str(path), current))
-                    current = {}
-                current[fld] = (m.offset_data, m.size)
-                last_key = key
-        if current:
-            refs.append(SampleRef(str(path), current))
+            refs += [SampleRef(str(path), {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members})
+                     for _, members in iter_tar_members(tar)]
     return refs
 
 
