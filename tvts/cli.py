@@ -10,6 +10,12 @@ COMMANDS = {
     "shard-clips": ("tvts.stages.shard_clips", "decode window frames into WebDataset shards"),
     "pretrain": ("tvts.stages.pretrain", "TVTS pretraining (run under torchrun for several GPUs)"),
     "select-ckpt": ("tvts.stages.select_ckpt", "score epoch checkpoints on the val shards, write best.pt"),
+    "eval-zeroshot-v2v": ("tvts.stages.eval_zeroshot_v2v", "zero-shot video-to-video retrieval (frozen CLS)"),
+    "eval-linear": ("tvts.stages.eval_linear", "linear probe on cached frozen features"),
+    "eval-finetune": ("tvts.stages.eval_finetune", "end-to-end fine-tuning for classification (torchrun)"),
+    "eval-t2v": ("tvts.stages.eval_t2v", "text-to-video retrieval, zero-shot and fine-tuned (torchrun)"),
+    "compare": ("tvts.stages.compare", "side-by-side table of experiments from the MLflow store"),
+    "report": ("tvts.stages.report", "summary.md + plots of every experiment, against the paper"),
     "inspect-shards": ("tvts.stages.inspect_shards", "print a shard folder's counts and samples; contact sheet"),
     "tracking": ("tvts.stages.tracking_cli", "MLflow store and parent run (used by the Snakefile)"),
 }
@@ -17,7 +23,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: tvts <command> [args]", "", "commands:"]
-    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
