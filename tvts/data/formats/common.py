@@ -6,6 +6,7 @@ that each listed video exists. A missing video is never dropped silently: it is 
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,3 +76,115 @@ def keep_existing(candidates: list[VideoItem], dataset: str, split: str,
         else:
             missing.append(Missing(item.video_id, item.path, "missing_video"))
     return VideoSet(dataset, split, items, classes, missing)
+
+
+# ----------------------------------------------------------------------------- reader helpers
+SPLITS = ("train", "test")
+
+
+def read_lines(path: str | Path) -> list[tuple[int, str]]:
+    """Read a text annotation file as (1-based line number, stripped line), blank lines skipped.
+
+    Args:
+        path: the file; CRLF endings and trailing spaces (as in the UCF/HMDB lists) are removed.
+
+    Returns:
+        The non-blank lines with their line numbers, so errors can name the line.
+    """
+    with open(path, encoding="utf-8") as f:
+        return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+
+
+def load_json(path: str | Path) -> object:
+    """Parse a JSON file; a syntax error becomes a FormatError naming the file and line."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FormatError(path, f"invalid JSON: {err.msg}", err.lineno) from err
+
+
+def read_json_list(path: str | Path) -> list[tuple[int, object]]:
+    """Parse a JSON file whose top level is a list, keeping the line where each entry starts.
+
+    The entries are decoded one by one (rather than with one `json.load`) only so that an
+    error about an entry can name its line, as it can for text formats.
+
+    Args:
+        path: the file, e.g. SSV2 `train.json`.
+
+    Returns:
+        (1-based line, entry) for every element of the top-level list, in order.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    decoder, lines = json.JSONDecoder(), _LineCounter(text)
+    pos = _skip_space(text, 0)
+    if not text.startswith("[", pos):
+        raise FormatError(path, "top level is not a JSON list", lines.at(pos))
+    pos, entries = _skip_space(text, pos + 1), []
+    while not text.startswith("]", pos):
+        try:
+            entry, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise FormatError(path, f"invalid JSON: {err.msg}", err.lineno) from err
+        entries.append((lines.at(pos), entry))
+        pos = _skip_space(text, end)
+        if text.startswith(",", pos):
+            pos = _skip_space(text, pos + 1)
+        elif not text.startswith("]", pos):
+            raise FormatError(path, "invalid JSON: expected ',' or ']'", lines.at(pos))
+    return entries
+
+
+class _LineCounter:
+    """Line number of increasing offsets in one text, counting each newline once (not quadratic)."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos: int) -> int:
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def videos_dir(root: Path, videos: str | Path | None, default: str) -> Path:
+    """The folder holding a dataset's videos: `default` under root unless the caller overrides it.
+
+    Args:
+        root: the dataset root.
+        videos: override, relative to root or absolute (None keeps the default).
+        default: the folder of the official layout, relative to root.
+    """
+    return root / (default if videos is None else videos)
+
+
+def read_id_list(path: Path) -> list[tuple[int, str]]:
+    """Parse a split list with one video id per line into (line, id).
+
+    Raises:
+        FormatError: a line holding more than one token.
+    """
+    ids = read_lines(path)
+    for line, text in ids:
+        if len(text.split()) != 1:
+            raise FormatError(path, f"expected one video id per line, got {text!r}", line)
+    return ids
+
+
+def retrieval_item(video_id: str, captions: dict[str, list[str]], video: Path,
+                   path: Path, line: int | None) -> VideoItem:
+    """The item of a listed retrieval video.
+
+    Raises:
+        FormatError: the video has no caption (naming the split file and line).
+    """
+    if not captions.get(video_id):
+        raise FormatError(path, f"video {video_id!r} has no caption", line)
+    return VideoItem(video_id, video, captions=tuple(captions[video_id]))

@@ -1,0 +1,202 @@
+"""Experiments side by side: one row per (stage or task, dataset, metric), one column per experiment.
+
+The cells come from `tracking.RunRecord`s (the latest FINISHED run per stage/evaluation);
+the `paper` column holds the paper's number where it reports one (`tvts.paper`).
+Shared by `tvts compare` (every metric) and `tvts report` (the headline ones).
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from tvts import io
+from tvts.paper import PAPER, paper_value
+from tvts.tracking import RunRecord
+
+MISSING = "–"
+
+# Training stages first, then the evaluations in the order of the paper's tables, then data stages.
+SECTION_ORDER = ("pretrain", "text_only_baseline", "select_ckpt",
+                 "zeroshot_v2v", "linear", "finetune", "t2v", "align_asr", "shard_clips")
+SECTION_LABELS = {"pretrain": "Pretraining (TVTS)", "text_only_baseline": "Text-only baseline",
+                  "select_ckpt": "Selected checkpoint", "zeroshot_v2v": "Zero-shot V2V retrieval",
+                  "linear": "Linear probe", "finetune": "Fine-tune", "t2v": "Text-to-video retrieval"}
+DATASET_ORDER = ("ssv2", "k400", "ucf101", "hmdb51", "msrvtt", "didemo", "msvd", "lsmdc")
+_SORT = ("val/sort_exact", "val/sort_acc")
+_T2V = tuple(f"{phase}/{m}" for phase in ("zeroshot", "finetuned") for m in ("r1", "r5", "r10", "medr"))
+HEADLINE = {
+    "pretrain": _SORT + ("train/loss", "train/loss_sort", "train/loss_align", "train/sort_acc"),
+    "text_only_baseline": _SORT,
+    "select_ckpt": (),  # every `best/<metric>` (the selection metric is configurable)
+    "zeroshot_v2v": ("r1", "r5", "r10"),
+    "linear": ("top1", "top5"),
+    "finetune": ("top1", "top5"),
+    "t2v": _T2V,
+}
+
+
+@dataclass(frozen=True)
+class RowKey:
+    section: str  # the eval task (`tvts.task`), else the stage
+    dataset: str  # the dataset, the part of a split stage ("part-3"), or ""
+    metric: str
+
+
+@dataclass
+class Table:
+    """Cells of a side-by-side table; `values[(row, exp)]` is absent where a run or metric is."""
+
+    exps: list[str]
+    rows: list[RowKey]
+    values: dict[tuple[RowKey, str], float] = field(default_factory=dict)
+    run_ids: dict[tuple[RowKey, str], str] = field(default_factory=dict)
+    show_paper: bool = True
+
+    def value(self, row: RowKey, exp: str) -> float | None:
+        return self.values.get((row, exp))
+
+    def paper(self, row: RowKey) -> float | None:
+        return paper_value(row.section, row.dataset, row.metric) if self.show_paper else None
+
+
+def section_of(run: RunRecord) -> str:
+    return run.task or run.stage
+
+
+def is_headline(section: str, metric: str) -> bool:
+    if section == "select_ckpt":
+        return metric.startswith("best/")
+    return metric in HEADLINE.get(section, ())
+
+
+def _natural(text: str) -> tuple:
+    """'part-10' after 'part-2'."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def _rank(value: str, order: Iterable[str]) -> tuple:
+    order = tuple(order)
+    return (order.index(value), ()) if value in order else (len(order), _natural(value))
+
+
+def row_sort_key(row: RowKey) -> tuple:
+    metrics = HEADLINE.get(row.section, ())
+    return (_rank(row.section, SECTION_ORDER), _rank(row.dataset, ("",) + DATASET_ORDER),
+            _rank(row.metric, metrics))
+
+
+def build_table(runs: Iterable[RunRecord], exps: list[str], headline_only: bool = False,
+                show_paper: bool = True, paper_rows: bool = False) -> Table:
+    """Lay `runs` out as rows x experiments.
+
+    Args:
+        runs: one run per (exp, stage, task, dataset[, part]), e.g. `tracking.latest_runs`.
+        exps: the columns, in order; runs of other experiments are ignored.
+        headline_only: keep only the metrics the paper and the report talk about.
+        show_paper: fill the paper column.
+        paper_rows: add a row for every number the paper reports, even where no run has it.
+    """
+    table = Table(exps=list(exps), rows=[], show_paper=show_paper)
+    rows: set[RowKey] = set()
+    for run in runs:
+        if run.exp not in table.exps:
+            continue
+        section = section_of(run)
+        for metric, value in run.metrics.items():
+            if headline_only and not is_headline(section, metric):
+                continue
+            row = RowKey(section, run.dataset or run.part, metric)
+            rows.add(row)
+            table.values[(row, run.exp)] = value
+            table.run_ids[(row, run.exp)] = run.run_id
+    if paper_rows:
+        rows.update(RowKey(*key) for key in PAPER)
+    table.rows = sorted(rows, key=row_sort_key)
+    return table
+
+
+def format_value(value: float | None) -> str:
+    """Short, readable: counts as integers, percentages to 2 decimals, small values to 4 digits."""
+    if value is None:
+        return MISSING
+    if value != value:  # NaN
+        return "nan"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+PERCENT_METRICS = ("r1", "r5", "r10", "top1", "top5")
+
+
+def format_metric(metric: str, value: float | None) -> str:
+    """Like `format_value`, but percentages (R@K, top-K) always with 2 decimals, so columns line up."""
+    if value is not None and value == value and metric.rpartition("/")[2] in PERCENT_METRICS:
+        return f"{value:.2f}"
+    return format_value(value)
+
+
+def header(table: Table) -> list[str]:
+    return ["stage/task", "dataset", "metric", *table.exps] + (["paper"] if table.show_paper else [])
+
+
+def render_text(table: Table) -> str:
+    """Plain-text columns: labels left-aligned, numbers right-aligned."""
+    lines = [header(table)]
+    for row in table.rows:
+        cells = [format_metric(row.metric, table.value(row, e)) for e in table.exps]
+        if table.show_paper:
+            paper = table.paper(row)
+            cells.append(format_metric(row.metric, paper) if paper is not None else "")
+        lines.append([row.section, row.dataset, row.metric, *cells])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+
+    def fmt(line: list[str]) -> str:
+        parts = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(lines[0]), rule, *(fmt(line) for line in lines[1:])])
+
+
+def _write_csv_rows(table: Table, f: TextIO) -> None:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(header(table))
+    for row in table.rows:
+        cells = [repr(v) if (v := table.value(row, e)) is not None else "" for e in table.exps]
+        if table.show_paper:
+            paper = table.paper(row)
+            cells.append(repr(paper) if paper is not None else "")
+        writer.writerow([row.section, row.dataset, row.metric, *cells])
+
+
+def to_csv(table: Table) -> str:
+    """The table as CSV: full-precision values, empty cells where a value is missing."""
+    buf = _io.StringIO()
+    _write_csv_rows(table, buf)
+    return buf.getvalue()
+
+
+def write_csv(table: Table, path: str | Path) -> None:
+    """Write the CSV atomically to `path`, or to stdout for '-'."""
+    if str(path) == "-":
+        sys.stdout.write(to_csv(table))
+        return
+    io.atomic_write_text(path, to_csv(table))
+
+
+def unknown_exp_message(exp: str, records: list[RunRecord], where: str) -> str:
+    """Why `exp` has no column: no runs at all, or none that finished."""
+    states = sorted({r.status for r in records if r.exp == exp})
+    if states:
+        return f"experiment {exp!r}: no FINISHED runs in {where} (only {', '.join(states)})"
+    return f"experiment {exp!r}: no runs in {where}"
