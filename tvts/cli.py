@@ -16,6 +16,7 @@ COMMANDS = {
     "eval-t2v": ("tvts.stages.eval_t2v", "text-to-video retrieval, zero-shot and fine-tuned (torchrun)"),
     "compare": ("tvts.stages.compare", "side-by-side table of experiments from the MLflow store"),
     "report": ("tvts.stages.report", "summary.md + plots of every experiment, against the paper"),
+    "launch": ("tvts.launch", "run a training stage under torchrun (one node, or srun + c10d across nodes)"),
     "inspect-shards": ("tvts.stages.inspect_shards", "print a shard folder's counts and samples; contact sheet"),
     "tracking": ("tvts.stages.tracking_cli", "MLflow store and parent run (used by the Snakefile)"),
 }

@@ -53,14 +53,42 @@ def asr_parts(exp):
     return [f"results/{exp}/asr/part-{i}.jsonl" for i in range(config["dag"]["align_parts"])]
 
 
-def torchrun(rule_name):
-    """The launcher of a training rule: torchrun with one process per GPU (one on CPU).
-
-    `resources.<rule>.gpus` (0 = CPU) sets the processes per node; the log is appended to,
-    so a resumed job keeps the lines of its earlier attempts.
-    """
+def launcher(rule_name):
+    """The launcher of a training rule (tvts/launch.py): torchrun with one process per GPU the job
+    got (one on CPU); with `nodes`/`tasks` > 1, one torchrun agent per Slurm task through srun.
+    Rules `exec` it, so Slurm's signals reach torchrun, not a shell."""
     gpus = res(rule_name, "gpus", 0)
-    return f"torchrun --standalone --nnodes 1 --nproc-per-node {max(1, gpus)} -m tvts.cli"
+    cpus = res(rule_name, "threads")
+    return f"tvts launch --gpus {gpus} --agents {agents(rule_name)} --cpus-per-agent {cpus} --"
+
+
+def agents(rule_name):
+    nodes = res(rule_name, "nodes", 1)
+    return res(rule_name, "tasks", nodes)
+
+
+def job_resources(rule_name):
+    """Snakemake resources of a rule from config `resources.<rule>` (what the Slurm executor maps
+    to sbatch options): mem_mb (per node) and runtime (minutes) for every rule; for GPU rules
+    `gpu` (+ `gpu_model`, `cpus_per_gpu`); for several agents `nodes`, `tasks`, `mpi` and a
+    per-node `gres`, so each node's torchrun agent gets its GPUs; `signal_before_end_s` asks
+    Slurm for SIGTERM that many seconds before the time limit (checkpoint, exit 75, retry)."""
+    out = {"mem_mb": res(rule_name, "mem_mb"), "runtime": res(rule_name, "runtime")}
+    gpus, model = res(rule_name, "gpus", 0), res(rule_name, "gpu_model")
+    if agents(rule_name) > 1:
+        out |= {"nodes": res(rule_name, "nodes", 1), "tasks": agents(rule_name), "mpi": "srun",
+                "tasks_per_gpu": 0, "cpus_per_task": res(rule_name, "threads")}
+        if gpus:
+            out["gres"] = f"gpu:{model}:{gpus}" if model else f"gpu:{gpus}"
+    elif gpus:
+        out["gpu"] = gpus
+        if model:
+            out["gpu_model"] = model
+        if res(rule_name, "cpus_per_gpu"):
+            out["cpus_per_gpu"] = res(rule_name, "cpus_per_gpu")
+    if res(rule_name, "signal_before_end_s"):
+        out["slurm_extra"] = f"--signal=TERM@{res(rule_name, 'signal_before_end_s')}"
+    return out
 
 
 def all_targets():

@@ -16,8 +16,7 @@ rule align_asr:
         data_version=data_version(),
     threads: res("align_asr", "threads")
     resources:
-        mem_mb=res("align_asr", "mem_mb"),
-        runtime=res("align_asr", "runtime"),
+        **job_resources("align_asr"),
     conda:
         "../../envs/tvts.yaml"
     shell:
@@ -37,8 +36,7 @@ rule shard_clips:
         cfg=stage_json("shard_clips"),
     threads: res("shard_clips", "threads")
     resources:
-        mem_mb=res("shard_clips", "mem_mb"),
-        runtime=res("shard_clips", "runtime"),
+        **job_resources("shard_clips"),
     conda:
         "../../envs/tvts.yaml"
     shell:

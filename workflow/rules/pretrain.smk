@@ -10,15 +10,14 @@ rule pretrain:
         "logs/{exp}/pretrain.log",
     params:
         cfg=stage_json("pretrain"),
-        launch=lambda wc, threads: torchrun("pretrain"),
+        launch=lambda wc, threads: launcher("pretrain"),
     threads: res("pretrain", "threads")
     resources:
-        mem_mb=res("pretrain", "mem_mb"),
-        runtime=res("pretrain", "runtime"),
+        **job_resources("pretrain"),
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "{params.launch} pretrain --shards {input.shards} --out results/{wildcards.exp}/pretrain"
+        "exec {params.launch} pretrain --shards {input.shards} --out results/{wildcards.exp}/pretrain"
         " --exp {wildcards.exp} --rule pretrain --config-json {params.cfg:q} >> {log} 2>&1"
 
 
@@ -31,15 +30,14 @@ rule text_only_baseline:
         "logs/{exp}/text_only_baseline.log",
     params:
         cfg=stage_json("pretrain"),
-        launch=lambda wc, threads: torchrun("text_only_baseline"),
+        launch=lambda wc, threads: launcher("text_only_baseline"),
     threads: res("text_only_baseline", "threads")
     resources:
-        mem_mb=res("text_only_baseline", "mem_mb"),
-        runtime=res("text_only_baseline", "runtime"),
+        **job_resources("text_only_baseline"),
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "{params.launch} pretrain --text-only --shards {input.shards} --out results/{wildcards.exp}/text_only"
+        "exec {params.launch} pretrain --text-only --shards {input.shards} --out results/{wildcards.exp}/text_only"
         " --exp {wildcards.exp} --rule text_only_baseline --config-json {params.cfg:q} >> {log} 2>&1"
 
 
@@ -56,8 +54,7 @@ rule select_ckpt:
         cfg=stage_json("select"),
     threads: res("select_ckpt", "threads")
     resources:
-        mem_mb=res("select_ckpt", "mem_mb"),
-        runtime=res("select_ckpt", "runtime"),
+        **job_resources("select_ckpt"),
     conda:
         "../../envs/tvts.yaml"
     shell:
