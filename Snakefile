@@ -1,4 +1,4 @@
-# TVTS workflow: ASR alignment -> clip shards (-> pretraining -> selection -> evaluation).
+# TVTS workflow: ASR alignment -> clip shards -> pretraining -> selection -> evaluations -> report.
 # Rules live in workflow/rules/, all logic in the `tvts` package; see README.md.
 from snakemake.utils import min_version
 
@@ -15,6 +15,8 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

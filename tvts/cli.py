@@ -10,6 +10,7 @@ COMMANDS = {
     "shard-clips": ("tvts.stages.shard_clips", "decode window frames into WebDataset shards"),
     "pretrain": ("tvts.stages.pretrain", "TVTS pretraining (run under torchrun for several GPUs)"),
     "select-ckpt": ("tvts.stages.select_ckpt", "score epoch checkpoints on the val shards, write best.pt"),
+    "init-model": ("tvts.stages.init_model", "the untrained model of a no-pretraining baseline, in best.pt format"),
     "eval-zeroshot-v2v": ("tvts.stages.eval_zeroshot_v2v", "zero-shot video-to-video retrieval (frozen CLS)"),
     "eval-linear": ("tvts.stages.eval_linear", "linear probe on cached frozen features"),
     "eval-finetune": ("tvts.stages.eval_finetune", "end-to-end fine-tuning for classification (torchrun)"),

@@ -23,6 +23,7 @@ from tvts.io import dumps
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_ENV = "TVTS_PARENT_RUN_ID"
 EXPERIMENT_ENV = "TVTS_MLFLOW_EXPERIMENT"
+PAPER_CONFIG_ENV = "TVTS_PAPER_CONFIG"  # "true" when the workflow runs the paper config (set in onstart)
 COMMIT_ENV = "TVTS_GIT_COMMIT"  # the workflow's commit, set in onstart (jobs may run elsewhere)
 DEFAULT_EXPERIMENT = "tvts"
 T = TypeVar("T")
@@ -84,7 +85,8 @@ def data_md5(dvc_file: str | Path = "data.dvc") -> str:
 def base_tags(exp: str, rule: str | None = None) -> dict[str, str]:
     commit = os.environ.get(COMMIT_ENV) or git_commit()
     tags = {"tvts.exp": exp, "mlflow.source.git.commit": commit,
-            "tvts.data_md5": data_md5(os.environ.get("TVTS_DATA_DVC", "data.dvc"))}
+            "tvts.data_md5": data_md5(os.environ.get("TVTS_DATA_DVC", "data.dvc")),
+            "tvts.paper_config": os.environ.get(PAPER_CONFIG_ENV, "false")}
     if rule:
         tags["tvts.rule"] = rule
     return tags

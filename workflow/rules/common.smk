@@ -4,6 +4,8 @@ import os
 import shlex
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 from tvts import tracking
 from tvts.config import ConfigError, validate_workflow_config
 
@@ -18,6 +20,7 @@ EXP = config["exp"]
 wildcard_constraints:
     exp=r"[A-Za-z0-9_\-]+",
     part=r"\d+",
+    dataset=r"[A-Za-z0-9_\-]+",
 
 
 def stage_json(*sections):
@@ -91,10 +94,44 @@ def job_resources(rule_name):
     return out
 
 
+BASELINE = config["dag"].get("no_pretrain_baseline", "")
+
+
+def experiments():
+    """The experiments this DAG evaluates: `exp`, and its no-pretraining baseline when set."""
+    return [EXP] + ([BASELINE] if BASELINE else [])
+
+
+def pretrained_experiments():
+    return [EXP]
+
+
+def model_of(exp):
+    """The checkpoint an experiment's evaluations load: the selected one, or the untrained model."""
+    return f"results/{exp}/init/model.pt" if exp == BASELINE else f"results/{exp}/select/best.pt"
+
+
+def dataset_root(name):
+    """A downstream dataset's folder (eval.datasets.<name>.root), an input of its evaluations."""
+    datasets = config.get("eval", {}).get("datasets", {})
+    if name not in datasets:
+        raise WorkflowError(f"eval.datasets.{name}: no such dataset (known: {', '.join(sorted(datasets))})")
+    return raw_input(datasets[name]["root"])
+
+
+def eval_targets():
+    tasks = config.get("eval", {}).get("tasks", {})
+    return [f"results/{exp}/eval/{task}/{ds}.json" for exp in experiments()
+            for task, names in tasks.items() for ds in names]
+
+
 def all_targets():
     targets = [f"results/{EXP}/select/selection.json"]
     if config["dag"].get("text_only_baseline", False):
         targets.append(f"results/{EXP}/text_only/manifest.json")
+    targets += eval_targets()
+    if config["dag"].get("report", False):
+        targets.append("results/report/summary.md")
     return targets
 
 
@@ -103,6 +140,7 @@ onstart:
     # (parallel first use of a new SQLite store races on the schema migration).
     os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
     os.environ[tracking.COMMIT_ENV] = tracking.git_commit(workflow.basedir)
+    os.environ[tracking.PAPER_CONFIG_ENV] = str(config["tracking"].get("paper_config", False)).lower()
     tracking.init_store()
     command = shlex.join(sys.argv)
     os.environ[tracking.PARENT_ENV] = tracking.start_parent_run(EXP, {"config": config}, command)

@@ -1,0 +1,89 @@
+"""Stage `eval_zeroshot_v2v`: zero-shot video-to-video retrieval with the frozen final-norm CLS.
+
+Every video of the split (SSV2 validation in the paper) is one query against all the others:
+cosine similarity, the query itself excluded, R@K = % of queries with a same-class video in
+their top K (ties pessimistic, tvts.eval.metrics). One centre view per video: the model's
+num_frames TSN segment centres, short side `eval.zeroshot_v2v.short_side`, centre crop img_size.
+Unreadable videos are rejected (counted, listed) and take no part, neither as query nor as target.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from tvts import io, tracking
+from tvts.eval.config import (ViewsConfig, ZeroShotV2VConfig, dataset_spec, eval_part, load_dataset_split,
+                              load_eval_section)
+from tvts.eval.features import add_rejects, feature_key, file_digest, split_features
+from tvts.eval.linear import resolve_device
+from tvts.eval.metrics import v2v_recall
+from tvts.eval.views import ClipDataset, view_name
+from tvts.select import load_model
+from tvts.stages.common import add_common_args, setup_logging, timer
+
+log = logging.getLogger("tvts.eval_zeroshot_v2v")
+STAGE = "eval_zeroshot_v2v"
+PROTOCOL = ("zero-shot video-to-video retrieval: final-norm CLS (no projection), cosine similarity, query "
+            "excluded, R@K = % of queries with a same-class video in the top K, ties counted against the query; "
+            "1 view: num_frames TSN segment centres, short-side resize, centre crop")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tvts eval-zeroshot-v2v", description=__doc__)
+    p.add_argument("--model", required=True, help="checkpoint (results/<exp>/select/best.pt)")
+    p.add_argument("--dataset", required=True, help="a name under eval.datasets (e.g. ssv2)")
+    p.add_argument("--out", required=True, help="output JSON (results/<exp>/eval/zeroshot_v2v/<dataset>.json)")
+    p.add_argument("--features", default=None, help="feature cache folder (results/<exp>/features); none = no cache")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    add_common_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    section = load_eval_section(args.config_path, args.config_json)
+    spec = dataset_spec(section, args.dataset)
+    views = eval_part(section, "views", ViewsConfig)
+    zs = eval_part(section, "zeroshot_v2v", ZeroShotV2VConfig)
+    device = resolve_device(args.device)
+    params = {"eval": {"dataset": args.dataset, "spec": spec, "views": views, "zeroshot_v2v": zs}, "model": args.model}
+    tags = {"tvts.task": "zeroshot_v2v", "tvts.dataset": args.dataset}
+    with tracking.stage_run(STAGE, args.exp, params, rule=args.rule, extra_tags=tags) as mlrun:
+        result = evaluate(args, spec, views, zs, device)
+        out = Path(args.out)
+        io.atomic_write_json(out, result)
+        mlrun.log_metrics(result["metrics"] | result["counts"] | result["timings"])
+        mlrun.log_artifact(out)
+    recalls = " ".join(f"R@{k} {result['metrics'][f'r{k}']:.2f}" for k in zs.ks)
+    log.info("%s %s: %s (%d queries)", args.dataset, zs.split, recalls, result["counts"]["n_test"])
+    return 0
+
+
+def evaluate(args: argparse.Namespace, spec, views: ViewsConfig, zs: ZeroShotV2VConfig, device) -> dict:
+    """Read the split, extract (or load) the features, compute R@K; returns the output JSON as a dict."""
+    timings: dict[str, float] = {}
+    vset = load_dataset_split(spec, zs.split)
+    model, pcfg = load_model(args.model, device)
+    v = pcfg.model.video
+    sha = file_digest(args.model)
+    ds = ClipDataset(vset.items, v.num_frames, v.img_size, zs.short_side)
+    cache = (Path(args.features) / args.dataset / f"{zs.split}-{view_name(1, 1, zs.short_side)}.npz"
+             if args.features else None)
+    key = feature_key(sha, args.dataset, zs.split, [i.video_id for i in vset.items], v.num_frames, v.img_size,
+                      zs.short_side, 1, 1, views.amp)
+    with timer(timings, "time/extract_s"):
+        feats, hit = split_features(model.video, ds, views.batch_size, views.workers, device, views.amp, cache, key)
+    rejects = io.Rejects(STAGE)
+    add_rejects(rejects, vset, feats)
+    f, y = feats.valid()
+    metrics = v2v_recall(f[:, 0], y, zs.ks) if len(y) else {f"r{k}": float("nan") for k in zs.ks}
+    counts = {"n_test": int(len(y)), "n_unreadable": int((~feats.ok).sum()), "n_missing": len(vset.missing),
+              "n_classes": len(vset.classes)}
+    return {"task": "zeroshot_v2v", "dataset": args.dataset, "split": zs.split, "metrics": metrics, "counts": counts,
+            "rejects": rejects.rows, "reject_counts": rejects.counts(), "protocol": PROTOCOL,
+            "config": {"dataset": spec, "views": views, "zeroshot_v2v": zs},
+            "model": {"checkpoint": args.model, "sha256": sha, "num_frames": v.num_frames, "img_size": v.img_size},
+            "features": {"cache": str(cache) if cache else None, "hit": hit}, "timings": timings,
+            "versions": io.library_versions()}

@@ -1,0 +1,107 @@
+# Downstream evaluations: one rule per task, one job per (experiment, dataset) listed in
+# `eval.tasks`; each writes results/{exp}/eval/{task}/{dataset}.json and its own MLflow run.
+# The no-pretraining baseline (`dag.no_pretrain_baseline`) gets the untrained model (init_model).
+
+
+rule init_model:
+    input:
+        shards=f"results/{EXP}/shards",
+    output:
+        "results/{exp}/init/model.pt",
+    log:
+        "logs/{exp}/init_model.log",
+    params:
+        cfg=stage_json("pretrain"),
+    threads: res("init_model", "threads")
+    resources:
+        **job_resources("init_model"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "tvts init-model --shards {input.shards} --out {output} --exp {wildcards.exp} --rule init_model"
+        " --config-json {params.cfg:q} > {log} 2>&1"
+
+
+rule eval_zeroshot_v2v:
+    input:
+        model=lambda wc: model_of(wc.exp),
+        data=lambda wc: dataset_root(wc.dataset),
+    output:
+        "results/{exp}/eval/zeroshot_v2v/{dataset}.json",
+    log:
+        "logs/{exp}/eval_zeroshot_v2v/{dataset}.log",
+    params:
+        cfg=stage_json("eval"),
+    threads: res("eval_zeroshot_v2v", "threads")
+    resources:
+        **job_resources("eval_zeroshot_v2v"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "tvts eval-zeroshot-v2v --model {input.model} --dataset {wildcards.dataset} --out {output}"
+        " --exp {wildcards.exp} --rule eval_zeroshot_v2v --config-json {params.cfg:q} > {log} 2>&1"
+
+
+rule eval_linear:
+    input:
+        model=lambda wc: model_of(wc.exp),
+        data=lambda wc: dataset_root(wc.dataset),
+    output:
+        "results/{exp}/eval/linear/{dataset}.json",
+    log:
+        "logs/{exp}/eval_linear/{dataset}.log",
+    params:
+        cfg=stage_json("eval"),
+    threads: res("eval_linear", "threads")
+    resources:
+        **job_resources("eval_linear"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "tvts eval-linear --model {input.model} --dataset {wildcards.dataset} --out {output}"
+        " --features results/{wildcards.exp}/features --exp {wildcards.exp} --rule eval_linear"
+        " --config-json {params.cfg:q} > {log} 2>&1"
+
+
+rule eval_finetune:
+    input:
+        model=lambda wc: model_of(wc.exp),
+        data=lambda wc: dataset_root(wc.dataset),
+    output:
+        "results/{exp}/eval/finetune/{dataset}.json",
+    log:
+        "logs/{exp}/eval_finetune/{dataset}.log",
+    params:
+        cfg=stage_json("eval"),
+        launch=lambda wc, threads: launcher("eval_finetune"),
+    threads: res("eval_finetune", "threads")
+    resources:
+        **job_resources("eval_finetune"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "exec {params.launch} eval-finetune --model {input.model} --dataset {wildcards.dataset} --out {output}"
+        " --work results/{wildcards.exp}/finetune/{wildcards.dataset} --exp {wildcards.exp} --rule eval_finetune"
+        " --config-json {params.cfg:q} >> {log} 2>&1"
+
+
+rule eval_t2v:
+    input:
+        model=lambda wc: model_of(wc.exp),
+        data=lambda wc: dataset_root(wc.dataset),
+    output:
+        "results/{exp}/eval/t2v/{dataset}.json",
+    log:
+        "logs/{exp}/eval_t2v/{dataset}.log",
+    params:
+        cfg=stage_json("eval"),
+        launch=lambda wc, threads: launcher("eval_t2v"),
+    threads: res("eval_t2v", "threads")
+    resources:
+        **job_resources("eval_t2v"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "exec {params.launch} eval-t2v --model {input.model} --dataset {wildcards.dataset} --out {output}"
+        " --work results/{wildcards.exp}/t2v/{wildcards.dataset} --exp {wildcards.exp} --rule eval_t2v"
+        " --config-json {params.cfg:q} >> {log} 2>&1"
