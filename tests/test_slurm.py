@@ -12,6 +12,7 @@ Skipped, with the reason shown by `pytest -ra`, when no cluster answers.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -92,30 +93,33 @@ def same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[key], wb[key]), key
 
 
-def slurm_jobs_of(work: Path, rule: str) -> list[Path]:
-    return sorted((work / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log"))
+def slurm_jobs_of(log: str, rule: str) -> list[str]:
+    """Slurm job ids of a rule's submissions, from Snakemake's output (the executor deletes the
+    Slurm logs of successful jobs)."""
+    return re.findall(rf"submitted with SLURM jobid (\d+) \(log: \S*/rule_{rule}/", log)
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, smoke_corpus) -> Path:
     work = new_workdir(tmp_path_factory.mktemp("local"), smoke_corpus)
-    run_snakemake(work, TARGET, slurm=False)
+    run_snakemake(work, slurm=False)
     return work
 
 
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory, smoke_corpus) -> tuple[Path, subprocess.CompletedProcess]:
     work = new_workdir(tmp_path_factory.mktemp("slurm"), smoke_corpus)
-    return work, run_snakemake(work, TARGET)
+    return work, run_snakemake(work)
 
 
 def test_whole_dag_through_sbatch_matches_local_run(slurm_run, local_run):
     work, proc = slurm_run
     log = proc.stdout + proc.stderr
-    rules = ("align_asr", "shard_clips", "pretrain", "select_ckpt")
-    for rule in rules:  # every job went through sbatch and left its Slurm log
-        assert slurm_jobs_of(work, rule), f"no Slurm job of rule {rule}:\n{log[-3000:]}"
-    assert log.count("has been submitted with SLURM jobid") == 2 + 3  # 2 align parts + shard, pretrain, select
+    planned = {rule: n for rule, n in re.findall(r"^(\w+)\s+(\d+)$", log.split("Job stats:")[1].split("\n\n")[0], re.M)
+               if rule not in ("all", "total")}
+    assert {"pretrain", "select_ckpt", "init_model", "eval_linear", "report"} <= set(planned)
+    for rule, n in planned.items():  # every job went through sbatch
+        assert len(slurm_jobs_of(log, rule)) == int(n), f"{rule}: {n} jobs planned:\n{log[-3000:]}"
     for rel in ["results/smoke/asr/part-0.jsonl", "results/smoke/asr/part-1.jsonl"]:
         assert (work / rel).read_bytes() == (local_run / rel).read_bytes(), rel
     shards = sorted(p.relative_to(work) for p in (work / "results/smoke/shards").glob("*.tar"))
@@ -125,6 +129,12 @@ def test_whole_dag_through_sbatch_matches_local_run(slurm_run, local_run):
     same_weights(work / "results/smoke/select/best.pt", local_run / "results/smoke/select/best.pt")
     sel, ref = (json.loads((w / TARGET).read_text()) for w in (work, local_run))
     assert sel["best"] == ref["best"] and sel["candidates"] == ref["candidates"]
+    evals = sorted(p.relative_to(local_run) for p in local_run.glob("results/*/eval/*/*.json"))
+    assert evals and evals == sorted(p.relative_to(work) for p in work.glob("results/*/eval/*/*.json"))
+    for rel in evals:
+        ours, theirs = (json.loads((w / rel).read_text())["metrics"] for w in (work, local_run))
+        assert ours == pytest.approx(theirs, abs=1e-6), rel
+    assert (work / "results/report/summary.md").exists()
 
 
 def test_pretraining_as_two_task_job_with_c10d_rendezvous(slurm_run, tmp_path):
@@ -132,10 +142,10 @@ def test_pretraining_as_two_task_job_with_c10d_rendezvous(slurm_run, tmp_path):
     cfg = config_with(tmp_path, "two", data={"batch_size": 2},
                       resources={"threads": 1, "mem_mb": 1000, "runtime": 10, "tasks": 2})
     dry = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(cfg),
-                          "--profile", str(PROFILE), "-n", "-R", "pretrain", "results/smoke/pretrain/manifest.json"],
+                          "--profile", str(PROFILE), "-n", "results/smoke/pretrain/manifest.json", "-R", "pretrain"],
                          capture_output=True, text=True)
     assert "tasks=2" in dry.stdout and "mpi=srun" in dry.stdout, dry.stdout[-2000:]
-    run_snakemake(work, "-R", "pretrain", "results/smoke/pretrain/manifest.json", configfile=cfg)
+    run_snakemake(work, "results/smoke/pretrain/manifest.json", "-R", "pretrain", configfile=cfg)
     log = (work / "logs/smoke/pretrain.log").read_text()
     launch = [line for line in log.splitlines() if line.startswith("tvts launch: srun")][-1]
     assert "--ntasks=2" in launch and "--rdzv-backend c10d" in launch and "--nnodes 2" in launch, launch
@@ -163,20 +173,20 @@ def test_preempted_pretraining_resumes_to_the_uninterrupted_weights(slurm_run, l
     longer = config_with(tmp_path, "long", data={"batch_size": 1}, optim={"epochs": 12, "decay_epochs": [8]},
                          runtime={"log_every": 1, "ckpt_every": 3, "keep_last": 2, "threads": 1})
     target = "results/smoke/pretrain/manifest.json"
-    run_snakemake(local_run, "-R", "pretrain", target, configfile=longer, slurm=False)
+    run_snakemake(local_run, target, "-R", "pretrain", configfile=longer, slurm=False)
     work, _ = slurm_run
     done, sent = threading.Event(), []
     watcher = threading.Thread(target=preempt_when_running, args=(work, 6, done, sent), daemon=True)
     watcher.start()
     try:
-        run_snakemake(work, "-R", "pretrain", target, configfile=longer)
+        proc = run_snakemake(work, target, "-R", "pretrain", configfile=longer)
     finally:
         done.set()
         watcher.join()
     assert sent, "the pretraining job finished before it could be signalled"
     log = (work / "logs/smoke/pretrain.log").read_text()
     assert "preempted" in log.lower() and "resum" in log.lower(), log[-3000:]
-    assert len(slurm_jobs_of(work, "pretrain")) >= 2  # the failed attempt and its retry
+    assert len(slurm_jobs_of(proc.stdout + proc.stderr, "pretrain")) == 2  # the preempted attempt and its retry
     manifest = json.loads((work / target).read_text())
     ref = json.loads((local_run / target).read_text())
     assert manifest["counts"]["steps"] == ref["counts"]["steps"]
