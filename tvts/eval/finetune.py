@@ -34,7 +34,8 @@ from tvts.data.formats.common import VideoItem
 from tvts.data.video import decode_frames, open_video, resize_short_side
 from tvts.eval.augment import ClipAugment
 from tvts.eval.metrics import average_views, topk_accuracy
-from tvts.eval.tuning import autocast, gather_rows, masked_share, shard_loader
+from tvts.eval.features import autocast
+from tvts.eval.tuning import gather_rows, masked_share, shard_loader
 from tvts.eval.views import ClipDataset, clip_indices
 from tvts.io import RejectError
 from tvts.models.video_vit import VideoViT, tube_keep_indices
@@ -88,7 +89,8 @@ class FinetuneConfig:
         require(self.lr > 0, where, "lr", "must be > 0")
         require(self.lr_batch >= 0, where, "lr_batch", "must be >= 0")
         require(self.min_lr >= 0, where, "min_lr", "must be >= 0")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas", "must be two numbers in [0, 1)")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas",
+                "must be two numbers in [0, 1)")
         require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
         require(0 < self.layer_decay <= 1, where, "layer_decay", "must be in (0, 1]")
         require(self.epochs >= 1, where, "epochs", "must be >= 1")
@@ -278,7 +280,7 @@ def predict(model: VideoClassifier, dataset: ClipDataset, batch_size: int, worke
     for batch in shard_loader(dataset, batch_size, workers, env):
         frames = batch["frames"].to(env.device, non_blocking=True)          # (B, V, 3, T, S, S)
         b, v = frames.shape[:2]
-        with autocast(env, amp):
+        with autocast(env.device, amp):
             logits = model(frames.flatten(0, 1)).float().view(b, v, -1)
         rows.append({"logits": logits.cpu(), "label": batch["label"], "ok": batch["ok"], "index": batch["index"],
                      "reason": list(batch["reason"])})

@@ -35,7 +35,8 @@ from torch.utils.data import Dataset
 from tvts.config import require
 from tvts.data.formats.common import VideoItem
 from tvts.eval.metrics import t2v_metrics
-from tvts.eval.tuning import autocast, gather_rows, masked_share, shard_loader
+from tvts.eval.features import autocast
+from tvts.eval.tuning import gather_rows, masked_share, shard_loader
 from tvts.eval.views import ClipDataset
 from tvts.models.text import TextSpec, load_tokenizer, tokenize
 from tvts.models.tvts import TVTS, contrastive_loss
@@ -75,10 +76,12 @@ class T2VConfig:
 
     def check(self, where: str) -> None:
         require(self.epochs >= 0, where, "epochs", "must be >= 0")
-        require(0 <= self.warmup_epochs <= max(self.epochs, 0), where, "warmup_epochs", "must be in 0..epochs")
+        require(self.warmup_epochs >= 0 and (self.epochs == 0 or self.warmup_epochs <= self.epochs), where,
+                "warmup_epochs", "must be in 0..epochs")
         require(self.lr > 0, where, "lr", "must be > 0")
         require(self.min_lr >= 0, where, "min_lr", "must be >= 0")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas", "must be two numbers in [0, 1)")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas",
+                "must be two numbers in [0, 1)")
         require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
         require(self.batch_size >= 2, where, "batch_size", "must be >= 2 (in-batch negatives)")
         require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
@@ -242,7 +245,7 @@ def video_embeddings(model: RetrievalModel, dataset: ClipDataset, batch_size: in
     for batch in shard_loader(dataset, batch_size, workers, env):
         frames = batch["frames"].to(env.device, non_blocking=True)           # (B, V, 3, T, S, S)
         b, v = frames.shape[:2]
-        with autocast(env, amp):
+        with autocast(env.device, amp):
             emb = model.video_embed(frames.flatten(0, 1)).float().view(b, v, -1)
         rows.append({"emb": F.normalize(emb.mean(1), dim=-1).cpu(), "ok": batch["ok"], "index": batch["index"],
                      "reason": list(batch["reason"])})
@@ -259,7 +262,7 @@ def text_embeddings(model: RetrievalModel, texts: list[str], tokenizer, batch_si
     out = []
     for start in range(0, len(texts), batch_size):
         ids, mask = tokenize(tokenizer, texts[start:start + batch_size])
-        with autocast(env, amp):
+        with autocast(env.device, amp):
             out.append(model.text_embed(ids.to(env.device), mask.to(env.device)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from tvts.eval.features import autocast
 from tvts.io import dumps
 from tvts.train import checkpoint as C
 from tvts.train import distributed as D
@@ -93,13 +95,6 @@ def build_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: Recip
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     floor = min(1.0, cfg.min_lr / peak_lr)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, floor))
-
-
-def autocast(env: D.DistEnv, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; nothing on CPU or with amp="off"."""
-    if env.device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def global_count(ok: torch.Tensor) -> torch.Tensor:
@@ -246,7 +241,8 @@ def train_one_epoch(st: TuneState, loader: DataLoader, loss_fn: LossFn, cfg: Rec
     accum = cfg.grad_accum
     st.engine.train()
     micro, t_last, window = 0, time.perf_counter(), 0.0
-    for batch in loader:
+    # Whole optimiser steps only: leftover micro-batches would leak gradients into the next epoch.
+    for batch in itertools.islice(loader, (st.steps_per_epoch - st.step_in_epoch) * accum):
         micro += 1
         for i, ok, reason in zip(batch["index"].tolist(), batch["ok"].tolist(), batch["reason"]):
             if not ok:
@@ -254,7 +250,7 @@ def train_one_epoch(st: TuneState, loader: DataLoader, loss_fn: LossFn, cfg: Rec
         sync = micro % accum == 0
         no_sync = not sync and isinstance(st.engine, DistributedDataParallel)
         with st.engine.no_sync() if no_sync else contextlib.nullcontext():
-            with autocast(env, cfg.amp):
+            with autocast(env.device, cfg.amp):
                 loss = loss_fn(st.engine, batch) / accum
             loss.backward()
         window += loss.detach().double()

@@ -1,0 +1,231 @@
+"""Stage `eval_t2v`: text-to-video retrieval, zero-shot and after contrastive fine-tuning.
+
+Protocol: tvts.eval.t2v. First the pretrained model is scored on the test split (`zeroshot/*`),
+then, with `eval.t2v.epochs` > 0, the whole model is fine-tuned on the train split with the
+gathered symmetric InfoNCE and scored again (`finetuned/*`). R@1/5/10 in percent and the
+median rank. Runs as one process or under torchrun (DDP); the fine-tuning is resumable from
+`--work` (checkpoints every `ckpt_every` steps and at each epoch end; SIGTERM/SIGUSR1 checkpoint
+and exit 75; a finished run is only re-evaluated). Rank 0 writes `--out` and logs to MLflow.
+
+    tvts eval-t2v --model results/demo/select/best.pt --dataset msrvtt \\
+        --work results/demo/t2v/msrvtt --out results/demo/eval/t2v/msrvtt.json \\
+        --exp demo --config-json '{"eval": {...}}'
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from tvts import io, tracking
+from tvts.eval.config import DatasetSpec, ViewsConfig, dataset_spec, eval_part, load_dataset_split, load_eval_section
+from tvts.eval.features import add_rejects, file_digest, video_list_digest
+from tvts.eval.t2v import (CaptionedClips, RetrievalModel, T2VConfig, build_optimizer, queries, retrieval_loss,
+                           retrieval_scores, text_embeddings, video_embeddings)
+from tvts.eval.tuning import (Checkpoints, TuneState, build_scheduler, run_key, steps_per_epoch, train,
+                              training_fields, wrap_ddp)
+from tvts.eval.views import ClipDataset
+from tvts.models.text import load_tokenizer
+from tvts.select import load_model
+from tvts.stages.common import add_common_args, setup_logging
+from tvts.train import checkpoint as C
+from tvts.train import distributed as D
+from tvts.train.data import ResumableBatchSampler
+
+log = logging.getLogger("tvts.eval_t2v")
+STAGE = "eval_t2v"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tvts eval-t2v", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint (results/<exp>/select/best.pt)")
+    p.add_argument("--dataset", required=True, help="a retrieval dataset under eval.datasets (e.g. msrvtt)")
+    p.add_argument("--out", required=True, help="output JSON (results/<exp>/eval/t2v/<dataset>.json)")
+    p.add_argument("--work", required=True, help="checkpoint folder of the fine-tuning (results/<exp>/t2v/<dataset>)")
+    p.add_argument("--cpu", action="store_true", help="ignore any GPU")
+    add_common_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    section = load_eval_section(args.config_path, args.config_json)
+    spec = dataset_spec(section, args.dataset)
+    views = eval_part(section, "views", ViewsConfig)
+    cfg = eval_part(section, "t2v", T2VConfig)
+    env = D.init_distributed(use_cuda=False if args.cpu else None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        T2VRun(args, spec, views, cfg, env).run()
+    finally:
+        D.cleanup()
+    return 0
+
+
+class T2VRun:
+    """One retrieval job: what `main` wires together."""
+
+    def __init__(self, args: argparse.Namespace, spec: DatasetSpec, views: ViewsConfig, cfg: T2VConfig,
+                 env: D.DistEnv):
+        self.args, self.spec, self.views, self.cfg, self.env = args, spec, views, cfg, env
+        self.timings: dict[str, float] = {}
+        self.mlrun: tracking.StageRun | None = None
+        self.resume: tuple[Path, dict] | None = None
+
+    def setup(self) -> None:
+        """Splits, model, tokenizer, queries and the test set."""
+        a, cfg, v = self.args, self.cfg, self.views
+        self.train_set, self.test_set = load_dataset_split(self.spec, "train"), load_dataset_split(self.spec, "test")
+        if not self.test_set.items:
+            raise SystemExit(f"{STAGE}: the test split of {a.dataset} has no videos")
+        tvts_model, self.pcfg = load_model(a.model, self.env.device)
+        self.model = RetrievalModel(tvts_model)
+        self.sha = file_digest(a.model)
+        self.temperature = cfg.temperature or self.pcfg.loss.temperature
+        self.max_length = cfg.max_length or self.pcfg.model.text.max_length
+        self.tokenizer = load_tokenizer(tvts_model.text_spec, self.max_length)
+        self.mode = cfg.query_mode(self.spec.format)
+        self.texts, self.text_video = queries(self.test_set.items, self.mode)
+        mv = self.pcfg.model.video
+        t, s = (v.temporal, v.spatial) if cfg.test_views == "views" else (1, 1)
+        self.test = ClipDataset(self.test_set.items, mv.num_frames, mv.img_size, v.short_side, t, s)
+
+    def build_training(self) -> tuple[TuneState, Checkpoints, CaptionedClips, ResumableBatchSampler]:
+        """Fine-tuning data, optimiser and checkpoints (found, not yet restored)."""
+        cfg, env, mv = self.cfg, self.env, self.pcfg.model.video
+        clips = ClipDataset(self.train_set.items, mv.num_frames, mv.img_size, self.views.short_side, train=True,
+                            seed=cfg.seed)
+        data = CaptionedClips(clips, self.model.tvts.text_spec, self.max_length, cfg.seed, cfg.train_captions,
+                              cfg.train_mask_ratio, mv.tubes, mv.patches)
+        sampler = ResumableBatchSampler(len(data), cfg.batch_size, env.rank, env.world, cfg.seed)
+        spe = steps_per_epoch(sampler, cfg.grad_accum, STAGE)
+        opt = build_optimizer(self.model, cfg)
+        st = TuneState(self.model, self.model, opt, build_scheduler(opt, spe, cfg, cfg.lr), spe)
+        listing = [f"{i.video_id}:{'|'.join(i.captions)}" for i in self.train_set.items]
+        key = run_key({"task": "t2v", "t2v": training_fields(cfg), "short_side": self.views.short_side,
+                       "spec": self.spec, "temperature": self.temperature, "max_length": self.max_length,
+                       "world": env.world}, [self.sha, video_list_digest(listing)])
+        ckpts = Checkpoints(Path(self.args.work) / "ckpt", key, env, cfg.ckpt_every, cfg.keep_last)
+        self.resume = ckpts.find()
+        return st, ckpts, data, sampler
+
+    def tracking(self) -> contextlib.AbstractContextManager:
+        """The MLflow run on rank 0 (the interrupted run's, when resuming); nothing elsewhere."""
+        if not self.env.is_main:
+            return contextlib.nullcontext()
+        a = self.args
+        params = {"eval": {"dataset": a.dataset, "spec": self.spec, "views": self.views, "t2v": self.cfg},
+                  "model": a.model, "world_size": self.env.world}
+        run_id = (self.resume[1].get("mlflow_run_id") or None) if self.resume else None
+        return tracking.stage_run(STAGE, a.exp, params, rule=a.rule, resume_run_id=run_id,
+                                  extra_tags={"tvts.task": "t2v", "tvts.dataset": a.dataset})
+
+    def evaluate(self, phase: str) -> dict[str, float]:
+        """`<phase>/r1` ... on rank 0 ({} elsewhere); keeps the video readability for the rejects."""
+        t0 = time.perf_counter()
+        cfg, env, v = self.cfg, self.env, self.views
+        self.videos = video_embeddings(self.model, self.test, v.batch_size, v.workers, env, cfg.amp)
+        scores = {}
+        if env.is_main:
+            text = text_embeddings(self.model, self.texts, self.tokenizer, cfg.text_batch_size, env, cfg.amp)
+            scores = retrieval_scores(self.videos, self.texts, self.text_video, text)
+            self.n_queries = scores.pop("n_queries")
+            log.info("%s %s: R@1 %.2f R@5 %.2f R@10 %.2f MedR %.1f", self.args.dataset, phase, scores["r1"],
+                     scores["r5"], scores["r10"], scores["medr"])
+        self.timings[f"time/{phase}_s"] = time.perf_counter() - t0
+        return {f"{phase}/{k}": val for k, val in scores.items()}
+
+    def finetune(self) -> TuneState:
+        """Contrastive fine-tuning (resumed from --work when interrupted); returns the final state."""
+        cfg, env = self.cfg, self.env
+        st, ckpts, data, sampler = self.training
+        ckpts.extra["mlflow_run_id"] = self.mlrun.run_id if self.mlrun else ""
+        torch.manual_seed(cfg.seed + (100_003 * (env.rank + 1) if env.world > 1 else 0))  # per-rank dropout
+        if self.resume:
+            ckpts.restore(st, self.resume[1])
+            log.info("%s %s (step %d)", "finished run, evaluating only:" if self.resume[1]["complete"]
+                     else "resuming from", self.resume[0].name, st.step)
+        st.engine = wrap_ddp(self.model, env)
+
+        def loss_fn(engine, batch):
+            return retrieval_loss(engine, batch, env.device, self.temperature)
+
+        def on_epoch(record: dict) -> dict:
+            if self.mlrun:
+                self.mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+            return {}
+
+        train(st, data, sampler, loss_fn, cfg, env, ckpts, on_epoch)
+        self.timings["time/train_s"] = st.train_s
+        self.final_ckpt = str(C.epoch_checkpoints(ckpts.folder)[-1]) if env.is_main else ""
+        return st
+
+    def run(self) -> dict | None:
+        """Zero-shot, fine-tune, test again, write the JSON (rank 0). Returns it on rank 0, None elsewhere."""
+        t0 = time.perf_counter()
+        self.setup()
+        self.training = self.build_training() if self.cfg.epochs > 0 else None
+        st = None
+        with self.tracking() as mlrun:
+            self.mlrun = mlrun
+            metrics = self.evaluate("zeroshot")
+            if self.training:
+                st = self.finetune()
+                metrics |= self.evaluate("finetuned")
+            if not self.env.is_main:
+                return None
+            self.timings["time/total_s"] = time.perf_counter() - t0
+            result = self.result(metrics, st)
+            io.atomic_write_json(Path(self.args.out), result)
+            mlrun.log_metrics(metrics | result["counts"] | self.timings, step=0)
+            mlrun.log_artifact(Path(self.args.out))
+        return result
+
+    def result(self, metrics: dict, st: TuneState | None) -> dict:
+        """The output JSON."""
+        rejects = io.Rejects(STAGE)
+        add_rejects(rejects, self.train_set)
+        rejected = st.rejected if st else {}
+        for index, reason in sorted(rejected.items()):
+            item = self.train_set.items[index]
+            rejects.add(f"train/{item.video_id}", reason, str(item.path))
+        add_rejects(rejects, self.test_set)
+        for item, ok, reason in zip(self.test_set.items, self.videos["ok"].tolist(), self.videos["reason"]):
+            if not ok:
+                rejects.add(f"test/{item.video_id}", reason or "video_unreadable", str(item.path))
+        n_missing = len(self.train_set.missing) + len(self.test_set.missing)
+        counts = {"n_train": len(self.train_set.items) - len(rejected), "n_test": int(self.videos["ok"].sum()),
+                  "n_queries": self.n_queries, "n_unreadable": len(rejects) - n_missing, "n_missing": n_missing,
+                  "steps": st.step if st else 0, "world_size": self.env.world}
+        a, mv = self.args, self.pcfg.model.video
+        return {"task": "t2v", "dataset": a.dataset, "metrics": metrics, "counts": counts, "rejects": rejects.rows,
+                "reject_counts": rejects.counts(), "protocol": self.protocol(st),
+                "config": {"dataset": self.spec, "views": self.views, "t2v": self.cfg},
+                "model": {"checkpoint": a.model, "sha256": self.sha, "num_frames": mv.num_frames,
+                          "img_size": mv.img_size},
+                "checkpoint": getattr(self, "final_ckpt", None),
+                "resumed_from": self.resume[0].name if self.resume else None,
+                "history": st.history if st else [], "timings": self.timings, "versions": io.library_versions()}
+
+    def protocol(self, st: TuneState | None) -> dict:
+        cfg, v = self.cfg, self.views
+        views = f"{v.temporal}x{v.spatial} views, embeddings averaged" if cfg.test_views == "views" else "centre view"
+        return {"queries": f"{self.mode} caption(s) of each test video; ground truth = its own video",
+                "video": f"final-norm CLS -> vid_proj -> L2, {views}, short side {v.short_side}",
+                "text": f"checkpoint tokenizer (max {self.max_length} tokens), K=1 -> embed_text",
+                "similarity": "cosine", "ties": "pessimistic",
+                "finetune": None if st is None else {
+                    "loss": "symmetric InfoNCE, embeddings gathered over ranks", "temperature": self.temperature,
+                    "optimizer": f"AdamW lr {cfg.lr} betas {tuple(cfg.betas)} wd {cfg.weight_decay} (matrices only)",
+                    "schedule": f"{cfg.warmup_epochs} warm-up epochs + cosine to {cfg.min_lr}", "epochs": cfg.epochs,
+                    "global_batch": cfg.batch_size * self.env.world * cfg.grad_accum,
+                    "steps_per_epoch": st.steps_per_epoch, "train_captions": cfg.train_captions,
+                    "trained": "video, text, projections (sort head frozen)"},
+                "device": str(self.env.device)}
