@@ -63,7 +63,9 @@ def smoke_parts() -> int:
     return yaml.safe_load(SMOKE.read_text())["dag"]["align_parts"]
 
 
-TRAIN = {"pretrain": 1, "text_only_baseline": 1, "select_ckpt": 1, "all": 1}
+EVAL = {"eval_zeroshot_v2v": 1, "eval_linear": 1, "eval_finetune": 1, "eval_t2v": 1}
+EVAL_BOTH = {rule: 2 for rule in EVAL}  # the smoke experiment and its no-pretraining baseline `random`
+TRAIN = {"pretrain": 1, "text_only_baseline": 1, "select_ckpt": 1, "init_model": 1, "report": 1, "all": 1} | EVAL_BOTH
 
 
 def test_full_run_outputs(done_workdir):
@@ -98,7 +100,8 @@ def test_rerun_align_reruns_only_align_and_shard(done_workdir):
 
 def test_rerun_pretrain_reruns_pretraining_and_selection_only(done_workdir):
     work, _ = done_workdir
-    assert planned_jobs(snakemake(work, "-n", "-R", "pretrain")) == {"pretrain": 1, "select_ckpt": 1, "all": 1}
+    assert planned_jobs(snakemake(work, "-n", "-R", "pretrain")) == {"pretrain": 1, "select_ckpt": 1, "report": 1,
+                                                                     "all": 1} | EVAL
 
 
 def test_until_and_single_target(done_workdir, tmp_path):
@@ -117,7 +120,7 @@ def test_config_change_retriggers_only_affected(done_workdir, tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["select"]["metric"] = "sort_acc"
     changed.write_text(yaml.safe_dump(cfg))
-    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"select_ckpt": 1, "all": 1}
+    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"select_ckpt": 1, "report": 1, "all": 1} | EVAL
 
 
 def test_mlflow_runs_and_tags(done_workdir):
@@ -132,7 +135,7 @@ def test_mlflow_runs_and_tags(done_workdir):
     parent = next(p for p in parents if any(c.data.tags["mlflow.parentRunId"] == p.info.run_id for c in children))
     mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
     assert sorted(c.data.tags["tvts.rule"] for c in mine) == sorted(
-        ["align_asr"] * smoke_parts() + ["shard_clips", "pretrain", "text_only_baseline", "select_ckpt"])
+        ["align_asr"] * smoke_parts() + ["shard_clips", "pretrain", "text_only_baseline", "select_ckpt"] + list(EVAL))
     md5 = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["md5"]
     for run in [parent, *mine]:
         assert run.data.tags["tvts.data_md5"] == md5
@@ -184,7 +187,10 @@ def test_lint_clean(smoke_workdir):
 def test_paper_config_dry_runs(tmp_path):
     proc = snakemake(tmp_path, "-n", configfile=ROOT / "config/paper.yaml")
     parts = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]["align_parts"]
-    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "pretrain": 1, "select_ckpt": 1, "all": 1}
+    tasks = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["eval"]["tasks"]
+    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "pretrain": 1, "select_ckpt": 1, "report": 1,
+                                  "all": 1} | {f"eval_{task}": len(names) for task, names in tasks.items()}
+    assert len(tasks["finetune"]) == 4 and len(tasks["t2v"]) == 4  # every dataset of the paper's tables
 
 
 def test_new_data_version_retriggers_alignment(done_workdir, tmp_path):
@@ -207,3 +213,60 @@ def test_configfile_replaces_the_default(smoke_workdir):
     commands = proc.stdout + proc.stderr
     assert "tvts align-asr" in commands
     assert "stride_s" not in commands  # a demo.yaml key that smoke.yaml does not set
+
+
+def test_evaluations_for_both_experiments_and_the_report(done_workdir):
+    work, _ = done_workdir
+    keys = {"zeroshot_v2v": {"r1", "r5", "r10"}, "linear": {"top1", "top5"}, "finetune": {"top1", "top5"},
+            "t2v": {"zeroshot/r1", "zeroshot/medr", "finetuned/r1", "finetuned/medr"}}
+    for exp in ("smoke", "random"):
+        for task, dataset in [("zeroshot_v2v", "ssv2"), ("linear", "ssv2"), ("finetune", "ssv2"), ("t2v", "msrvtt")]:
+            result = json.loads((work / f"results/{exp}/eval/{task}/{dataset}.json").read_text())
+            assert keys[task] <= set(result["metrics"]), (exp, task)
+            assert all(0 <= v <= 100 for k, v in result["metrics"].items() if "/r" in k or k[:1] in "rt")
+    init = torch_load(work / "results/random/init/model.pt")
+    assert init["step"] == 0 and init["source"].startswith("init:")
+    summary = (work / "results/report/summary.md").read_text()
+    assert "`smoke`" in summary and "`random`" in summary and "Linear probe" in summary
+    for png in ("pretrain_curves", "retrieval", "classification"):
+        assert (work / f"results/report/{png}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_eval_runs_are_tagged_and_compare_prints_both(done_workdir):
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("tvts")
+    runs = client.search_runs([exp.experiment_id], "tags.`tvts.task` = 'linear'", max_results=100)
+    assert {r.data.tags["tvts.exp"] for r in runs} >= {"smoke", "random"}
+    assert all(r.data.tags["tvts.dataset"] == "ssv2" and "top1" in r.data.metrics for r in runs)
+    proc = subprocess.run([str(Path(sys.executable).parent / "tvts"), "compare", "smoke", "random"],
+                          capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "linear" in line.lower() and "top1" in line)
+    linear = {e: json.loads((done_workdir[0] / f"results/{e}/eval/linear/ssv2.json").read_text())["metrics"]["top1"]
+              for e in ("smoke", "random")}
+    for value in linear.values():
+        assert f"{value:.2f}" in row or f"{value:.1f}" in row, (row, linear)
+
+
+def test_rerun_linear_probe_plans_only_linear_probes_and_report(done_workdir):
+    work, _ = done_workdir
+    assert planned_jobs(snakemake(work, "-n", "-R", "eval_linear")) == {"eval_linear": 2, "report": 1, "all": 1}
+
+
+def test_snakemake_report_includes_the_plots(done_workdir, tmp_path):
+    work, _ = done_workdir
+    out = tmp_path / "report.zip"
+    snakemake(work, "--report", str(out))
+    import zipfile
+
+    names = zipfile.ZipFile(out).namelist()
+    for png in ("pretrain_curves.png", "retrieval.png", "classification.png"):
+        assert any(n.endswith(png) for n in names), names
