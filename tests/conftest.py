@@ -65,3 +65,35 @@ def smoke_shards(tmp_path_factory, smoke_corpus) -> Path:
     assert shard_clips.main(["--asr", str(part), "--out", str(out / "shards"), "--config", str(SMOKE),
                              "--workers", "2", "--exp", "t"]) == 0
     return out / "shards"
+
+
+def save_tiny_checkpoint(path: Path, video: dict, captions: list[str]) -> Path:
+    """Write a best.pt (the format tvts.select reads) of an untrained, seeded TVTS.
+
+    Args:
+        path: where to write it.
+        video: `model.video` overrides of the smoke config (a tiny encoder).
+        captions: the texts the scratch tokenizer is trained on.
+    Returns:
+        `path`.
+    """
+    import json
+
+    import torch
+
+    from tvts.config import from_dict, load_yaml
+    from tvts.io import dumps
+    from tvts.models.text import build_spec
+    from tvts.train import checkpoint as C
+    from tvts.train.config import PretrainConfig
+    from tvts.train.loop import build_model
+
+    raw = load_yaml(SMOKE)["pretrain"]
+    raw["model"]["video"] = dict(video)
+    cfg = from_dict(PretrainConfig, raw, "pretrain")
+    spec = build_spec(cfg.model.text, captions)
+    torch.manual_seed(0)
+    model = build_model(cfg, spec, load_pretrained_text=False)
+    C.save(path, {"model": model.state_dict(), "config": json.loads(dumps(cfg)), "text_spec": spec.as_dict(),
+                  "step": 0})
+    return path

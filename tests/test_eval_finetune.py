@@ -14,22 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from tvts.config import ConfigError, from_dict, load_yaml
+from tvts.config import ConfigError, from_dict
 from tvts.eval import tuning
 from tvts.eval.config import DatasetSpec, load_dataset_split
 from tvts.eval.augment import ClipAugment
 from tvts.eval.finetune import FinetuneConfig, build_classifier, build_optimizer, param_groups
 from tvts.eval.t2v import T2VConfig, contrastive_share, queries
 from tvts.data.formats.common import VideoItem
-from tvts.io import dumps
-from tvts.models.text import build_spec
 from tvts.models.tvts import contrastive_loss
 from tvts.stages import eval_finetune, eval_t2v
 from tvts.train import checkpoint as C
-from tvts.train.config import PretrainConfig
-from tvts.train.loop import build_model
 
-from conftest import SMOKE
+from conftest import save_tiny_checkpoint
 
 HERE = Path(__file__).parent
 TINY = dict(img_size=32, patch_size=8, tubelet=2, num_frames=4, dim=32, depth=3, heads=2)
@@ -56,16 +52,8 @@ def corpus(smoke_corpus, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A best.pt of an untrained TVTS with a tiny 3-block video encoder (the format tvts.select reads)."""
-    raw = load_yaml(SMOKE)["pretrain"]
-    raw["model"]["video"] = dict(TINY)
-    cfg = from_dict(PretrainConfig, raw, "pretrain")
-    spec = build_spec(cfg.model.text, ["the red square moves to the left", "a blue circle turns clockwise"])
-    torch.manual_seed(0)
-    model = build_model(cfg, spec, load_pretrained_text=False)
-    path = tmp_path_factory.mktemp("ft_ckpt") / "best.pt"
-    C.save(path, {"model": model.state_dict(), "config": json.loads(dumps(cfg)), "text_spec": spec.as_dict(),
-                  "step": 0})
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ft_ckpt") / "best.pt", TINY,
+                                ["the red square moves to the left", "a blue circle turns clockwise"])
 
 
 def eval_section(corpus: Path, finetune: dict | None = None, t2v: dict | None = None) -> dict:

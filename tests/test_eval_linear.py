@@ -10,23 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from tvts.config import ConfigError, from_dict, load_yaml
+from tvts.config import ConfigError, from_dict
 from tvts.data.formats.common import Missing, VideoItem, VideoSet
 from tvts.eval import config as eval_config
 from tvts.eval.config import DatasetSpec, LinearConfig, load_dataset_split
 from tvts.eval.features import Features, cached_features, extract_features
 from tvts.eval.linear import evaluate_probe, probe_lr, train_probe_cached, train_probe_uncached
 from tvts.eval.views import ClipDataset, clip_indices, crop_offset
-from tvts.io import dumps
-from tvts.models.text import build_spec
 from tvts.models.video_vit import VideoConfig, VideoViT
 from tvts.stages import eval_linear, eval_zeroshot_v2v
-from tvts.train import checkpoint as C
-from tvts.train.config import PretrainConfig
 from tvts.train.data import MEAN, STD
-from tvts.train.loop import build_model
 
-from conftest import SMOKE
+from conftest import save_tiny_checkpoint
 
 TINY = dict(img_size=32, patch_size=8, tubelet=2, num_frames=4, dim=32, depth=1, heads=2)
 H, W, SHORT = 40, 56, 36        # stored frame size; resized to 36 x 50 before the 32 x 32 crops
@@ -236,16 +231,8 @@ def test_eval_config_parts_and_truncation(monkeypatch, tiny_sets):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A best.pt-style checkpoint of an untrained TVTS with the tiny video encoder."""
-    raw = load_yaml(SMOKE)["pretrain"]
-    raw["model"]["video"] = dict(TINY)
-    cfg = from_dict(PretrainConfig, raw, "pretrain")
-    spec = build_spec(cfg.model.text, ["a red square moves left", "a blue square moves down"])
-    torch.manual_seed(0)
-    model = build_model(cfg, spec, load_pretrained_text=False)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    C.save(path, {"model": model.state_dict(), "config": json.loads(dumps(cfg)), "text_spec": spec.as_dict(),
-                  "step": 0})
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", TINY,
+                                ["a red square moves left", "a blue square moves down"])
 
 
 def _eval_json(root: str) -> str:

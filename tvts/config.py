@@ -158,6 +158,23 @@ class ShardConfig:
         require(self.workers >= 1, where, "workers", "must be >= 1")
 
 
+def load_raw_config(config_path: str | None = None, config_json: str | None = None) -> dict[str, Any]:
+    """The raw mapping of section name to section, as a stage's `--config-json` / `--config` give it.
+
+    Args:
+        config_path: the full YAML config file.
+        config_json: a JSON mapping of section name to section (what the rules pass); wins over the file.
+
+    Returns:
+        The parsed mapping; {} when neither is given.
+    """
+    if config_json is not None:
+        return json.loads(config_json)
+    if config_path is not None:
+        return load_yaml(config_path)
+    return {}
+
+
 def load_sections(spec: dict[str, type], config_path: str | None = None,
                   config_json: str | None = None) -> dict[str, Any]:
     """Load several sections at once: `{"align_asr": AlignConfig, ...}` -> instances.
@@ -165,12 +182,7 @@ def load_sections(spec: dict[str, type], config_path: str | None = None,
     `config_json` holds a mapping of section name to section (what the rules pass);
     `config_path` is the full YAML config file.
     """
-    if config_json is not None:
-        raw = json.loads(config_json)
-    elif config_path is not None:
-        raw = load_yaml(config_path)
-    else:
-        raw = {}
+    raw = load_raw_config(config_path, config_json)
     return {name: from_dict(cls, raw.get(name), name) for name, cls in spec.items()}
 
 

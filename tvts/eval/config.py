@@ -13,12 +13,11 @@ pretraining config (`model.video.num_frames` / `img_size`).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tvts.config import ConfigError, from_dict, load_yaml, require
+from tvts.config import ConfigError, from_dict, load_raw_config, require
 from tvts.data.formats.common import VideoSet
 
 T = TypeVar("T")
@@ -114,13 +113,7 @@ class LinearConfig:
 
 def load_eval_section(config_path: str | None = None, config_json: str | None = None) -> dict[str, Any]:
     """The raw `eval` mapping from `--config-json '{"eval": {...}}'` or a full YAML file ({} if absent)."""
-    if config_json is not None:
-        raw = json.loads(config_json)
-    elif config_path is not None:
-        raw = load_yaml(config_path)
-    else:
-        raw = {}
-    section = raw.get("eval") or {}
+    section = load_raw_config(config_path, config_json).get("eval") or {}
     if not isinstance(section, dict):
         raise ConfigError("eval: expected a mapping")
     return section

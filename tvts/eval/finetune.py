@@ -34,8 +34,7 @@ from tvts.data.formats.common import VideoItem
 from tvts.data.video import decode_frames, open_video, resize_short_side
 from tvts.eval.augment import ClipAugment
 from tvts.eval.metrics import average_views, topk_accuracy
-from tvts.eval.features import autocast
-from tvts.eval.tuning import gather_rows, masked_share, shard_loader
+from tvts.eval.tuning import masked_share, view_outputs
 from tvts.eval.views import ClipDataset, clip_indices
 from tvts.io import RejectError
 from tvts.models.video_vit import VideoViT, tube_keep_indices
@@ -265,7 +264,6 @@ def classification_loss(engine: nn.Module, batch: dict, device: torch.device, la
     return masked_share(per_clip, ok)
 
 
-@torch.no_grad()
 def predict(model: VideoClassifier, dataset: ClipDataset, batch_size: int, workers: int, env: D.DistEnv,
             amp: str = "off") -> dict | None:
     """Logits of every test view of every video, each rank a share, gathered on rank 0.
@@ -274,18 +272,10 @@ def predict(model: VideoClassifier, dataset: ClipDataset, batch_size: int, worke
         On rank 0: {"logits": (N, V, K) float32, "label": (N,), "ok": (N,) bool, "reason": [str],
         "index": (N,)} in dataset order; None on other ranks.
     """
-    was_training = model.training
-    model.eval()
-    rows = []
-    for batch in shard_loader(dataset, batch_size, workers, env):
-        frames = batch["frames"].to(env.device, non_blocking=True)          # (B, V, 3, T, S, S)
-        b, v = frames.shape[:2]
-        with autocast(env.device, amp):
-            logits = model(frames.flatten(0, 1)).float().view(b, v, -1)
-        rows.append({"logits": logits.cpu(), "label": batch["label"], "ok": batch["ok"], "index": batch["index"],
-                     "reason": list(batch["reason"])})
-    model.train(was_training)
-    return gather_rows(rows, env)
+    def logits(out: torch.Tensor, batch: dict) -> dict:
+        return {"logits": out.cpu(), "label": batch["label"]}
+
+    return view_outputs(model, model, logits, dataset, batch_size, workers, env, amp)
 
 
 def accuracy(pred: dict) -> dict[str, float]:

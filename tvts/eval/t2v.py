@@ -36,7 +36,7 @@ from tvts.config import require
 from tvts.data.formats.common import VideoItem
 from tvts.eval.metrics import t2v_metrics
 from tvts.eval.features import autocast
-from tvts.eval.tuning import gather_rows, masked_share, shard_loader
+from tvts.eval.tuning import masked_share, view_outputs
 from tvts.eval.views import ClipDataset
 from tvts.models.text import TextSpec, load_tokenizer, tokenize
 from tvts.models.tvts import TVTS, contrastive_loss
@@ -231,7 +231,6 @@ def retrieval_loss(engine: nn.Module, batch: dict, device: torch.device, tempera
 # ---- evaluation -------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def video_embeddings(model: RetrievalModel, dataset: ClipDataset, batch_size: int, workers: int,
                      env: D.DistEnv, amp: str = "off") -> dict | None:
     """Normalised embedding of every test video (views averaged), each rank a share, gathered on rank 0.
@@ -239,18 +238,10 @@ def video_embeddings(model: RetrievalModel, dataset: ClipDataset, batch_size: in
     Returns:
         On rank 0: {"emb": (N, E) float32, "ok": (N,) bool, "reason": [str], "index": (N,)}; None elsewhere.
     """
-    was_training = model.training
-    model.eval()
-    rows = []
-    for batch in shard_loader(dataset, batch_size, workers, env):
-        frames = batch["frames"].to(env.device, non_blocking=True)           # (B, V, 3, T, S, S)
-        b, v = frames.shape[:2]
-        with autocast(env.device, amp):
-            emb = model.video_embed(frames.flatten(0, 1)).float().view(b, v, -1)
-        rows.append({"emb": F.normalize(emb.mean(1), dim=-1).cpu(), "ok": batch["ok"], "index": batch["index"],
-                     "reason": list(batch["reason"])})
-    model.train(was_training)
-    return gather_rows(rows, env)
+    def averaged(emb: torch.Tensor, batch: dict) -> dict:
+        return {"emb": F.normalize(emb.mean(1), dim=-1).cpu()}
+
+    return view_outputs(model, model.video_embed, averaged, dataset, batch_size, workers, env, amp)
 
 
 @torch.no_grad()

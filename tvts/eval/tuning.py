@@ -43,7 +43,7 @@ from tvts.io import dumps
 from tvts.train import checkpoint as C
 from tvts.train import distributed as D
 from tvts.train.data import ResumableBatchSampler
-from tvts.train.loop import Preemption
+from tvts.train.loop import Preemption, TrainState
 
 log = logging.getLogger("tvts.eval.tuning")
 PREEMPTED = 75  # EX_TEMPFAIL, as pretraining: checkpointed on SIGTERM/SIGUSR1, rerun to resume
@@ -112,28 +112,16 @@ def masked_share(per_row: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class TuneState:
-    """Everything a checkpoint restores, besides the RNG states."""
+class TuneState(TrainState):
+    """Everything a checkpoint restores, besides the RNG states: the pretraining loop's state
+    (model, engine, optimiser, scheduler, step and epoch counting, one history record per
+    finished epoch) plus what fine-tuning adds."""
 
-    model: nn.Module                # the bare model: what checkpoints hold and evaluation runs
-    engine: nn.Module               # what trains: `model`, or DDP around it
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    steps_per_epoch: int
-    step: int = 0                   # optimiser steps done
-    history: list[dict] = field(default_factory=list)   # one record per finished epoch
+    model: nn.Module                # the bare model (any downstream model): what checkpoints hold and evaluation runs
     train_s: float = 0.0            # training wall time, summed over resumed runs
     loss_sum: float = 0.0           # global-batch losses of this epoch so far (for its mean)
     loss_n: int = 0
     rejected: dict[int, str] = field(default_factory=dict)  # train index -> reason, as found while training
-
-    @property
-    def epoch(self) -> int:
-        return self.step // self.steps_per_epoch
-
-    @property
-    def step_in_epoch(self) -> int:
-        return self.step % self.steps_per_epoch
 
 
 def wrap_ddp(model: nn.Module, env: D.DistEnv) -> nn.Module:
@@ -324,6 +312,35 @@ def shard_loader(dataset: Dataset, batch_size: int, workers: int, env: D.DistEnv
     return DataLoader(ByIndex(dataset), batch_sampler=sampler, num_workers=workers,
                       pin_memory=env.device.type == "cuda", persistent_workers=False,
                       generator=torch.Generator().manual_seed(0))  # never draws from the training RNG
+
+
+@torch.no_grad()
+def view_outputs(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+                 summarise: Callable[[torch.Tensor, dict], dict], dataset: Dataset, batch_size: int, workers: int,
+                 env: D.DistEnv, amp: str = "off") -> dict[str, Any] | None:
+    """`forward` on every view of every video, in eval mode, each rank a share, gathered on rank 0.
+
+    Args:
+        model: the module behind `forward`; in eval mode for the pass, its own mode restored after.
+        forward: (B*V, 3, T, S, S) clips -> (B*V, ...) outputs (run under autocast).
+        summarise: (the (B, V, D) float32 outputs, the batch) -> this batch's CPU tensors by name.
+        dataset: the test views (a ClipDataset: "frames" (V, 3, T, S, S), "ok", "reason", "index" per video).
+        batch_size, workers: the loader's. env: this process's rank and device. amp: autocast precision.
+    Returns:
+        On rank 0: summarise's names, then "ok", "index", "reason", over the set in dataset order; None elsewhere.
+    """
+    was_training = model.training
+    model.eval()
+    rows = []
+    for batch in shard_loader(dataset, batch_size, workers, env):
+        frames = batch["frames"].to(env.device, non_blocking=True)          # (B, V, 3, T, S, S)
+        b, v = frames.shape[:2]
+        with autocast(env.device, amp):
+            out = forward(frames.flatten(0, 1)).float().view(b, v, -1)    # (B, V, D)
+        rows.append(summarise(out, batch) | {"ok": batch["ok"], "index": batch["index"],
+                                             "reason": list(batch["reason"])})
+    model.train(was_training)
+    return gather_rows(rows, env)
 
 
 def gather_rows(rows: list[dict], env: D.DistEnv) -> dict[str, Any] | None:

@@ -9,11 +9,20 @@ from typing import Iterator
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
+    """--exp, --rule and the stage's config source (--config or --config-json): what every stage takes."""
     p.add_argument("--exp", default="demo", help="experiment name (outputs live under results/<exp>/)")
     p.add_argument("--rule", default=None, help="Snakemake rule name, recorded as the MLflow tag tvts.rule")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", dest="config_path", help="full YAML config file (stage sections are read from it)")
     src.add_argument("--config-json", dest="config_json", help="the stage's sections as JSON (what the rules pass)")
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    """--tracking-uri and --experiment: the MLflow store that a reading command (compare, report) reads."""
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--experiment", default=None,
+                   help="MLflow experiment name (default: $TVTS_MLFLOW_EXPERIMENT or tvts)")
 
 
 def setup_logging() -> None:

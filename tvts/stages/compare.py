@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from tvts import compare, tracking
+from tvts.stages.common import add_store_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,10 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="PATH",
                    help="also write the table as CSV ('-': CSV to stdout instead of the text table)")
     p.add_argument("--headline", action="store_true", help="only the metrics the paper reports (and sort accuracy)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--experiment", default=None,
-                   help="MLflow experiment name (default: $TVTS_MLFLOW_EXPERIMENT or tvts)")
+    add_store_args(p)
     return p
 
 

@@ -15,25 +15,22 @@ scored with `eval.views` temporal x spatial views, logits averaged. Rank 0 write
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import time
 from pathlib import Path
 
 import torch
 
-from tvts import io, tracking
-from tvts.eval.config import DatasetSpec, ViewsConfig, dataset_spec, eval_part, load_dataset_split, load_eval_section
-from tvts.eval.features import add_rejects, file_digest, video_list_digest
+from tvts import io
+from tvts.eval.features import file_digest, video_list_digest
 from tvts.eval.finetune import (AugmentedClips, FinetuneConfig, accuracy, build_augment, build_classifier,
                                 build_optimizer, classification_loss, predict)
 from tvts.eval.tuning import (Checkpoints, TuneState, build_scheduler, run_key, steps_per_epoch, train,
                               training_fields, wrap_ddp)
 from tvts.eval.views import ClipDataset
 from tvts.select import load_model
-from tvts.stages.common import add_common_args, setup_logging
+from tvts.stages.eval_common import TuningRun, add_tuning_args, eval_parser
 from tvts.train import checkpoint as C
-from tvts.train import distributed as D
 from tvts.train.data import ResumableBatchSampler
 
 log = logging.getLogger("tvts.eval_finetune")
@@ -41,42 +38,19 @@ STAGE = "eval_finetune"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tvts eval-finetune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint (results/<exp>/select/best.pt)")
-    p.add_argument("--dataset", required=True, help="a classification dataset under eval.datasets (e.g. ssv2)")
-    p.add_argument("--out", required=True, help="output JSON (results/<exp>/eval/finetune/<dataset>.json)")
-    p.add_argument("--work", required=True, help="checkpoint folder of this run (results/<exp>/finetune/<dataset>)")
-    p.add_argument("--cpu", action="store_true", help="ignore any GPU")
-    add_common_args(p)
-    return p
+    return eval_parser("tvts eval-finetune", __doc__, "finetune", add_tuning_args,
+                       "a classification dataset under eval.datasets (e.g. ssv2)", raw_description=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    section = load_eval_section(args.config_path, args.config_json)
-    spec = dataset_spec(section, args.dataset)
-    views = eval_part(section, "views", ViewsConfig)
-    cfg = eval_part(section, "finetune", FinetuneConfig)
-    env = D.init_distributed(use_cuda=False if args.cpu else None)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        FinetuneRun(args, spec, views, cfg, env).run()
-    finally:
-        D.cleanup()
-    return 0
+    return FinetuneRun.main(build_parser().parse_args(argv))
 
 
-class FinetuneRun:
+class FinetuneRun(TuningRun):
     """One fine-tuning job: what `main` wires together."""
 
-    def __init__(self, args: argparse.Namespace, spec: DatasetSpec, views: ViewsConfig, cfg: FinetuneConfig,
-                 env: D.DistEnv):
-        self.args, self.spec, self.views, self.cfg, self.env = args, spec, views, cfg, env
-        self.timings: dict[str, float] = {}
-        self.mlrun: tracking.StageRun | None = None
+    STAGE, TASK, CONFIG = STAGE, "finetune", FinetuneConfig
+    cfg: FinetuneConfig
 
     def build(self, train_set, n_classes: int) -> tuple[TuneState, Checkpoints, AugmentedClips, ResumableBatchSampler]:
         """Model, data, optimiser and checkpoints; restored from this run's newest checkpoint if any."""
@@ -108,17 +82,6 @@ class FinetuneRun:
         st.engine = wrap_ddp(model, env)
         return st, ckpts, data, sampler
 
-    def tracking(self) -> contextlib.AbstractContextManager:
-        """The MLflow run on rank 0 (the interrupted run's, when resuming); nothing elsewhere."""
-        if not self.env.is_main:
-            return contextlib.nullcontext()
-        a = self.args
-        params = {"eval": {"dataset": a.dataset, "spec": self.spec, "views": self.views, "finetune": self.cfg},
-                  "model": a.model, "world_size": self.env.world}
-        run_id = (self.resume[1].get("mlflow_run_id") or None) if self.resume else None
-        return tracking.stage_run(STAGE, a.exp, params, rule=a.rule, resume_run_id=run_id,
-                                  extra_tags={"tvts.task": "finetune", "tvts.dataset": a.dataset})
-
     def test_set(self, items) -> ClipDataset:
         v = self.pcfg.model.video
         return ClipDataset(items, v.num_frames, v.img_size, self.views.short_side, self.views.temporal,
@@ -142,9 +105,7 @@ class FinetuneRun:
         """Train (or resume), test, write the JSON (rank 0). Returns it on rank 0, None elsewhere."""
         t0 = time.perf_counter()
         a, cfg, env = self.args, self.cfg, self.env
-        train_set, test_set = load_dataset_split(self.spec, "train"), load_dataset_split(self.spec, "test")
-        if not test_set.items:
-            raise SystemExit(f"{STAGE}: the test split of {a.dataset} has no videos")
+        train_set, test_set = self.load_splits()
         n_classes = len(train_set.classes) or 1 + max((i.label for i in train_set.items + test_set.items), default=0)
         st, ckpts, data, sampler = self.build(train_set, n_classes)
         test = self.test_set(test_set.items)
@@ -173,15 +134,7 @@ class FinetuneRun:
 
     def result(self, st: TuneState, train_set, test_set, pred: dict, n_classes: int, ckpts: Checkpoints) -> dict:
         """The output JSON."""
-        rejects = io.Rejects(STAGE)
-        add_rejects(rejects, train_set)
-        for index, reason in sorted(st.rejected.items()):
-            item = train_set.items[index]
-            rejects.add(f"train/{item.video_id}", reason, str(item.path))
-        add_rejects(rejects, test_set)
-        for item, ok, reason in zip(test_set.items, pred["ok"].tolist(), pred["reason"]):
-            if not ok:
-                rejects.add(f"test/{item.video_id}", reason or "video_unreadable", str(item.path))
+        rejects = self.rejects(train_set, st.rejected, test_set, pred)
         n_missing = len(train_set.missing) + len(test_set.missing)
         counts = {"n_train": len(train_set.items) - len(st.rejected), "n_test": int(pred["ok"].sum()),
                   "n_classes": n_classes, "n_unreadable": len(rejects) - n_missing, "n_missing": n_missing,

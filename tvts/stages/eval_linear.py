@@ -12,39 +12,28 @@ import argparse
 import logging
 from pathlib import Path
 
-from tvts import io, tracking
-from tvts.eval.config import LinearConfig, ViewsConfig, dataset_spec, eval_part, load_dataset_split, load_eval_section
+from tvts import io
+from tvts.eval.config import LinearConfig, ViewsConfig, load_dataset_split
 from tvts.eval.features import Features, add_rejects, feature_key, file_digest, split_features
 from tvts.eval.linear import ProbeResult, evaluate_probe, resolve_device, train_probe_cached, train_probe_uncached
 from tvts.eval.views import ClipDataset, view_name
 from tvts.select import load_model
-from tvts.stages.common import add_common_args, setup_logging, timer
+from tvts.stages.common import setup_logging, timer
+from tvts.stages.eval_common import add_feature_args, eval_parser, eval_stage_run, load_stage_config
 
 log = logging.getLogger("tvts.eval_linear")
 STAGE = "eval_linear"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tvts eval-linear", description=__doc__)
-    p.add_argument("--model", required=True, help="checkpoint (results/<exp>/select/best.pt)")
-    p.add_argument("--dataset", required=True, help="a name under eval.datasets (e.g. ssv2)")
-    p.add_argument("--out", required=True, help="output JSON (results/<exp>/eval/linear/<dataset>.json)")
-    p.add_argument("--features", default=None, help="feature cache folder (results/<exp>/features); none = no cache")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    add_common_args(p)
-    return p
+    return eval_parser("tvts eval-linear", __doc__, "linear", add_feature_args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    section = load_eval_section(args.config_path, args.config_json)
-    spec = dataset_spec(section, args.dataset)
-    views = eval_part(section, "views", ViewsConfig)
-    lin = eval_part(section, "linear", LinearConfig)
-    params = {"eval": {"dataset": args.dataset, "spec": spec, "views": views, "linear": lin}, "model": args.model}
-    tags = {"tvts.task": "linear", "tvts.dataset": args.dataset}
-    with tracking.stage_run(STAGE, args.exp, params, rule=args.rule, extra_tags=tags) as mlrun:
+    spec, views, lin = load_stage_config(args, "linear", LinearConfig)
+    with eval_stage_run(STAGE, "linear", args, spec, views, lin) as mlrun:
         result = LinearEval(args, spec, views, lin).run()
         out = Path(args.out)
         io.atomic_write_json(out, result)

@@ -14,16 +14,14 @@ and exit 75; a finished run is only re-evaluated). Rank 0 writes `--out` and log
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import time
 from pathlib import Path
 
 import torch
 
-from tvts import io, tracking
-from tvts.eval.config import DatasetSpec, ViewsConfig, dataset_spec, eval_part, load_dataset_split, load_eval_section
-from tvts.eval.features import add_rejects, file_digest, video_list_digest
+from tvts import io
+from tvts.eval.features import file_digest, video_list_digest
 from tvts.eval.t2v import (CaptionedClips, RetrievalModel, T2VConfig, build_optimizer, queries, retrieval_loss,
                            retrieval_scores, text_embeddings, video_embeddings)
 from tvts.eval.tuning import (Checkpoints, TuneState, build_scheduler, run_key, steps_per_epoch, train,
@@ -31,9 +29,8 @@ from tvts.eval.tuning import (Checkpoints, TuneState, build_scheduler, run_key, 
 from tvts.eval.views import ClipDataset
 from tvts.models.text import load_tokenizer
 from tvts.select import load_model
-from tvts.stages.common import add_common_args, setup_logging
+from tvts.stages.eval_common import TuningRun, add_tuning_args, eval_parser
 from tvts.train import checkpoint as C
-from tvts.train import distributed as D
 from tvts.train.data import ResumableBatchSampler
 
 log = logging.getLogger("tvts.eval_t2v")
@@ -41,50 +38,24 @@ STAGE = "eval_t2v"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tvts eval-t2v", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint (results/<exp>/select/best.pt)")
-    p.add_argument("--dataset", required=True, help="a retrieval dataset under eval.datasets (e.g. msrvtt)")
-    p.add_argument("--out", required=True, help="output JSON (results/<exp>/eval/t2v/<dataset>.json)")
-    p.add_argument("--work", required=True, help="checkpoint folder of the fine-tuning (results/<exp>/t2v/<dataset>)")
-    p.add_argument("--cpu", action="store_true", help="ignore any GPU")
-    add_common_args(p)
-    return p
+    return eval_parser("tvts eval-t2v", __doc__, "t2v", add_tuning_args,
+                       "a retrieval dataset under eval.datasets (e.g. msrvtt)", raw_description=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    section = load_eval_section(args.config_path, args.config_json)
-    spec = dataset_spec(section, args.dataset)
-    views = eval_part(section, "views", ViewsConfig)
-    cfg = eval_part(section, "t2v", T2VConfig)
-    env = D.init_distributed(use_cuda=False if args.cpu else None)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        T2VRun(args, spec, views, cfg, env).run()
-    finally:
-        D.cleanup()
-    return 0
+    return T2VRun.main(build_parser().parse_args(argv))
 
 
-class T2VRun:
+class T2VRun(TuningRun):
     """One retrieval job: what `main` wires together."""
 
-    def __init__(self, args: argparse.Namespace, spec: DatasetSpec, views: ViewsConfig, cfg: T2VConfig,
-                 env: D.DistEnv):
-        self.args, self.spec, self.views, self.cfg, self.env = args, spec, views, cfg, env
-        self.timings: dict[str, float] = {}
-        self.mlrun: tracking.StageRun | None = None
-        self.resume: tuple[Path, dict] | None = None
+    STAGE, TASK, CONFIG = STAGE, "t2v", T2VConfig
+    cfg: T2VConfig
 
     def setup(self) -> None:
         """Splits, model, tokenizer, queries and the test set."""
         a, cfg, v = self.args, self.cfg, self.views
-        self.train_set, self.test_set = load_dataset_split(self.spec, "train"), load_dataset_split(self.spec, "test")
-        if not self.test_set.items:
-            raise SystemExit(f"{STAGE}: the test split of {a.dataset} has no videos")
+        self.train_set, self.test_set = self.load_splits()
         tvts_model, self.pcfg = load_model(a.model, self.env.device)
         self.model = RetrievalModel(tvts_model)
         self.sha = file_digest(a.model)
@@ -115,17 +86,6 @@ class T2VRun:
         ckpts = Checkpoints(Path(self.args.work) / "ckpt", key, env, cfg.ckpt_every, cfg.keep_last)
         self.resume = ckpts.find()
         return st, ckpts, data, sampler
-
-    def tracking(self) -> contextlib.AbstractContextManager:
-        """The MLflow run on rank 0 (the interrupted run's, when resuming); nothing elsewhere."""
-        if not self.env.is_main:
-            return contextlib.nullcontext()
-        a = self.args
-        params = {"eval": {"dataset": a.dataset, "spec": self.spec, "views": self.views, "t2v": self.cfg},
-                  "model": a.model, "world_size": self.env.world}
-        run_id = (self.resume[1].get("mlflow_run_id") or None) if self.resume else None
-        return tracking.stage_run(STAGE, a.exp, params, rule=a.rule, resume_run_id=run_id,
-                                  extra_tags={"tvts.task": "t2v", "tvts.dataset": a.dataset})
 
     def evaluate(self, phase: str) -> dict[str, float]:
         """`<phase>/r1` ... on rank 0 ({} elsewhere); keeps the video readability for the rejects."""
@@ -190,16 +150,8 @@ class T2VRun:
 
     def result(self, metrics: dict, st: TuneState | None) -> dict:
         """The output JSON."""
-        rejects = io.Rejects(STAGE)
-        add_rejects(rejects, self.train_set)
         rejected = st.rejected if st else {}
-        for index, reason in sorted(rejected.items()):
-            item = self.train_set.items[index]
-            rejects.add(f"train/{item.video_id}", reason, str(item.path))
-        add_rejects(rejects, self.test_set)
-        for item, ok, reason in zip(self.test_set.items, self.videos["ok"].tolist(), self.videos["reason"]):
-            if not ok:
-                rejects.add(f"test/{item.video_id}", reason or "video_unreadable", str(item.path))
+        rejects = self.rejects(self.train_set, rejected, self.test_set, self.videos)
         n_missing = len(self.train_set.missing) + len(self.test_set.missing)
         counts = {"n_train": len(self.train_set.items) - len(rejected), "n_test": int(self.videos["ok"].sum()),
                   "n_queries": self.n_queries, "n_unreadable": len(rejects) - n_missing, "n_missing": n_missing,

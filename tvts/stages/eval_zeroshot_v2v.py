@@ -12,15 +12,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from tvts import io, tracking
-from tvts.eval.config import (ViewsConfig, ZeroShotV2VConfig, dataset_spec, eval_part, load_dataset_split,
-                              load_eval_section)
+from tvts import io
+from tvts.eval.config import ViewsConfig, ZeroShotV2VConfig, load_dataset_split
 from tvts.eval.features import add_rejects, feature_key, file_digest, split_features
 from tvts.eval.linear import resolve_device
 from tvts.eval.metrics import v2v_recall
 from tvts.eval.views import ClipDataset, view_name
 from tvts.select import load_model
-from tvts.stages.common import add_common_args, setup_logging, timer
+from tvts.stages.common import setup_logging, timer
+from tvts.stages.eval_common import add_feature_args, eval_parser, eval_stage_run, load_stage_config
 
 log = logging.getLogger("tvts.eval_zeroshot_v2v")
 STAGE = "eval_zeroshot_v2v"
@@ -30,27 +30,15 @@ PROTOCOL = ("zero-shot video-to-video retrieval: final-norm CLS (no projection),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tvts eval-zeroshot-v2v", description=__doc__)
-    p.add_argument("--model", required=True, help="checkpoint (results/<exp>/select/best.pt)")
-    p.add_argument("--dataset", required=True, help="a name under eval.datasets (e.g. ssv2)")
-    p.add_argument("--out", required=True, help="output JSON (results/<exp>/eval/zeroshot_v2v/<dataset>.json)")
-    p.add_argument("--features", default=None, help="feature cache folder (results/<exp>/features); none = no cache")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    add_common_args(p)
-    return p
+    return eval_parser("tvts eval-zeroshot-v2v", __doc__, "zeroshot_v2v", add_feature_args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    section = load_eval_section(args.config_path, args.config_json)
-    spec = dataset_spec(section, args.dataset)
-    views = eval_part(section, "views", ViewsConfig)
-    zs = eval_part(section, "zeroshot_v2v", ZeroShotV2VConfig)
+    spec, views, zs = load_stage_config(args, "zeroshot_v2v", ZeroShotV2VConfig)
     device = resolve_device(args.device)
-    params = {"eval": {"dataset": args.dataset, "spec": spec, "views": views, "zeroshot_v2v": zs}, "model": args.model}
-    tags = {"tvts.task": "zeroshot_v2v", "tvts.dataset": args.dataset}
-    with tracking.stage_run(STAGE, args.exp, params, rule=args.rule, extra_tags=tags) as mlrun:
+    with eval_stage_run(STAGE, "zeroshot_v2v", args, spec, views, zs) as mlrun:
         result = evaluate(args, spec, views, zs, device)
         out = Path(args.out)
         io.atomic_write_json(out, result)

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from tvts import io, report
+from tvts.stages.common import add_store_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,10 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiments to show, in column order (default: every experiment in the store)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the report's content as JSON ('-': stdout)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--experiment", default=None,
-                   help="MLflow experiment name (default: $TVTS_MLFLOW_EXPERIMENT or tvts)")
+    add_store_args(p)
     return p
 
 
