@@ -57,7 +57,7 @@ def asr_parts(exp):
 
 
 def launcher(rule_name):
-    """The launcher of a training rule (tvts/launch.py): torchrun with one process per GPU the job
+    """The launcher of a training step (tvts/launch.py) - torchrun with one process per GPU the job
     got (one on CPU); with `nodes`/`tasks` > 1, one torchrun agent per Slurm task through srun.
     Rules `exec` it, so Slurm's signals reach torchrun, not a shell."""
     gpus = res(rule_name, "gpus", 0)
