@@ -97,3 +97,20 @@ def save_tiny_checkpoint(path: Path, video: dict, captions: list[str]) -> Path:
     C.save(path, {"model": model.state_dict(), "config": json.loads(dumps(cfg)), "text_spec": spec.as_dict(),
                   "step": 0})
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_dag_done(tmp_path_factory, smoke_corpus):
+    """A workdir on which the whole smoke DAG has run once, locally (read-only for tests: copy it
+    before running anything that changes its results)."""
+    import subprocess
+
+    work = tmp_path_factory.mktemp("wf")
+    (work / "data").mkdir()
+    shutil.copytree(smoke_corpus, work / "data" / "smoke")
+    shutil.copy(ROOT / "data.dvc", work / "data.dvc")
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+           "--configfile", str(SMOKE), "--cores", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return work, proc

@@ -100,10 +100,9 @@ def slurm_jobs_of(log: str, rule: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, smoke_corpus) -> Path:
-    work = new_workdir(tmp_path_factory.mktemp("local"), smoke_corpus)
-    run_snakemake(work, slurm=False)
-    return work
+def local_run(smoke_dag_done) -> Path:
+    """The whole smoke DAG run locally (the session's shared run: read-only)."""
+    return smoke_dag_done[0]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +172,9 @@ def test_preempted_pretraining_resumes_to_the_uninterrupted_weights(slurm_run, l
     longer = config_with(tmp_path, "long", data={"batch_size": 1}, optim={"epochs": 60, "decay_epochs": [40]},
                          runtime={"log_every": 1, "ckpt_every": 10_000, "keep_last": 2, "threads": 1})
     target = "results/smoke/pretrain/manifest.json"
-    run_snakemake(local_run, target, "-R", "pretrain", configfile=longer, slurm=False)
+    reference = tmp_path / "reference"
+    shutil.copytree(local_run, reference, symlinks=True)
+    run_snakemake(reference, target, "-R", "pretrain", configfile=longer, slurm=False)
     work, _ = slurm_run
     (work / "results/smoke/pretrain/log.jsonl").unlink(missing_ok=True)  # the watcher reads this run's steps only
     done, sent = threading.Event(), []
@@ -191,7 +192,7 @@ def test_preempted_pretraining_resumes_to_the_uninterrupted_weights(slurm_run, l
     assert resumed and int(resumed[0]) >= sent[0][1], (resumed, sent)
     assert len(slurm_jobs_of(proc.stdout + proc.stderr, "pretrain")) == 2  # the preempted attempt and its retry
     manifest = json.loads((work / target).read_text())
-    ref = json.loads((local_run / target).read_text())
+    ref = json.loads((reference / target).read_text())
     assert manifest["counts"]["steps"] == ref["counts"]["steps"]
     final = lambda w: w / "results/smoke/pretrain" / json.loads((w / target).read_text())["outputs"]["epoch_checkpoints"][-1]
-    same_weights(final(work), final(local_run))
+    same_weights(final(work), final(reference))
