@@ -188,3 +188,16 @@ def retrieval_item(video_id: str, captions: dict[str, list[str]], video: Path,
     if not captions.get(video_id):
         raise FormatError(path, f"video {video_id!r} has no caption", line)
     return VideoItem(video_id, video, captions=tuple(captions[video_id]))
+
+
+def listed_retrieval_split(dataset: str, split: str, list_path: Path, captions: dict[str, list[str]],
+                           folder: Path, suffix: str) -> VideoSet:
+    """A retrieval split given as a list of video ids (one per line) and a caption table.
+
+    Args:
+        list_path: the split list; its line numbers name a listed id without captions.
+        folder, suffix: video `<id>` lives at `folder / (<id> + suffix)`.
+    """
+    candidates = [retrieval_item(video_id, captions, folder / f"{video_id}{suffix}", list_path, line)
+                  for line, video_id in read_id_list(list_path)]
+    return keep_existing(candidates, dataset, split)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvts.data.formats.common import (FormatError, VideoSet, keep_existing, load_json, read_id_list,
-                                      retrieval_item, videos_dir)
+from tvts.data.formats.common import (FormatError, VideoSet, listed_retrieval_split, load_json, videos_dir)
 
 CAPTIONS = "annotation/MSR_VTT.json"
 SPLIT_LISTS = {"train": "train_list_jsfusion.txt", "test": "val_list_jsfusion.txt"}
@@ -36,9 +35,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     captions = read_captions(root / CAPTIONS)
     path = root / LISTS_DIR / SPLIT_LISTS[split]
     folder = videos_dir(root, videos, VIDEOS)
-    candidates = [retrieval_item(video_id, captions, folder / f"{video_id}.mp4", path, line)
-                  for line, video_id in read_id_list(path)]
-    return keep_existing(candidates, "msrvtt", split)
+    return listed_retrieval_split("msrvtt", split, path, captions, folder, ".mp4")
 
 
 def read_captions(path: Path) -> dict[str, list[str]]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tvts.data.formats.common import (FormatError, VideoSet, keep_existing, read_id_list, read_lines,
-                                      retrieval_item, videos_dir)
+from tvts.data.formats.common import (FormatError, VideoSet, listed_retrieval_split, read_lines,
+                                      videos_dir)
 
 CAPTIONS = "AllVideoDescriptions.txt"
 SPLIT_LISTS = {"train": "train_list.txt", "test": "test_list.txt"}
@@ -36,9 +36,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     captions = read_descriptions(root / CAPTIONS)
     path = root / SPLIT_LISTS[split]
     folder = videos_dir(root, videos, VIDEOS)
-    candidates = [retrieval_item(video_id, captions, folder / f"{video_id}.avi", path, line)
-                  for line, video_id in read_id_list(path)]
-    return keep_existing(candidates, "msvd", split)
+    return listed_retrieval_split("msvd", split, path, captions, folder, ".avi")
 
 
 def read_descriptions(path: Path) -> dict[str, list[str]]:
