@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup data run test bench demo-data clean-results
+.PHONY: setup data run science test bench demo-data clean-results
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ data: setup
 run: data
 	snakemake --configfile config/demo.yaml --cores $(CORES)
 	@echo "Outputs: results/demo/  Runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+# The methods x seeds comparison (issue 6; ~90 min on 2 cores): report in results/science/report/.
+science: data
+	snakemake --configfile config/science.yaml --cores $(CORES)
+	@echo "Report: results/science/report/summary.md  Compare: tvts compare 'tvts-s*' 'videomae-s*' --by-method"
 
 test: data
 	pytest -q -ra

@@ -5,6 +5,8 @@ Covers the commands the README shows: the full run, `-n` with nothing left to do
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -268,3 +270,52 @@ def test_snakemake_report_includes_the_plots(done_workdir, tmp_path):
     names = zipfile.ZipFile(out).namelist()
     for png in ("pretrain_curves.png", "retrieval.png", "classification.png"):
         assert any(n.endswith(png) for n in names), names
+
+
+SMOKE_GRID = {"seeds": [0, 1], "methods": {
+    "tvts": {},
+    "videomae": {"pretrain": {"method": "videomae", "model": {"mask_ratio": 0.9, "mask_kind": "shared"},
+                              "videomae": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}},
+                 "select": {"metric": "loss_recon"}}}}
+
+
+def test_smoke_grid_of_methods_and_seeds(done_workdir, tmp_path):
+    """A tiny methods x seeds grid on the smoke shards: one pretraining per (method, seed), the
+    untrained baseline per seed, evaluations, and the report aggregating over seeds."""
+    work = tmp_path / "grid"
+    shutil.copytree(done_workdir[0], work, symlinks=True)
+    config = yaml.safe_load(SMOKE.read_text())
+    config["grid"] = SMOKE_GRID
+    config["eval"]["tasks"] = {"zeroshot_v2v": ["ssv2"], "linear": ["ssv2"]}
+    config["dag"]["report_dir"] = "results/grid-report"
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    exps = ["tvts-s0", "tvts-s1", "videomae-s0", "videomae-s1"]
+    # the data stages are the smoke experiment's, already built: only the grid's jobs are planned
+    assert planned_jobs(snakemake(work, "-n", configfile=cfg)) == {
+        "pretrain": 4, "select_ckpt": 4, "init_model": 2, "eval_zeroshot_v2v": 6, "eval_linear": 6,
+        "report": 1, "all": 1}
+    snakemake(work, configfile=cfg)
+    manifests = {e: json.loads((work / f"results/{e}/pretrain/manifest.json").read_text()) for e in exps}
+    assert [m["config"]["pretrain"]["seed"] for m in manifests.values()] == [0, 1, 0, 1]
+    assert [m["config"]["pretrain"]["method"] for m in manifests.values()] == ["tvts", "tvts", "videomae", "videomae"]
+    assert "loss_recon" not in manifests["tvts-s0"]["history"][-1]
+    assert manifests["videomae-s0"]["history"][-1]["loss_recon"] > 0
+    best = {e: torch_load(work / f"results/{e}/select/best.pt")["model"] for e in exps}
+    assert any("decoder" in k for k in best["videomae-s0"]) and not any("decoder" in k for k in best["tvts-s0"])
+    key = "video.patch_embed.proj.weight"
+    assert not best["tvts-s0"][key].equal(best["tvts-s1"][key])  # the seed changes the run
+    inits = [torch_load(work / f"results/random-s{s}/init/model.pt")["model"][key] for s in (0, 1)]
+    assert not inits[0].equal(inits[1])
+    summary = (work / "results/grid-report/summary.md").read_text()
+    assert "## Methods over seeds" in summary
+    assert all(any(l.startswith(f"| `{m}` | 2 |") for l in summary.splitlines()) for m in ("tvts", "videomae", "random"))
+    assert (work / "results/grid-report/methods.png").read_bytes()[:4] == b"\x89PNG"
+    proc = subprocess.run([str(Path(sys.executable).parent / "tvts"), "compare", "tvts-s*", "videomae-s*",
+                           "--by-method", "--csv", "-"], capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr
+    rows = {(r["stage/task"], r["metric"]): r for r in csv.DictReader(io.StringIO(proc.stdout))}
+    values = [json.loads((work / f"results/{e}/eval/linear/ssv2.json").read_text())["metrics"]["top1"]
+              for e in ("tvts-s0", "tvts-s1")]
+    assert float(rows[("linear", "top1")]["tvts_mean"]) == pytest.approx(sum(values) / 2)
+    assert rows[("linear", "top1")]["videomae_n"] == "2"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from tvts import io
+from tvts.grid import Aggregate, aggregate, group_by_method
 from tvts.paper import PAPER, paper_value
 from tvts.tracking import RunRecord
 
@@ -74,14 +75,14 @@ def is_headline(section: str, metric: str) -> bool:
     return metric in HEADLINE.get(section, ())
 
 
-def _natural(text: str) -> tuple:
+def natural_key(text: str) -> tuple:
     """'part-10' after 'part-2'."""
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
 def _rank(value: str, order: Iterable[str]) -> tuple:
     order = tuple(order)
-    return (order.index(value), ()) if value in order else (len(order), _natural(value))
+    return (order.index(value), ()) if value in order else (len(order), natural_key(value))
 
 
 def row_sort_key(row: RowKey) -> tuple:
@@ -158,10 +159,15 @@ def render_text(table: Table) -> str:
             paper = table.paper(row)
             cells.append(format_metric(row.metric, paper) if paper is not None else "")
         lines.append([row.section, row.dataset, row.metric, *cells])
+    return align_columns(lines)
+
+
+def align_columns(lines: list[list[str]], labels: int = 3) -> str:
+    """Header + rows as text: the first `labels` columns left-aligned, the rest right-aligned."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
 
     def fmt(line: list[str]) -> str:
-        parts = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        parts = [c.ljust(w) if i < labels else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -200,3 +206,70 @@ def unknown_exp_message(exp: str, records: list[RunRecord], where: str) -> str:
     if states:
         return f"experiment {exp!r}: no FINISHED runs in {where} (only {', '.join(states)})"
     return f"experiment {exp!r}: no runs in {where}"
+
+
+# ---- methods over seeds (tvts/grid.py) -----------------------------------------------------
+
+@dataclass
+class GroupedTable:
+    """`Table` with its experiments folded into methods: each cell aggregates the method's seeds."""
+
+    methods: list[str]
+    members: dict[str, list[str]]  # method -> its experiments (one per seed)
+    rows: list[RowKey]
+    cells: dict[tuple[RowKey, str], Aggregate] = field(default_factory=dict)
+    show_paper: bool = True
+
+    def cell(self, row: RowKey, method: str) -> Aggregate | None:
+        return self.cells.get((row, method))
+
+    def paper(self, row: RowKey) -> float | None:
+        return paper_value(row.section, row.dataset, row.metric) if self.show_paper else None
+
+
+def group_table(table: Table) -> GroupedTable:
+    """Fold `<method>-s<seed>` columns into one per method: mean, sample std and n of each metric."""
+    members = group_by_method(table.exps)
+    grouped = GroupedTable(list(members), members, list(table.rows), show_paper=table.show_paper)
+    for row in table.rows:
+        for method, exps in members.items():
+            agg = aggregate(table.value(row, e) for e in exps)
+            if agg is not None:
+                grouped.cells[(row, method)] = agg
+    return grouped
+
+
+def format_aggregate(metric: str, agg: Aggregate | None) -> str:
+    if agg is None:
+        return MISSING
+    text = f"{format_metric(metric, agg.mean)} ± {format_metric(metric, agg.std)}"
+    return text if agg.n > 1 else f"{format_metric(metric, agg.mean)} (n=1)"
+
+
+def render_grouped_text(g: GroupedTable) -> str:
+    seeds = {m: len(es) for m, es in g.members.items()}
+    head = ["stage/task", "dataset", "metric", *[f"{m} (n={seeds[m]})" for m in g.methods]]
+    head += ["paper"] if g.show_paper else []
+    lines = [head]
+    for row in g.rows:
+        cells = [format_aggregate(row.metric, g.cell(row, m)) for m in g.methods]
+        if g.show_paper:
+            paper = g.paper(row)
+            cells.append(format_metric(row.metric, paper) if paper is not None else "")
+        lines.append([row.section, row.dataset, row.metric, *cells])
+    return align_columns(lines)
+
+
+def grouped_csv(g: GroupedTable) -> str:
+    """One row per metric; `<method>_mean`, `<method>_std`, `<method>_n` columns, full precision."""
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["stage/task", "dataset", "metric",
+                     *[f"{m}_{k}" for m in g.methods for k in ("mean", "std", "n")]])
+    for row in g.rows:
+        cells = []
+        for m in g.methods:
+            agg = g.cell(row, m)
+            cells += [repr(agg.mean), repr(agg.std), str(agg.n)] if agg else ["", "", "0"]
+        writer.writerow([row.section, row.dataset, row.metric, *cells])
+    return buf.getvalue()

@@ -214,6 +214,10 @@ def validate_workflow_config(config: dict, schema_path: str | Path) -> None:
     for name, cls in stage_sections().items():  # ranges and cross-field checks live in the dataclasses
         if name in config:
             from_dict(cls, config[name], name)
+    if config.get("grid"):
+        from tvts.grid import check_grid_section  # imported here: it imports this module
+
+        check_grid_section(config)
     if "eval" in config:
         from tvts.eval.config import check_eval_section  # imported here: it imports this module
 

@@ -56,3 +56,15 @@ def paper_number(task: str, dataset: str, metric: str) -> PaperNumber | None:
 def paper_value(task: str, dataset: str, metric: str) -> float | None:
     entry = paper_number(task, dataset, metric)
     return entry.value if entry else None
+
+
+# Table 4 of the paper, SSV2 (the methods the demo's comparison mirrors), for orientation beside
+# the methods x seeds comparison. (task, dataset, metric) -> value; a method lists only what the
+# paper reports for it. VideoMAE (K400)'s zero-shot R@1 of 7.9 is quoted in the project's issue 6.
+TABLE4: dict[str, dict[tuple[str, str, str], float]] = {
+    "TVTS (YT-Temporal)": {("linear", "ssv2", "top1"): 31.5, ("zeroshot_v2v", "ssv2", "r1"): 14.7,
+                           ("zeroshot_v2v", "ssv2", "r5"): 38.4, ("zeroshot_v2v", "ssv2", "r10"): 50.5,
+                           ("finetune", "ssv2", "top1"): 68.5},
+    "VideoMAE (K400)": {("linear", "ssv2", "top1"): 17.9, ("zeroshot_v2v", "ssv2", "r1"): 7.9},
+    "VideoMAE (YT-Temporal)": {("linear", "ssv2", "top1"): 15.9, ("finetune", "ssv2", "top1"): 67.9},
+}

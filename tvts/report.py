@@ -12,16 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tvts import io, tracking
-from tvts.compare import (MISSING, SECTION_LABELS, RowKey, Table, build_table, format_metric,
+from tvts.compare import (MISSING, SECTION_LABELS, RowKey, Table, build_table, format_aggregate, format_metric,
                           format_value, row_sort_key, section_of)
-from tvts.paper import CITATION, PAPER, paper_value
+from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
+from tvts.paper import CITATION, PAPER, TABLE4, paper_value
 from tvts.tracking import RunRecord
 
 SUMMARY = "summary.md"
 PRETRAIN_PNG = "pretrain_curves.png"
 RETRIEVAL_PNG = "retrieval.png"
 CLASSIFICATION_PNG = "classification.png"
-PLOTS = (PRETRAIN_PNG, RETRIEVAL_PNG, CLASSIFICATION_PNG)
+METHODS_PNG = "methods.png"
+PLOTS = (PRETRAIN_PNG, RETRIEVAL_PNG, CLASSIFICATION_PNG, METHODS_PNG)
+# The methods x seeds comparison (issue 6): (task, metric), on the first dataset each task has.
+COMPARISON = (("linear", "top1"), ("zeroshot_v2v", "r1"), ("zeroshot_v2v", "r5"), ("zeroshot_v2v", "r10"),
+              ("finetune", "top1"), ("t2v", "zeroshot/r1"), ("t2v", "finetuned/r1"))
+_SHORT = {"linear": "linear", "zeroshot_v2v": "ZS V2V", "finetune": "fine-tune", "t2v": "T2V"}
 CURVES = ("train/loss_sort", "val/sort_exact")
 # Stages every experiment is expected to have; the evaluations are expected where another shown
 # experiment has them (an experiment is "missing" what its neighbours have).
@@ -161,6 +167,77 @@ def _runs_md(data: ReportData) -> list[str]:
     return _md_table(["Experiment", "Stage", "Dataset", "Run id", "Started (UTC)", "Paper config"], rows, [])
 
 
+@dataclass(frozen=True)
+class Column:
+    """One metric of the methods comparison."""
+
+    section: str
+    dataset: str
+    metric: str
+
+    @property
+    def label(self) -> str:
+        return f"{_SHORT.get(self.section, self.section)} {metric_label(self.metric)} ({self.dataset})"
+
+
+def comparison_columns(data: ReportData) -> list[Column]:
+    """The comparison's metrics that some run has, each on the first dataset of its task."""
+    cols = []
+    for section, metric in COMPARISON:
+        datasets = _datasets(data, section)
+        if datasets:
+            cols.append(Column(section, datasets[0], metric))
+    return cols
+
+
+def method_cells(data: ReportData, cols: list[Column]) -> dict[str, dict[Column, Aggregate | None]]:
+    """method -> column -> mean/std/n over that method's seeds (experiments `<method>-s<seed>`)."""
+    groups = group_by_method(data.exps)
+    return {m: {c: aggregate(data.metric(e, c.section, c.metric, c.dataset) for e in exps) for c in cols}
+            for m, exps in groups.items()}
+
+
+def _methods_md(data: ReportData) -> list[str]:
+    cols = comparison_columns(data)
+    if not cols:
+        return ["No evaluation runs yet."]
+    cells = method_cells(data, cols)
+    seeds = {m: len(es) for m, es in group_by_method(data.exps).items()}
+    sort = {m: aggregate(data.metric(e, "pretrain", "val/sort_exact") for e in es)
+            for m, es in group_by_method(data.exps).items()}
+    head = ["Method", "seeds", *[c.label for c in cols], "pretrain val sort_exact"]
+    rows = [[f"`{m}`", str(seeds[m]), *[format_aggregate(c.metric, cells[m][c]) for c in cols],
+             format_aggregate("sort_exact", sort[m]) if sort[m] else MISSING] for m in cells]
+    paper_rows = [[f"paper: {name}", "", *[format_metric(c.metric, v) if (v := vals.get((c.section, c.dataset,
+                  c.metric))) is not None else "" for c in cols], ""] for name, vals in TABLE4.items()]
+    lines = _md_table(head, rows + paper_rows, range(1, len(head)))
+    lines += ["", "Mean ± sample standard deviation (ddof 1) over the seeds; every seed is shown, none is "
+              "dropped. The `paper:` rows are the paper's Table 4 (ViT-B, 174 SSV2 classes, "
+              "millions of videos) for orientation only: a demo-scale run is not comparable with them.", ""]
+    return lines + _differences_md(cells, cols)
+
+
+def _differences_md(cells: dict[str, dict[Column, Aggregate | None]], cols: list[Column]) -> list[str]:
+    """TVTS against each other method: the gap of the means beside the larger seed spread."""
+    if "tvts" not in cells:
+        return []
+    lines = []
+    for other in (m for m in cells if m != "tvts"):
+        parts = []
+        for c in cols:
+            a, b = cells["tvts"][c], cells[other][c]
+            if a is None or b is None:
+                continue
+            gap, spread = a.mean - b.mean, max(a.std, b.std)
+            verdict = ("within the seed spread" if abs(gap) <= spread
+                       else ("TVTS ahead" if gap > 0 else "TVTS behind"))
+            parts.append(f"{c.label} {gap:+.2f} (spread {spread:.2f}, {verdict})")
+        if parts:
+            lines.append(f"- `tvts` − `{other}`: " + "; ".join(parts))
+    return (["Differences of the means, against the larger of the two seed standard deviations:", "", *lines, ""]
+            if lines else [])
+
+
 def render_summary(data: ReportData, skipped_curves: list[str]) -> str:
     lines = ["# TVTS results", "",
              f"Experiments {', '.join(f'`{e}`' for e in data.exps) or '(none)'}, from {data.where}. "
@@ -169,6 +246,8 @@ def render_summary(data: ReportData, skipped_curves: list[str]) -> str:
     if not data.latest:
         lines += ["**No finished runs were found**, so there is nothing to compare yet; "
                   "the plots are placeholders.", ""]
+    if is_grid(data.exps):
+        lines += ["## Methods over seeds", "", *_methods_md(data), f"![Methods over seeds]({METHODS_PNG})", ""]
     lines += ["## Headline metrics", "", *_headline_md(headline_table(data)), ""]
     if data.show_paper:
         lines += [f"The `paper` column is the paper's number ({CITATION}), shown because at least one run "
@@ -318,6 +397,32 @@ def plot_classification(data: ReportData, path: Path, empty_text: str) -> None:
     _save(fig, path)
 
 
+def plot_methods(data: ReportData, path: Path, empty_text: str) -> None:
+    """Methods x metrics bars with ± std error bars over seeds; the paper's Table 4 beside them."""
+    cols = comparison_columns(data)
+    if not is_grid(data.exps) or not cols:
+        _placeholder(path, empty_text if not is_grid(data.exps) or data.latest else "no runs")
+        return
+    cells = method_cells(data, cols)
+    fig, axes = _figure(2, width=max(5.0, 1.3 * len(cols)), height=3.8)
+    width = 0.8 / max(len(cells), 1)
+    for i, (method, row) in enumerate(cells.items()):
+        xs = [j + (i - (len(cells) - 1) / 2) * width for j, c in enumerate(cols) if row[c]]
+        aggs = [row[c] for c in cols if row[c]]
+        axes[0].bar(xs, [a.mean for a in aggs], width, yerr=[a.std for a in aggs], capsize=2,
+                    label=f"{method} (n={max(a.n for a in aggs)})", color=f"C{i % 10}", edgecolor="0.3")
+    axes[0].set_xticks(range(len(cols)), [c.label for c in cols], rotation=30, ha="right", fontsize=7)
+    axes[0].set(title="this project: mean ± std over seeds", ylabel="%")
+    axes[0].legend(fontsize=7)
+    axes[0].grid(axis="y", alpha=0.3)
+    paper = {name: [vals.get((c.section, c.dataset, c.metric)) for c in cols] for name, vals in TABLE4.items()}
+    _bars(axes[1], [c.label for c in cols], paper, {n: f"C{i + 5}" for i, n in enumerate(paper)})
+    axes[1].tick_params(axis="x", labelrotation=30, labelsize=7)
+    axes[1].set(title="paper, Table 4 (ViT-B, full SSV2): orientation only", ylabel="%")
+    axes[1].legend(fontsize=7)
+    _save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -328,7 +433,13 @@ def as_json(data: ReportData, skipped_curves: list[str]) -> dict:
              "values": {e: table.value(r, e) for e in table.exps}, "paper": table.paper(r)} for r in table.rows]
     runs = [{"exp": r.exp, "stage": r.stage, "task": r.task, "dataset": r.dataset, "part": r.part,
              "run_id": r.run_id, "status": r.status, "paper_config": r.paper_config} for r in data.latest]
+    methods = {}
+    if is_grid(data.exps):
+        cols = comparison_columns(data)
+        methods = {m: {c.label: (None if a is None else {"mean": a.mean, "std": a.std, "n": a.n, "values": a.values})
+                       for c, a in row.items()} for m, row in method_cells(data, cols).items()}
     return {"exps": data.exps, "where": data.where, "show_paper": data.show_paper, "empty": not data.latest,
+            "methods": methods,
             "headline": rows, "runs": runs, "missing": missing_runs(data), "skipped_curves": skipped_curves,
             "plots": list(PLOTS), "summary": SUMMARY}
 
@@ -341,5 +452,6 @@ def write_report(data: ReportData, out: str | Path) -> dict:
     skipped = plot_pretrain(data, out / PRETRAIN_PNG, empty_text or "no pretrain runs")
     plot_retrieval(data, out / RETRIEVAL_PNG, empty_text or "no retrieval runs")
     plot_classification(data, out / CLASSIFICATION_PNG, empty_text or "no classification runs")
+    plot_methods(data, out / METHODS_PNG, empty_text or "no methods x seeds grid in these experiments")
     io.atomic_write_text(out / SUMMARY, render_summary(data, skipped))
     return as_json(data, skipped)

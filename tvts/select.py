@@ -20,7 +20,7 @@ from tvts.train.config import PretrainConfig
 from tvts.train.data import ResumableBatchSampler, WindowDataset
 from tvts.train.loop import build_model, evaluate, make_loader, view_config
 
-METRICS = ("sort_exact", "sort_acc", "v2t_r1", "t2v_r1", "loss_sort", "loss_align")
+METRICS = ("sort_exact", "sort_acc", "v2t_r1", "t2v_r1", "loss_sort", "loss_align", "loss_recon")  # recon: VideoMAE
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,16 @@ class SelectConfig:
 
 
 def model_from_state(state: dict, device: torch.device | str = "cpu") -> tuple[TVTS, PretrainConfig]:
-    """Rebuild the model a checkpoint (or best.pt) describes and load its weights."""
+    """Rebuild the model a checkpoint (or best.pt) describes and load its weights.
+
+    A VideoMAE decoder comes back too (it is in the weights) but frozen: no evaluation uses it,
+    and a fine-tuning evaluation under DDP would otherwise wait for its gradients forever.
+    """
     cfg = from_dict(PretrainConfig, state["config"], "checkpoint.config")
     model = build_model(cfg, TextSpec(**state["text_spec"]), load_pretrained_text=False)
     model.load_state_dict(state["model"])
+    if model.decoder is not None:
+        model.decoder.requires_grad_(False)
     return model.to(device).eval(), cfg
 
 
@@ -65,6 +71,11 @@ def pick(scores: dict[str, dict[str, float]], cfg: SelectConfig) -> str:
     """The best checkpoint name; ties go to the earlier checkpoint."""
     sign = 1.0 if cfg.higher_is_better else -1.0
     names = sorted(scores)
+    lacking = [n for n in names if cfg.metric not in scores[n]]
+    if lacking:  # e.g. sort_exact for a VideoMAE run, which reports loss_recon
+        have = ", ".join(sorted(k for k in scores[lacking[0]] if k in METRICS))
+        raise ValueError(f"select.metric: {lacking[0]} has no {cfg.metric!r} score (it has: {have}); "
+                         "pick a metric its pretraining method reports")
     return max(names, key=lambda n: (sign * scores[n][cfg.metric], -names.index(n)))
 
 

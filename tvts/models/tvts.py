@@ -1,4 +1,8 @@
-"""TVTS: video encoder + text encoder + sort head + contrastive projections, and its losses."""
+"""TVTS: video encoder + text encoder + sort head + contrastive projections, and its losses.
+
+With a `VideoMAEConfig` the same model also owns a VideoMAE decoder and pretrains the video
+encoder by masked reconstruction instead (the VideoMAE baseline, `pretrain.method: videomae`).
+"""
 from __future__ import annotations
 
 import itertools
@@ -11,7 +15,8 @@ import torch.nn.functional as F
 from tvts.config import require
 from tvts.models.sort_head import SortConfig, SortHead
 from tvts.models.text import TextConfig, TextEncoder, TextSpec
-from tvts.models.video_vit import VideoConfig, VideoViT
+from tvts.models.video_vit import MASK_KINDS, VideoConfig, VideoViT
+from tvts.models.videomae import VideoMAEConfig, VideoMAEDecoder
 
 
 @dataclass(frozen=True)
@@ -22,10 +27,13 @@ class ModelConfig:
     k: int = 4                 # transcripts per sample
     embed_dim: int = 256       # contrastive projection size
     mask_ratio: float = 0.75   # tube masking while pretraining
+    mask_kind: str = "per_tube"  # per_tube: each tube its own patches (TVTS); shared: one mask for all tubes (VideoMAE)
 
     def check(self, where: str) -> None:
         require(self.k >= 2, where, "k", "must be >= 2")
         require(0.0 <= self.mask_ratio < 1.0, where, "mask_ratio", "must be in [0, 1)")
+        require(self.mask_kind in MASK_KINDS, where, "mask_kind", f"must be one of {', '.join(MASK_KINDS)}, "
+                f"got {self.mask_kind!r}")
 
 
 @dataclass(frozen=True)
@@ -43,14 +51,19 @@ class LossConfig:
 
 @dataclass
 class Outputs:
-    video_emb: torch.Tensor    # (B, E) L2-normalised
-    text_emb: torch.Tensor     # (B, E) L2-normalised mean of the K projected transcripts
-    sort_logits: torch.Tensor  # (B, K, K)
+    """What a forward pass gives: TVTS fills the first three, VideoMAE only `recon_loss`."""
+
+    video_emb: torch.Tensor | None = None    # (B, E) L2-normalised
+    text_emb: torch.Tensor | None = None     # (B, E) L2-normalised mean of the K projected transcripts
+    sort_logits: torch.Tensor | None = None  # (B, K, K)
+    recon_loss: torch.Tensor | None = None   # (B,) VideoMAE: MSE over each sample's masked tubelets
 
 
 class TVTS(nn.Module):
     def __init__(self, cfg: ModelConfig, text_spec: TextSpec, loss: LossConfig | None = None,
-                 pretrained_text: str | None = None):
+                 pretrained_text: str | None = None, videomae: VideoMAEConfig | None = None):
+        """`videomae` adds the VideoMAE decoder (built last, so the other parts initialise as for TVTS);
+        the text side, sort head and projections still exist, for the evaluations that use them."""
         super().__init__()
         self.cfg, self.loss_cfg, self.text_spec = cfg, loss or LossConfig(), text_spec
         self.video = VideoViT(cfg.video)
@@ -58,6 +71,7 @@ class TVTS(nn.Module):
         self.sort_head = SortHead(cfg.video.dim, self.text.dim, cfg.k, cfg.sort)
         self.vid_proj = nn.Linear(cfg.video.dim, cfg.embed_dim)
         self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text.dim, cfg.embed_dim))
+        self.decoder = VideoMAEDecoder(cfg.video, videomae) if videomae is not None else None
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, K, L) token ids -> (B, K, Ct) transcript CLS vectors."""
@@ -71,6 +85,8 @@ class TVTS(nn.Module):
 
     def forward(self, frames: torch.Tensor, keep: torch.Tensor | None, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor) -> Outputs:
+        if self.decoder is not None:
+            return self.forward_videomae(frames, keep)
         text_cls = self.encode_text(input_ids, attention_mask)                       # (B, K, Ct)
         sort_text = text_cls.detach() if self.loss_cfg.detach_text else text_cls
         if self.loss_cfg.sort_video:
@@ -81,6 +97,12 @@ class TVTS(nn.Module):
             video_emb = torch.zeros(text_cls.shape[0], self.cfg.embed_dim, device=text_cls.device)
             logits = self.sort_head(None, sort_text)
         return Outputs(video_emb, self.embed_text(text_cls), logits)
+
+    def forward_videomae(self, frames: torch.Tensor, keep: torch.Tensor | None) -> Outputs:
+        """VideoMAE: encode the visible tubelets, reconstruct the hidden ones. The text encoder and
+        sort head never run (their outputs would only be thrown away)."""
+        tokens = self.video.forward_features(frames, keep)                           # (B, 1 + L, C)
+        return Outputs(recon_loss=self.decoder.loss(frames, tokens[:, 1:], keep))
 
 
 def contrastive_loss(video: torch.Tensor, text: torch.Tensor, all_video: torch.Tensor, all_text: torch.Tensor,

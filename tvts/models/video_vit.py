@@ -2,7 +2,9 @@
 
 Tokens are laid out tube-major: (B, T', N, C) with T' = frames / tubelet temporal tubes and
 N = (img / patch)^2 patches per tube. Tube masking keeps, per sample and per tube, its own
-random subset of patches; the indices come from the data workers (`tube_keep_indices`).
+random subset of patches (`per_tube`, the TVTS paper), or one subset for every tube of a
+sample (`shared`, VideoMAE's tube masking); the indices come from the data workers
+(`tube_keep_indices`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
 from tvts.config import require
+
+PIXEL_MEAN = (0.485, 0.456, 0.406)  # ImageNet: the normalisation of every frame the encoder sees
+PIXEL_STD = (0.229, 0.224, 0.225)
+MASK_KINDS = ("per_tube", "shared")
 
 
 @dataclass(frozen=True)
@@ -49,15 +55,23 @@ class VideoConfig:
         require(self.depth >= 1, where, "depth", "must be >= 1")
 
 
-def tube_keep_indices(rng: np.random.Generator, tubes: int, patches: int, mask_ratio: float) -> np.ndarray:
-    """Tube masking: each temporal tube keeps its own random, sorted subset of patches.
+def tube_keep_indices(rng: np.random.Generator, tubes: int, patches: int, mask_ratio: float,
+                      kind: str = "per_tube") -> np.ndarray:
+    """Tube masking: the random, sorted subset of patches each temporal tube keeps.
 
+    Args:
+        kind: `per_tube` draws a subset per tube (the TVTS paper); `shared` draws one subset and
+            repeats it over every tube (VideoMAE), so a masked location stays hidden for the whole
+            clip and cannot be copied from a neighbouring tube.
     Returns:
         (tubes, n_keep) int64 patch indices, n_keep = round(patches * (1 - mask_ratio)).
     """
+    if kind not in MASK_KINDS:
+        raise ValueError(f"mask kind must be one of {', '.join(MASK_KINDS)}, got {kind!r}")
     n_keep = max(1, int(round(patches * (1.0 - mask_ratio))))
-    keep = np.argsort(rng.random((tubes, patches)), axis=1)[:, :n_keep]
-    return np.sort(keep, axis=1).astype(np.int64)
+    rows = 1 if kind == "shared" else tubes
+    keep = np.sort(np.argsort(rng.random((rows, patches)), axis=1)[:, :n_keep], axis=1).astype(np.int64)
+    return np.repeat(keep, tubes, axis=0) if kind == "shared" else keep
 
 
 def all_patches(tubes: int, patches: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from tvts.train import distributed as D
 from tvts.train.config import PretrainConfig
 from tvts.train.data import ResumableBatchSampler, WindowDataset
 from tvts.train.loop import (Preemption, TrainState, build_model, build_optimizer, build_scheduler, evaluate,
-                             make_loader, train_one_epoch, view_config, wrap)
+                             freeze_unused, make_loader, train_one_epoch, view_config, wrap)
 
 log = logging.getLogger("tvts.pretrain")
 SECTIONS = {"pretrain": PretrainConfig}
@@ -155,6 +155,7 @@ def build_state(cfg: PretrainConfig, spec: TextSpec, env: D.DistEnv, steps_per_e
     if env.world > 1:  # same weights everywhere (above), but each rank its own dropout masks
         torch.manual_seed(cfg.seed + 100_003 * (env.rank + 1))
     model.to(env.device)
+    freeze_unused(model, cfg)
     opt = build_optimizer(model, cfg)
     st = TrainState(model, model, opt, build_scheduler(opt, steps_per_epoch, cfg), steps_per_epoch)
     if resume:
@@ -248,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def text_only_variant(cfg: PretrainConfig) -> PretrainConfig:
-    """The text-only sort baseline: no video, sort loss only, and the text encoder trained by it."""
+    """The text-only sort baseline: no video, sort loss only, and the text encoder trained by it.
+    It is a TVTS run whatever `method` the experiment pretrains with (it never sees video)."""
     from dataclasses import replace
 
-    return replace(cfg, loss=replace(cfg.loss, sort_video=False, detach_text=False, align_weight=0.0,
+    return replace(cfg, method="tvts", loss=replace(cfg.loss, sort_video=False, detach_text=False, align_weight=0.0,
                                      sort_weight=max(cfg.loss.sort_weight, 1.0)))

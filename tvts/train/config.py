@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 
 from tvts.config import require
 from tvts.models.tvts import LossConfig, ModelConfig
+from tvts.models.videomae import VideoMAEConfig
+
+METHODS = ("tvts", "videomae")
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,31 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
+    """`method` picks the pretext task: tvts (sort + contrastive, the paper) or videomae (the
+    masked-reconstruction baseline, which uses `videomae`, `model.mask_ratio` and `model.mask_kind`)."""
+
     seed: int = 0
     init: str = "random"         # random | mae:<path> | tvts:<path>
+    method: str = "tvts"         # tvts | videomae
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    videomae: VideoMAEConfig = field(default_factory=VideoMAEConfig)  # decoder and target (method videomae)
 
     def check(self, where: str) -> None:
         kind = self.init.split(":", 1)[0]
         require(kind in ("random", "mae", "tvts") and (kind == "random") == (":" not in self.init),
                 where, "init", f"must be random, mae:<path> or tvts:<path>, got {self.init!r}")
+        require(self.method in METHODS, where, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method == "videomae":
+            self._check_videomae(where, kind)
+
+    def _check_videomae(self, where: str, init_kind: str) -> None:
+        """VideoMAE learns from hidden tubelets only, in training and in validation alike."""
+        require(self.model.mask_ratio > 0, where, "model.mask_ratio", "must be > 0 for method videomae")
+        require(self.data.eval_mask, where, "data.eval_mask",
+                "must be true for method videomae (validation scores the masked tubelets)")
+        require(init_kind != "tvts", where, "init", "method videomae starts from random or mae:<path> "
+                "(a TVTS release has no decoder)")

@@ -25,10 +25,10 @@ from torch.utils.data import Dataset, Sampler
 
 from tvts.data.shards import iter_tar_members, list_shards, tsn_indices
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
-from tvts.models.video_vit import VideoConfig, all_patches, tube_keep_indices
+from tvts.models.video_vit import PIXEL_MEAN, PIXEL_STD, VideoConfig, all_patches, tube_keep_indices
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)  # ImageNet
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+MEAN = np.array(PIXEL_MEAN, dtype=np.float32)  # ImageNet
+STD = np.array(PIXEL_STD, dtype=np.float32)
 EVAL_EPOCH = 2**31 - 1  # RNG stream of the deterministic evaluation views
 
 
@@ -59,6 +59,7 @@ class ViewConfig:
     short_side: int = 0      # resize stored frames to this short side first; 0 = as stored
     eval_mask: bool = True   # validation keeps the tube mask (the task as trained), with fixed seeds
     frames: bool = True      # False: skip decoding (the text-only baseline never looks at them)
+    mask_kind: str = "per_tube"  # per_tube (TVTS) | shared (VideoMAE: one mask for every tube)
 
 
 class WindowDataset(Dataset):
@@ -116,7 +117,7 @@ class WindowDataset(Dataset):
         ids, mask = tokenize(self._tok, [meta["clips"][j]["text"] for j in order])
         v = self.view.video
         if self.view.mask_ratio > 0 and (train or self.view.eval_mask):
-            keep = tube_keep_indices(rng, v.tubes, v.patches, self.view.mask_ratio)
+            keep = tube_keep_indices(rng, v.tubes, v.patches, self.view.mask_ratio, self.view.mask_kind)
         else:
             keep = all_patches(v.tubes, v.patches)
         return {"frames": frames, "keep": torch.from_numpy(keep), "input_ids": ids.view(self.view.k, -1),

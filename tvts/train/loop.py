@@ -34,17 +34,31 @@ MetricsFn = Callable[[dict[str, float], int], None]
 def view_config(cfg: PretrainConfig) -> ViewConfig:
     m = cfg.model
     return ViewConfig(m.video, m.k, m.mask_ratio, m.text.max_length, cfg.data.short_side, cfg.data.eval_mask,
-                      frames=cfg.loss.sort_video)
+                      frames=cfg.loss.sort_video or cfg.method == "videomae", mask_kind=m.mask_kind)
 
 
 def build_model(cfg: PretrainConfig, spec: TextSpec, load_pretrained_text: bool = True) -> TVTS:
-    """The TVTS model. Pretrained text weights load from `model.text.model` only for a new run
-    that starts from them (not for `scratch`, a `tvts:` init, or a checkpoint about to be loaded)."""
+    """The TVTS model (with the VideoMAE decoder for `method: videomae`). Pretrained text weights
+    load from `model.text.model` only for a new run that starts from them (not for `scratch`, a
+    `tvts:` init, or a checkpoint about to be loaded)."""
     pretrained = (cfg.model.text.model if load_pretrained_text and cfg.model.text.model != "scratch"
                   and not cfg.init.startswith("tvts:") else None)
-    model = TVTS(cfg.model, spec, cfg.loss, pretrained_text=pretrained)
+    videomae = cfg.videomae if cfg.method == "videomae" else None
+    model = TVTS(cfg.model, spec, cfg.loss, pretrained_text=pretrained, videomae=videomae)
     model.video.grad_checkpointing = cfg.runtime.grad_checkpointing
     return model
+
+
+def freeze_unused(model: TVTS, cfg: PretrainConfig) -> None:
+    """Freeze what the method's loss never reaches, before DDP and the optimiser see the model.
+
+    VideoMAE trains the video encoder and decoder only. DDP waits for a gradient of every
+    parameter that requires one, so the idle text encoder, sort head and projections must not.
+    Only training calls this: evaluations rebuild the model with everything trainable.
+    """
+    if cfg.method == "videomae":
+        for part in (model.text, model.sort_head, model.vid_proj, model.txt_proj):
+            part.requires_grad_(False)
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -91,7 +105,11 @@ def run_model(model: nn.Module, batch: dict[str, torch.Tensor]) -> Outputs:
 
 
 def losses(out: Outputs, order: torch.Tensor, cfg: PretrainConfig, env: D.DistEnv) -> dict[str, torch.Tensor]:
-    """loss = align_weight * InfoNCE (gathered across ranks, with gradients) + sort_weight * sort CE."""
+    """loss = align_weight * InfoNCE (gathered across ranks, with gradients) + sort_weight * sort CE;
+    for videomae, the reconstruction MSE alone (a per-sample mean: DDP's gradient average is exact)."""
+    if cfg.method == "videomae":
+        recon = full_precision(out.recon_loss).mean()
+        return {"loss": recon, "loss_recon": recon}
     lc = cfg.loss
     zero = out.sort_logits.new_zeros(())
     align = zero
@@ -192,8 +210,7 @@ def train_one_epoch(st: TrainState, loader: DataLoader, cfg: PretrainConfig, env
                 out = run_model(st.engine, batch)
             parts = losses(out, batch["order"], cfg, env)
             (parts["loss"] / accum).backward()
-        acc = sort_accuracy(out.sort_logits.detach(), batch["order"])
-        meter.add({k: v.item() for k, v in parts.items()} | {"sort_acc": acc["sort_acc"]}, len(batch["order"]))
+        meter.add({k: v.item() for k, v in parts.items()} | train_accuracy(out, batch), len(batch["order"]))
         if not sync:
             tw = time.perf_counter()
             continue
@@ -210,6 +227,13 @@ def train_one_epoch(st: TrainState, loader: DataLoader, cfg: PretrainConfig, env
     return True
 
 
+def train_accuracy(out: Outputs, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The running sort accuracy (none for VideoMAE, whose forward has no sort head)."""
+    if out.sort_logits is None:
+        return {}
+    return {"sort_acc": sort_accuracy(out.sort_logits.detach(), batch["order"])["sort_acc"]}
+
+
 def optimizer_step(st: TrainState, cfg: PretrainConfig) -> None:
     if cfg.optim.clip_grad > 0:
         nn.utils.clip_grad_norm_(st.model.parameters(), cfg.optim.clip_grad)
@@ -221,7 +245,8 @@ def optimizer_step(st: TrainState, cfg: PretrainConfig) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, cfg: PretrainConfig, env: D.DistEnv) -> dict[str, float]:
-    """Validation on every rank's share, gathered: sort accuracies, val losses, video<->text R@1."""
+    """Validation on every rank's share, gathered: sort accuracies, val losses, video<->text R@1
+    (VideoMAE: the reconstruction loss)."""
     model.eval()
     parts = defaultdict(list)
     for batch in loader:
@@ -229,8 +254,9 @@ def evaluate(model: nn.Module, loader: DataLoader, cfg: PretrainConfig, env: D.D
         with autocast(env, cfg):
             out = run_model(model, batch)
         for name, t in (("logits", out.sort_logits), ("order", batch["order"]), ("v", out.video_emb),
-                        ("t", out.text_emb), ("index", batch["index"])):
-            parts[name].append(t.float().cpu() if t.is_floating_point() else t.cpu())
+                        ("t", out.text_emb), ("recon", out.recon_loss), ("index", batch["index"])):
+            if t is not None:
+                parts[name].append(t.float().cpu() if t.is_floating_point() else t.cpu())
     local = {k: torch.cat(v) for k, v in parts.items()}
     gathered = D.gather_objects(local)
     model.train()
@@ -240,6 +266,8 @@ def evaluate(model: nn.Module, loader: DataLoader, cfg: PretrainConfig, env: D.D
 
 
 def validation_metrics(r: dict[str, torch.Tensor], cfg: PretrainConfig) -> dict[str, float]:
+    if cfg.method == "videomae":  # no sort metrics: the sort head is not trained
+        return {"loss_recon": r["recon"].double().mean().item(), "n": float(len(r["recon"]))}
     logits, order = r["logits"], r["order"]
     k = logits.shape[-1]
     out = sort_accuracy(logits, order)

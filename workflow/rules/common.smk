@@ -6,7 +6,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from tvts import tracking
+from tvts import grid, tracking
 from tvts.config import ConfigError, validate_workflow_config
 
 try:
@@ -15,6 +15,10 @@ except ConfigError as err:
     sys.exit(f"Config error: {err}")
 
 EXP = config["exp"]
+try:
+    GRID = grid.grid_of(config)  # methods x seeds (tvts/grid.py), or None
+except ConfigError as err:
+    sys.exit(f"Config error: {err}")
 
 
 wildcard_constraints:
@@ -95,20 +99,49 @@ def job_resources(rule_name):
 
 
 BASELINE = config["dag"].get("no_pretrain_baseline", "")
+REPORT_DIR = config["dag"].get("report_dir", "results/report")
 
 
-def experiments():
-    """The experiments this DAG evaluates: `exp`, and its no-pretraining baseline when set."""
-    return [EXP] + ([BASELINE] if BASELINE else [])
+def seeded(name):
+    """One experiment per grid seed (`<name>-s<seed>`), or the name alone without a grid."""
+    return [grid.experiment_name(name, s) for s in GRID.seeds] if GRID else [name]
 
 
 def pretrained_experiments():
-    return [EXP]
+    """The experiments that pretrain: `exp`, or every (method, seed) of the grid."""
+    return [e for m in GRID.methods for e in seeded(m)] if GRID else [EXP]
+
+
+def baseline_experiments():
+    return seeded(BASELINE) if BASELINE else []
+
+
+def experiments():
+    """The experiments this DAG evaluates: the pretrained ones, then the no-pretraining baseline(s)."""
+    return pretrained_experiments() + baseline_experiments()
+
+
+def is_baseline(exp):
+    return bool(BASELINE) and exp in baseline_experiments()
 
 
 def model_of(exp):
     """The checkpoint an experiment's evaluations load: the selected one, or the untrained model."""
-    return f"results/{exp}/init/model.pt" if exp == BASELINE else f"results/{exp}/select/best.pt"
+    return f"results/{exp}/init/model.pt" if is_baseline(exp) else f"results/{exp}/select/best.pt"
+
+
+def shards_of(exp):
+    """Every experiment of a config trains on the same shards, built once under results/<exp of the config>."""
+    return f"results/{EXP}/shards"
+
+
+def exp_json(exp, *sections):
+    """Like `stage_json`, for one experiment: a grid experiment gets its method's overrides and seed."""
+    method, seed = grid.parse_experiment(exp)
+    if GRID is None or seed is None or (method not in GRID.methods and method != BASELINE):
+        return stage_json(*sections)
+    merged = config | grid.method_config(config, method, seed)
+    return json.dumps({s: merged.get(s, {}) for s in sections}, sort_keys=True)
 
 
 def dataset_root(name):
@@ -126,12 +159,12 @@ def eval_targets():
 
 
 def all_targets():
-    targets = [f"results/{EXP}/select/selection.json"]
+    targets = [f"results/{e}/select/selection.json" for e in pretrained_experiments()]
     if config["dag"].get("text_only_baseline", False):
         targets.append(f"results/{EXP}/text_only/manifest.json")
     targets += eval_targets()
     if config["dag"].get("report", False):
-        targets.append("results/report/summary.md")
+        targets.append(f"{REPORT_DIR}/summary.md")
     return targets
 
 

@@ -5,13 +5,13 @@
 
 rule init_model:
     input:
-        shards=f"results/{EXP}/shards",
+        shards=lambda wc: shards_of(wc.exp),
     output:
         "results/{exp}/init/model.pt",
     log:
         "logs/{exp}/init_model.log",
     params:
-        cfg=stage_json("pretrain"),
+        cfg=lambda wc: exp_json(wc.exp, "pretrain"),
     threads: res("init_model", "threads")
     resources:
         **job_resources("init_model"),

@@ -3,13 +3,13 @@
 
 rule pretrain:
     input:
-        shards="results/{exp}/shards",
+        shards=lambda wc: shards_of(wc.exp),
     output:
         "results/{exp}/pretrain/manifest.json",
     log:
         "logs/{exp}/pretrain.log",
     params:
-        cfg=stage_json("pretrain"),
+        cfg=lambda wc: exp_json(wc.exp, "pretrain"),
         launch=lambda wc, threads: launcher("pretrain"),
     threads: res("pretrain", "threads")
     resources:
@@ -44,14 +44,14 @@ rule text_only_baseline:
 rule select_ckpt:
     input:
         pretrain="results/{exp}/pretrain/manifest.json",
-        shards="results/{exp}/shards",
+        shards=lambda wc: shards_of(wc.exp),
     output:
         best="results/{exp}/select/best.pt",
         selection="results/{exp}/select/selection.json",
     log:
         "logs/{exp}/select_ckpt.log",
     params:
-        cfg=stage_json("select"),
+        cfg=lambda wc: exp_json(wc.exp, "select"),
     threads: res("select_ckpt", "threads")
     resources:
         **job_resources("select_ckpt"),

@@ -5,16 +5,18 @@ rule report:
     input:
         lambda wc: eval_targets() + [f"results/{e}/select/selection.json" for e in pretrained_experiments()],
     output:
-        summary="results/report/summary.md",
-        curves=report("results/report/pretrain_curves.png", caption="../report/curves.rst", category="Pretraining"),
-        retrieval=report("results/report/retrieval.png", caption="../report/retrieval.rst", category="Evaluation"),
-        classification=report("results/report/classification.png", caption="../report/classification.rst",
+        summary=f"{REPORT_DIR}/summary.md",
+        curves=report(f"{REPORT_DIR}/pretrain_curves.png", caption="../report/curves.rst", category="Pretraining"),
+        retrieval=report(f"{REPORT_DIR}/retrieval.png", caption="../report/retrieval.rst", category="Evaluation"),
+        classification=report(f"{REPORT_DIR}/classification.png", caption="../report/classification.rst",
                               category="Evaluation"),
+        methods=report(f"{REPORT_DIR}/methods.png", caption="../report/methods.rst", category="Evaluation"),
     log:
         "logs/report.log",
     params:
         exps=" ".join(experiments()),
+        out=REPORT_DIR,
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts report --out results/report --exps {params.exps} > {log} 2>&1"
+        "tvts report --out {params.out} --exps {params.exps} > {log} 2>&1"

@@ -1,0 +1,135 @@
+"""Methods x seeds: the experiments of a comparison, their configs, and mean +- std over seeds.
+
+A config with a `grid` section trains every method with every seed on the same shards:
+
+    grid:
+      seeds: [0, 1, 2]
+      methods:
+        tvts: {}
+        videomae: {pretrain: {method: videomae}, select: {metric: loss_recon}}
+
+Each (method, seed) is the experiment `<method>-s<seed>`: its `pretrain` and `select` sections
+are the config's, deep-merged with the method's overrides, with `pretrain.seed = seed`. The
+no-pretraining baseline (`dag.no_pretrain_baseline: random`) becomes `random-s<seed>` too.
+Readers (`tvts compare --by-method`, the report) group experiments by that name back into
+(method, seed) and aggregate each metric as mean +- sample std (ddof 1) over the seeds.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from tvts.config import require
+
+_EXP = re.compile(r"^(?P<method>[A-Za-z0-9_\-]+?)-s(?P<seed>\d+)$")
+OVERRIDABLE = ("pretrain", "select")  # the sections a method may change
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    seeds: tuple[int, ...] = (0,)
+    methods: dict[str, dict] = field(default_factory=dict)  # method -> {section: overrides}
+
+    def check(self, where: str) -> None:
+        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), where, "seeds",
+                "must list at least one seed, without repeats")
+        require(all(isinstance(s, int) and s >= 0 for s in self.seeds), where, "seeds", "must be integers >= 0")
+        require(len(self.methods) >= 1, where, "methods", "must name at least one method")
+        for name, sections in self.methods.items():
+            require(re.fullmatch(r"[A-Za-z0-9_]+", name) is not None, f"{where}.methods", name,
+                    "method names use letters, digits and _ only (the experiment is <method>-s<seed>)")
+            unknown = sorted(set(sections or {}) - set(OVERRIDABLE))
+            require(not unknown, f"{where}.methods.{name}", unknown[0] if unknown else "",
+                    f"only {', '.join(OVERRIDABLE)} can be overridden per method")
+
+
+def grid_of(config: dict) -> GridConfig | None:
+    """The `grid` section as a checked GridConfig, or None when the config has none."""
+    raw = config.get("grid")
+    if not raw:
+        return None
+    grid = GridConfig(seeds=tuple(raw.get("seeds", (0,))), methods=dict(raw.get("methods") or {}))
+    grid.check("grid")
+    return grid
+
+
+def experiment_name(method: str, seed: int) -> str:
+    return f"{method}-s{seed}"
+
+
+def parse_experiment(exp: str) -> tuple[str, int | None]:
+    """`tvts-s2` -> ("tvts", 2); a name without a seed suffix is its own method, seed None."""
+    m = _EXP.match(exp)
+    return (m["method"], int(m["seed"])) if m else (exp, None)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of `base` with `override` merged in, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def method_config(config: dict, method: str, seed: int) -> dict[str, Any]:
+    """The `pretrain` and `select` sections of experiment `<method>-s<seed>`."""
+    grid = grid_of(config)
+    overrides = (grid.methods.get(method) if grid else None) or {}
+    out = {s: deep_merge(config.get(s, {}), overrides.get(s, {})) for s in OVERRIDABLE}
+    out["pretrain"]["seed"] = seed
+    return out
+
+
+# ---- aggregation ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Aggregate:
+    mean: float
+    std: float       # sample std (ddof 1); 0 for a single seed
+    n: int
+    values: tuple[float, ...]
+
+    def format(self, fmt=lambda v: f"{v:.2f}") -> str:
+        return f"{fmt(self.mean)} ± {fmt(self.std)}" + ("" if self.n > 1 else " (1 seed)")
+
+
+def aggregate(values: Iterable[float]) -> Aggregate | None:
+    vals = tuple(float(v) for v in values if v is not None and v == v)
+    if not vals:
+        return None
+    mean = sum(vals) / len(vals)
+    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+    return Aggregate(mean, math.sqrt(var), len(vals), vals)
+
+
+def group_by_method(exps: Iterable[str]) -> dict[str, list[str]]:
+    """Experiments grouped by method, in first-seen order; seeds sorted within a method."""
+    groups: dict[str, list[str]] = {}
+    for exp in exps:
+        groups.setdefault(parse_experiment(exp)[0], []).append(exp)
+    return {m: sorted(es, key=lambda e: parse_experiment(e)[1] or 0) for m, es in groups.items()}
+
+
+def is_grid(exps: Iterable[str]) -> bool:
+    """Whether some method has several seeds among `exps` (then the report aggregates)."""
+    return any(len(es) > 1 for es in group_by_method(exps).values())
+
+
+def check_grid_section(config: dict) -> None:
+    """Every method's merged `pretrain`/`select` sections go through their dataclasses, so a bad
+    override is reported under its own key (e.g. `grid.methods.videomae.pretrain.model: ...`)."""
+    from tvts.config import ConfigError, from_dict, stage_sections
+
+    grid = grid_of(config)
+    sections = stage_sections()
+    for method in grid.methods:
+        merged = method_config(config, method, grid.seeds[0])
+        for name in OVERRIDABLE:
+            try:
+                from_dict(sections[name], merged[name], name)
+            except ConfigError as err:
+                raise ConfigError(f"grid.methods.{method}: {err}") from None
