@@ -20,6 +20,16 @@ def mlflow_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mlflow")
 
 
+def own_store(mp: pytest.MonkeyPatch, root: Path, experiment: str) -> str:
+    """Point MLflow at a store of its own under `root` (for tests that count runs). Returns its URI."""
+    uri = f"sqlite:///{root}/mlflow.db"
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("TVTS_MLFLOW_EXPERIMENT", experiment)
+    mp.setenv("TVTS_GIT_COMMIT", "test")
+    mp.delenv("TVTS_PARENT_RUN_ID", raising=False)
+    return uri
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_tracking(mlflow_dir):
     """Session-wide (module fixtures run workflows too): never touch the repository's

@@ -17,6 +17,8 @@ from tvts import tracking
 from tvts.stages import compare as compare_stage
 from tvts.stages import report as report_stage
 
+from conftest import own_store
+
 EXPERIMENT = "tvts-compare-test"
 PLOTS = ("pretrain_curves.png", "retrieval.png", "classification.png")
 
@@ -44,10 +46,7 @@ def store(tmp_path_factory):
     """demo: pretrain, text-only, select, v2v, linear (with reruns), t2v; random: v2v + linear only."""
     root = tmp_path_factory.mktemp("cmpstore")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.setenv("TVTS_MLFLOW_EXPERIMENT", EXPERIMENT)
-        mp.setenv("TVTS_GIT_COMMIT", "test")
-        mp.delenv("TVTS_PARENT_RUN_ID", raising=False)
+        own_store(mp, root, EXPERIMENT)
         ids = {"demo/pretrain": pretrain_run("demo"),
                "demo/text_only": pretrain_run("demo", "text_only_baseline", 0.5)}
         with tracking.stage_run("select_ckpt", "demo", {}) as run:

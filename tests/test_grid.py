@@ -16,6 +16,8 @@ from tvts.config import ConfigError, load_yaml, validate_workflow_config
 from tvts.stages import compare as compare_stage
 from tvts.stages import report as report_stage
 
+from conftest import own_store
+
 SCHEMA = "workflow/schemas/config.schema.yaml"
 EXPERIMENT = "tvts-grid-test"
 # method -> linear top-1 per seed (chosen so the means and stds are easy to check)
@@ -95,10 +97,7 @@ def _run(exp: str, stage: str, metrics: dict, tags: dict | None = None) -> None:
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("gridstore")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-        mp.setenv("TVTS_MLFLOW_EXPERIMENT", EXPERIMENT)
-        mp.setenv("TVTS_GIT_COMMIT", "test")
-        mp.delenv("TVTS_PARENT_RUN_ID", raising=False)
+        own_store(mp, root, EXPERIMENT)
         for method, values in LINEAR.items():
             for seed, top1 in enumerate(values):
                 exp = f"{method}-s{seed}"

@@ -48,8 +48,24 @@ class RowKey:
     metric: str
 
 
+class PaperColumn:
+    """The paper's number beside a row, when the table shows it (`show_paper`)."""
+
+    show_paper: bool
+
+    def paper(self, row: RowKey) -> float | None:
+        return paper_value(row.section, row.dataset, row.metric) if self.show_paper else None
+
+    def paper_cells(self, row: RowKey) -> list[str]:
+        """[] without a paper column, else the formatted number ("" where the paper has none)."""
+        if not self.show_paper:
+            return []
+        paper = self.paper(row)
+        return [format_metric(row.metric, paper) if paper is not None else ""]
+
+
 @dataclass
-class Table:
+class Table(PaperColumn):
     """Cells of a side-by-side table; `values[(row, exp)]` is absent where a run or metric is."""
 
     exps: list[str]
@@ -60,9 +76,6 @@ class Table:
 
     def value(self, row: RowKey, exp: str) -> float | None:
         return self.values.get((row, exp))
-
-    def paper(self, row: RowKey) -> float | None:
-        return paper_value(row.section, row.dataset, row.metric) if self.show_paper else None
 
 
 def section_of(run: RunRecord) -> str:
@@ -155,10 +168,7 @@ def render_text(table: Table) -> str:
     lines = [header(table)]
     for row in table.rows:
         cells = [format_metric(row.metric, table.value(row, e)) for e in table.exps]
-        if table.show_paper:
-            paper = table.paper(row)
-            cells.append(format_metric(row.metric, paper) if paper is not None else "")
-        lines.append([row.section, row.dataset, row.metric, *cells])
+        lines.append([row.section, row.dataset, row.metric, *cells, *table.paper_cells(row)])
     return align_columns(lines)
 
 
@@ -211,7 +221,7 @@ def unknown_exp_message(exp: str, records: list[RunRecord], where: str) -> str:
 # ---- methods over seeds (tvts/grid.py) -----------------------------------------------------
 
 @dataclass
-class GroupedTable:
+class GroupedTable(PaperColumn):
     """`Table` with its experiments folded into methods: each cell aggregates the method's seeds."""
 
     methods: list[str]
@@ -222,9 +232,6 @@ class GroupedTable:
 
     def cell(self, row: RowKey, method: str) -> Aggregate | None:
         return self.cells.get((row, method))
-
-    def paper(self, row: RowKey) -> float | None:
-        return paper_value(row.section, row.dataset, row.metric) if self.show_paper else None
 
 
 def group_table(table: Table) -> GroupedTable:
@@ -253,10 +260,7 @@ def render_grouped_text(g: GroupedTable) -> str:
     lines = [head]
     for row in g.rows:
         cells = [format_aggregate(row.metric, g.cell(row, m)) for m in g.methods]
-        if g.show_paper:
-            paper = g.paper(row)
-            cells.append(format_metric(row.metric, paper) if paper is not None else "")
-        lines.append([row.section, row.dataset, row.metric, *cells])
+        lines.append([row.section, row.dataset, row.metric, *cells, *g.paper_cells(row)])
     return align_columns(lines)
 
 

@@ -128,10 +128,7 @@ def _headline_md(table: Table) -> list[str]:
     head += ["paper"] if table.show_paper else []
     rows = []
     for row in table.rows:
-        cells = [format_metric(row.metric, table.value(row, e)) for e in table.exps]
-        if table.show_paper:
-            paper = table.paper(row)
-            cells.append(format_metric(row.metric, paper) if paper is not None else "")
+        cells = [format_metric(row.metric, table.value(row, e)) for e in table.exps] + table.paper_cells(row)
         rows.append([SECTION_LABELS.get(row.section, row.section), row.dataset, metric_label(row.metric), *cells])
     if not rows:
         return ["No headline metrics were logged by these experiments."]
