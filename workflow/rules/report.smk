@@ -15,7 +15,7 @@ rule report:
         "logs/report.log",
     params:
         exps=" ".join(experiments()),
-        out=REPORT_DIR,
+        out=lambda wc, output: os.path.dirname(output.summary),
     conda:
         "../../envs/tvts.yaml"
     shell:
