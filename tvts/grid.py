@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from tvts.config import require
+from tvts.config import ConfigError, from_dict, require, stage_sections
 
 _EXP = re.compile(r"^(?P<method>[A-Za-z0-9_\-]+?)-s(?P<seed>\d+)$")
 OVERRIDABLE = ("pretrain", "select")  # the sections a method may change
@@ -122,8 +122,6 @@ def is_grid(exps: Iterable[str]) -> bool:
 def check_grid_section(config: dict) -> None:
     """Every method's merged `pretrain`/`select` sections go through their dataclasses, so a bad
     override is reported under its own key (e.g. `grid.methods.videomae.pretrain.model: ...`)."""
-    from tvts.config import ConfigError, from_dict, stage_sections
-
     grid = grid_of(config)
     sections = stage_sections()
     for method in grid.methods:

@@ -199,9 +199,9 @@ def _methods_md(data: ReportData) -> list[str]:
     if not cols:
         return ["No evaluation runs yet."]
     cells = method_cells(data, cols)
-    seeds = {m: len(es) for m, es in group_by_method(data.exps).items()}
-    sort = {m: aggregate(data.metric(e, "pretrain", "val/sort_exact") for e in es)
-            for m, es in group_by_method(data.exps).items()}
+    groups = group_by_method(data.exps)
+    seeds = {m: len(es) for m, es in groups.items()}
+    sort = {m: aggregate(data.metric(e, "pretrain", "val/sort_exact") for e in es) for m, es in groups.items()}
     head = ["Method", "seeds", *[c.label for c in cols], "pretrain val sort_exact"]
     rows = [[f"`{m}`", str(seeds[m]), *[format_aggregate(c.metric, cells[m][c]) for c in cols],
              format_aggregate("sort_exact", sort[m]) if sort[m] else MISSING] for m in cells]
@@ -398,7 +398,7 @@ def plot_methods(data: ReportData, path: Path, empty_text: str) -> None:
     """Methods x metrics bars with ± std error bars over seeds; the paper's Table 4 beside them."""
     cols = comparison_columns(data)
     if not is_grid(data.exps) or not cols:
-        _placeholder(path, empty_text if not is_grid(data.exps) or data.latest else "no runs")
+        _placeholder(path, empty_text)
         return
     cells = method_cells(data, cols)
     fig, axes = _figure(2, width=max(5.0, 1.3 * len(cols)), height=3.8)
