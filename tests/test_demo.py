@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 from tvts.config import ConfigError, from_dict
-from tvts.data.demo import (BAD_KINDS, DemoConfig, Event, asr_words, generate_demo, item_rng,
-                            load_events, plan_events, ssv2_class_name, track_state)
+from tvts.data.demo import (BAD_KINDS, SSV2_PHRASES, DemoConfig, Event, asr_words, describe, generate_demo,
+                            item_rng, load_events, plan_events, plan_ssv2_clip, plan_track, ssv2_class_name,
+                            track_state, Step)
 
 # Seconds-long corpus: 64 px, three short videos, one SSV2 clip per class and split.
 SMALL = {
     "size": 64, "n_videos": 3, "video_min_s": 12.0, "video_max_s": 16.0,
     "event_min_s": 3.0, "event_max_s": 5.0, "actor_size_min": 10.0, "actor_size_max": 16.0,
-    "move_speed_px_s": 8.0, "ssv2_train_per_class": 1, "ssv2_val_per_class": 1, "ssv2_clip_s": 3.0,
+    "move_speed_px_s": 8.0, "ssv2_train_per_class": 1, "ssv2_val_per_class": 1,
     "msrvtt_train": 3, "msrvtt_test": 2, "captions_per_video": 2,
 }
 
@@ -158,20 +159,45 @@ def test_ssv2_format(corpus):
         per_label = Counter(labels[ssv2_class_name(e["template"])] for e in entries)
         assert per_label == {v: per_class for v in labels.values()}
         for e in entries:
-            placeholder, = e["placeholders"]
-            assert e["label"].lower() == e["template"].lower().replace("[something]", placeholder)
+            label = e["template"].lower()
+            assert len(e["placeholders"]) == label.count("[something]") == 2      # one actor per event
+            for placeholder in e["placeholders"]:
+                label = label.replace("[something]", placeholder, 1)
+            assert e["label"].lower() == label
             assert e["id"].isdigit()
             assert (root / "ssv2" / "20bn-something-something-v2" / f"{e['id']}.webm").is_file()
         ids += [e["id"] for e in entries]
     assert len(ids) == len(set(ids))
 
 
-def test_default_ssv2_classes_come_in_direction_or_order_pairs():
+def test_default_ssv2_classes_are_ordered_pairs_with_their_time_reverse():
     cfg = DemoConfig()
-    assert len(cfg.ssv2_classes) >= 10
+    assert cfg.ssv2_layout == "events" and len(cfg.ssv2_classes) == 12
     steps = [tuple(s) for s in cfg.ssv2_classes.values()]
     assert len(set(steps)) == len(steps)
-    assert any(len(s) > 1 for s in steps)            # order over more than two frames
+    assert all(len(s) == 2 and s[0] != s[1] for s in steps)        # two events: order over many frames
+    assert all(s[::-1] in steps for s in steps)                    # the reverse is a class too
+    assert all(set(s) <= set(SSV2_PHRASES) for s in steps)
+
+
+def test_ssv2_events_layout_times_clips_like_pretraining_events():
+    cfg = DemoConfig()
+    for i in range(50):
+        rng = np.random.default_rng(i)
+        tracks, duration = plan_ssv2_clip(["move_left", "grow"], cfg, rng)
+        assert [t.steps[0].action for t in tracks] == ["move_left", "grow"]
+        assert len({(t.color, t.shape, t.x0) for t in tracks}) == 2          # two fresh actors
+        for t in tracks:
+            assert cfg.event_min_s <= t.t1 - t.t0 <= cfg.event_max_s
+        gaps = [tracks[0].t0, tracks[1].t0 - tracks[0].t1, duration - tracks[1].t1]
+        assert all(cfg.gap_min_s <= g <= cfg.gap_max_s for g in gaps)
+
+
+def test_ssv2_one_actor_layout_is_corpus_v1():
+    cfg = replace(DemoConfig(), ssv2_layout="one_actor")
+    tracks, duration = plan_ssv2_clip(["appear", "move_left"], cfg, np.random.default_rng(0))
+    assert duration == cfg.ssv2_clip_s and len(tracks) == 1
+    assert [s.action for s in tracks[0].steps] == ["appear", "move_left"]
 
 
 def test_msrvtt_format(corpus):
@@ -193,8 +219,10 @@ def test_decord_reads_mp4_and_webm(corpus):
     decord = pytest.importorskip("decord")
     root, cfg, _ = corpus
     row = read_tsv(root / "yttemporal" / "videos.tsv")[0]
+    template = list(cfg.ssv2_classes)[0]      # clip 10000 is train index 0: replay its plan for the duration
+    _, ssv2_s = plan_ssv2_clip(list(cfg.ssv2_classes[template]), cfg, item_rng(cfg, "ssv2_train", 0))
     clips = [(root / "yttemporal" / row["Name"], float(row["duration"])),
-             (root / "ssv2" / "20bn-something-something-v2" / "10000.webm", cfg.ssv2_clip_s)]
+             (root / "ssv2" / "20bn-something-something-v2" / "10000.webm", ssv2_s)]
     for path, duration in clips:
         reader = decord.VideoReader(str(path))
         assert abs(len(reader) - duration * cfg.fps) <= 1, path
@@ -287,6 +315,26 @@ def test_each_actor_is_fresh_and_lives_only_in_its_event():
             assert not visible[np.searchsorted(times, step.t1) - 1]
 
 
+def test_narration_names_the_action_not_the_actor_by_default():
+    cfg = DemoConfig()
+    track = plan_track([Step("move_left", 0.0, 4.0)], cfg, np.random.default_rng(0))
+    said = [describe(track, cfg, np.random.default_rng(i)) for i in range(30)]
+    assert all(track.color not in s and track.shape not in s for s in said)
+    assert all(any(n in s for n in cfg.generic_nouns) for s in said)
+    named = replace(cfg, p_name_actor=1.0)
+    assert all(f"{track.color} {track.shape}" in describe(track, named, np.random.default_rng(i)) for i in range(5))
+
+
+def test_no_action_repeats_within_distinct_recent_events():
+    cfg = DemoConfig()
+    for plan in _planned_videos(cfg, 50):
+        actions = [e.track.steps[0].action for e in plan]
+        for k in range(len(actions)):
+            assert actions[k] not in actions[max(0, k - cfg.distinct_recent):k]
+    iid = [e.track.steps[0].action for plan in _planned_videos(replace(cfg, distinct_recent=0), 50) for e in plan]
+    assert any(a == b for a, b in zip(iid, iid[1:]))                   # the rule is what prevents repeats
+
+
 def test_asr_noise_is_configurable():
     noisy = replace(DemoConfig(), p_filler=1.0, p_substitute=1.0, p_drop=0.0, p_mojibake=1.0, p_html=1.0)
     words = asr_words("The red square moves to the left.", noisy, np.random.default_rng(0))
@@ -311,8 +359,14 @@ def test_unknown_key_is_named():
     ({"p_drop": 1.5}, "p_drop"),
     ({"shapes": ["hexagon"]}, "shapes"),
     ({"shapes": ["circle"]}, "shapes"),                       # rotate actions need a rotatable shape
-    ({"ssv2_classes": {"Moving [something] up": ["move_up", "appear"], "[Something] appearing": ["appear"]}},
+    ({"ssv2_layout": "one_actor",
+      "ssv2_classes": {"Moving [something] up": ["move_up", "appear"], "[Something] appearing": ["appear"]}},
      "ssv2_classes"),
+    ({"ssv2_classes": {"[Something] growing, then shrinking": ["grow", "shrink"],
+                       "[Something] shrinking": ["shrink"]}}, "ssv2_classes"),   # events: one [something] each
+    ({"ssv2_layout": "sideways"}, "ssv2_layout"),
+    ({"distinct_recent": 10}, "distinct_recent"),
+    ({"p_name_actor": 2.0}, "p_name_actor"),
     ({"templates": {"grow": ["It grows."]}}, "templates"),
     ({"size": 90}, "size"),
 ])
@@ -323,5 +377,6 @@ def test_bad_values_are_named(section, key):
 
 def test_yaml_style_sections_load():
     cfg = from_dict(DemoConfig, {"colors": {"red": [255, 0, 0], "blue": [0, 0, 255]},
-                                 "shapes": ["square", "bar"], "actions": ["move_left", "rotate_cw"]}, "demo")
+                                 "shapes": ["square", "bar"], "actions": ["move_left", "rotate_cw"],
+                                 "distinct_recent": 1}, "demo")
     assert cfg.shapes == ("square", "bar") and set(cfg.colors) == {"red", "blue"}

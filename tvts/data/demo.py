@@ -6,15 +6,23 @@ performs one action while a narrator describes it, and a few persistent un-narra
 distractor shapes drift slowly so that appearance alone never identifies the actor.
 
 Why events are built this way (DEMO-NOTES.md, "Text leakage"): the sort pretext task
-must not be solvable from the transcripts alone. Events are drawn i.i.d. and each
-event's actor exists only during its own event (appear: absent, then pops in
-mid-event; disappear: present, then vanishes mid-event), so the text of one event says
-nothing about where in the video it sits. Narration contains no order words.
+must not be solvable from the transcripts alone. Each event's actor exists only during
+its own event (appear: absent, then pops in mid-event; disappear: present, then vanishes
+mid-event), and an event's action is drawn uniformly from those the last
+`distinct_recent` events did not do, a rule symmetric in time: the text of a window's
+events says nothing about their order. Narration contains no order words.
 
-The SSV2-format set reuses the same renderer, speeds, sizes and pop timing (DEMO-NOTES,
-"Probe and pretraining must share speeds"), with classes that differ only in direction
-or temporal order; each class and its time reverse have the same distribution of
-single frames, so static appearance never separates them.
+Why the narrator names the action, not the actor (`p_name_actor`, default 0): if every
+sentence said "the red square", the sort task would be solvable from single frames (find
+the red square), i.e. from appearance alone, and the contrastive term would pull the
+video CLS toward colours and shapes. Said as "the shape moves to the left", placing a
+sentence in time needs the motion, so it takes several frames.
+
+The SSV2-format set reuses the same renderer, speeds, sizes, event lengths and gaps
+(DEMO-NOTES, "Probe and pretraining must share speeds"). With the default layout
+"events", a clip is two pretraining-like events by two actors and its class is the
+ordered pair of actions; every class has its time reverse among the classes, so neither
+single frames nor the unordered set of frames separates them.
 
 Everything is seeded per item from (seed, subset name, index) and encoded with
 single-threaded bit-exact encoders after a numpy RGB->YUV conversion, so the bytes do
@@ -93,25 +101,27 @@ def _default_mishearings() -> dict[str, list]:
             "clockwise": ["clock"], "vanishes": ["varnishes"], "rises": ["prizes"], "sinks": ["thinks"]}
 
 
+SSV2_PHRASES = {"move_left": "[something] moving left", "move_right": "[something] moving right",
+                "grow": "[something] growing", "shrink": "[something] shrinking"}
+
+
+def ssv2_order_template(first: str, second: str) -> str:
+    """The SSV2-style template of the class "`first`, then `second`" (two events, two actors)."""
+    text = f"{SSV2_PHRASES[first]}, then {SSV2_PHRASES[second]}"
+    return text.replace("[something]", "[Something]", 1)
+
+
 def _default_ssv2_classes() -> dict[str, list]:
-    # Pairs that differ only in direction or in temporal order; the last four need
-    # order over more than two frames (DEMO-NOTES, "Random init is a strong baseline").
-    return {
-        "Moving [something] from left to right": ["move_right"],
-        "Moving [something] from right to left": ["move_left"],
-        "Moving [something] up": ["move_up"],
-        "Moving [something] down": ["move_down"],
-        "[Something] appearing": ["appear"],
-        "[Something] disappearing": ["disappear"],
-        "Making [something] bigger": ["grow"],
-        "Making [something] smaller": ["shrink"],
-        "Turning [something] clockwise": ["rotate_cw"],
-        "Turning [something] counterclockwise": ["rotate_ccw"],
-        "[Something] appearing and then moving left": ["appear", "move_left"],
-        "[Something] appearing and then moving right": ["appear", "move_right"],
-        "Moving [something] left and then disappearing": ["move_left", "disappear"],
-        "Moving [something] right and then disappearing": ["move_right", "disappear"],
-    }
+    # layout "events": every ordered pair of two different actions from SSV2_PHRASES, each
+    # action its own event by its own actor (12 classes). Each class has its time reverse
+    # (A then B / B then A) among the classes: the same actors, actions and frames, only
+    # in the other order, so neither one frame nor the unordered set of frames separates
+    # them; telling the pair needs motion (>= 2 frames per event) and the order needs
+    # both events (README, "The demo corpus").
+    return {ssv2_order_template(a, b): [a, b] for a in SSV2_PHRASES for b in SSV2_PHRASES if a != b}
+
+
+SSV2_LAYOUTS = ("events", "one_actor")
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,9 @@ class DemoConfig:
     background_texture: float = 6.0     # amplitude of a smooth static texture (grey levels)
     frame_noise_std: float = 0.0        # per-frame pixel noise (costs a lot of bytes)
     # narration and ASR noise
+    p_name_actor: float = 0.0           # per sentence: name the actor ("the red square"), else a
+    generic_nouns: tuple[str, ...] = ("shape", "thing", "object")   # generic noun ("the shape")
+    distinct_recent: int = 3            # an event's action differs from the last N events' (0: i.i.d.)
     templates: dict[str, list] = field(default_factory=_default_templates)  # action -> sentences with {obj}
     words_per_s: float = 3.0            # speaking rate of the ASR words (a sentence takes ~2 s of its event)
     p_filler: float = 0.08              # per word: insert a filler before it
@@ -168,11 +181,15 @@ class DemoConfig:
     vpx_codec: str = "libvpx-vp9"       # or "libvpx" (VP8)
     vpx_crf: int = 34
     # SSV2-format set
-    ssv2_classes: dict[str, list] = field(default_factory=_default_ssv2_classes)  # template -> steps
-    ssv2_train_per_class: int = 16
-    ssv2_val_per_class: int = 6
-    ssv2_clip_s: float = 4.0
-    ssv2_split_min_frac: float = 0.4    # two-step clips switch step at this..max fraction
+    # "events": each of a class's actions is one pretraining-like event (own actor, event_min_s..
+    # event_max_s, gaps gap_min_s..gap_max_s), so a clip spans the time scale of a pretraining
+    # window. "one_actor" (corpus v1): one actor does the steps within ssv2_clip_s.
+    ssv2_layout: str = "events"
+    ssv2_classes: dict[str, list] = field(default_factory=_default_ssv2_classes)  # template -> actions
+    ssv2_train_per_class: int = 24
+    ssv2_val_per_class: int = 8
+    ssv2_clip_s: float = 4.0            # one_actor only
+    ssv2_split_min_frac: float = 0.4    # one_actor only: two-step clips switch step at this..max fraction
     ssv2_split_max_frac: float = 0.6
     ssv2_first_id: int = 10000
     # MSR-VTT-format set
@@ -200,7 +217,7 @@ class DemoConfig:
                  "video_min_s", "need event_max_s + gap_max_s <= video_min_s <= video_max_s")
         require(0 < self.actor_size_min <= self.actor_size_max, where, "actor_size_min",
                  "need 0 < actor_size_min <= actor_size_max")
-        longest = max(self.event_max_s, self.ssv2_clip_s)
+        longest = self.event_max_s if self.ssv2_layout == "events" else max(self.event_max_s, self.ssv2_clip_s)
         require(self.move_speed_px_s * longest + self.actor_size_max + 2 <= self.size, where,
                  "move_speed_px_s", "the longest move must fit in the frame")
         require(self.actor_size_max + self.grow_px_s * longest + 2 <= self.size, where,
@@ -226,7 +243,10 @@ class DemoConfig:
         require(0 <= self.vpx_crf <= 63, where, "vpx_crf", "must be in [0, 63]")
 
     def _check_text(self, where: str) -> None:
-        for key in ("p_filler", "p_drop", "p_substitute", "p_mojibake", "p_html"):
+        require(len(self.generic_nouns) > 0, where, "generic_nouns", "must be non-empty")
+        require(0 <= self.distinct_recent < len(self.actions), where, "distinct_recent",
+                 "must be in [0, number of actions)")
+        for key in ("p_name_actor", "p_filler", "p_drop", "p_substitute", "p_mojibake", "p_html"):
             require(0 <= getattr(self, key) <= 1, where, key, "must be in [0, 1]")
         require(all(a in self.templates for a in self.actions), where, "templates", "need an entry per action")
         require(all(_is_str_list(v) and all("{obj}" in t for t in v) for v in self.templates.values()),
@@ -240,12 +260,19 @@ class DemoConfig:
         require(self.words_per_s > 0, where, "words_per_s", "must be > 0")
 
     def _check_sets(self, where: str) -> None:
+        require(self.ssv2_layout in SSV2_LAYOUTS, where, "ssv2_layout", f"must be one of {SSV2_LAYOUTS}")
         names = [ssv2_class_name(t) for t in self.ssv2_classes]
         require(len(set(names)) == len(names) >= 2, where, "ssv2_classes", "need >= 2 distinct classes")
         for template, steps in self.ssv2_classes.items():
             require("[something]" in template.lower(), where, "ssv2_classes", f"{template!r} lacks [something]")
-            require(_valid_steps(steps), where, "ssv2_classes",
-                     f"{template!r}: steps must be actions; appear only first, disappear only last")
+            if self.ssv2_layout == "events":
+                require(_is_str_list(steps) and set(steps) <= set(ACTIONS), where, "ssv2_classes",
+                         f"{template!r}: must be a list of actions")
+                require(template.lower().count("[something]") == len(steps), where, "ssv2_classes",
+                         f"{template!r}: needs one [something] per event")
+            else:
+                require(_valid_steps(steps), where, "ssv2_classes",
+                         f"{template!r}: steps must be actions; appear only first, disappear only last")
         require(self.ssv2_train_per_class >= 0 and self.ssv2_val_per_class >= 0, where,
                  "ssv2_train_per_class", "must be >= 0")
         require(self.ssv2_clip_s > 0, where, "ssv2_clip_s", "must be > 0")
@@ -383,9 +410,15 @@ def _fix_articles(text: str) -> str:
 
 
 def describe(track: Track, cfg: DemoConfig, rng: np.random.Generator) -> str:
-    """A clean narration sentence for a one-step track, from the action's templates."""
+    """A clean narration sentence for a one-step track, from the action's templates.
+
+    The actor is named by its colour and shape with probability `p_name_actor`, else by a
+    generic noun: a narrator who says *what happens* rather than *what it looks like*.
+    """
     template = str(rng.choice(cfg.templates[track.steps[0].action]))
-    return _fix_articles(template.format(obj=f"{track.color} {track.shape}"))
+    named = rng.random() < cfg.p_name_actor
+    obj = f"{track.color} {track.shape}" if named else str(rng.choice(cfg.generic_nouns))
+    return _fix_articles(template.format(obj=obj))
 
 
 def asr_words(sentence: str, cfg: DemoConfig, rng: np.random.Generator) -> list[str]:
@@ -431,9 +464,16 @@ def time_words(words: list[str], t0: float, t1: float, cfg: DemoConfig,
     return tuple((w, min(max(round(float(t), 3), t0), t1)) for w, t in zip(words, times))
 
 
-def plan_event(t0: float, t1: float, cfg: DemoConfig, rng: np.random.Generator) -> Event:
+def draw_action(recent: list[str], cfg: DemoConfig, rng: np.random.Generator) -> str:
+    """An action uniformly from those not among the last `distinct_recent` events' actions."""
+    avoid = set(recent[-cfg.distinct_recent:]) if cfg.distinct_recent else set()
+    return str(rng.choice([a for a in cfg.actions if a not in avoid]))
+
+
+def plan_event(t0: float, t1: float, cfg: DemoConfig, rng: np.random.Generator,
+               recent: list[str] | None = None) -> Event:
     """One narrated event over [t0, t1): a fresh actor, an action, its narration."""
-    action = str(rng.choice(cfg.actions))
+    action = draw_action(recent or [], cfg, rng)
     track = plan_track([Step(action, t0, t1)], cfg, rng)
     sentence = describe(track, cfg, rng)
     return Event(track, sentence, time_words(asr_words(sentence, cfg, rng), t0, t1, cfg, rng))
@@ -454,17 +494,34 @@ def plan_events(duration: float, cfg: DemoConfig, rng: np.random.Generator) -> l
         length = rng.uniform(cfg.event_min_s, cfg.event_max_s)
         if t + length > duration:
             return events
-        events.append(plan_event(t, t + length, cfg, rng))
+        events.append(plan_event(t, t + length, cfg, rng, [e.track.steps[0].action for e in events]))
         t += length + rng.uniform(cfg.gap_min_s, cfg.gap_max_s)
 
 
-def plan_ssv2_clip(steps: list[str], cfg: DemoConfig, rng: np.random.Generator) -> Track:
-    """The track of one SSV2-format clip: one actor doing `steps` over the clip."""
+def plan_ssv2_clip(steps: list[str], cfg: DemoConfig, rng: np.random.Generator) -> tuple[list[Track], float]:
+    """The tracks and duration of one SSV2-format clip of a class's `steps` (see `ssv2_layout`)."""
+    if cfg.ssv2_layout == "events":
+        return plan_sequence(steps, cfg, rng)
     cuts = [0.0]
     for _ in steps[1:]:
         cuts.append(cfg.ssv2_clip_s * rng.uniform(cfg.ssv2_split_min_frac, cfg.ssv2_split_max_frac))
     cuts = sorted(cuts) + [cfg.ssv2_clip_s]
-    return plan_track([Step(a, cuts[k], cuts[k + 1]) for k, a in enumerate(steps)], cfg, rng)
+    track = plan_track([Step(a, cuts[k], cuts[k + 1]) for k, a in enumerate(steps)], cfg, rng)
+    return [track], cfg.ssv2_clip_s
+
+
+def plan_sequence(actions: list[str], cfg: DemoConfig, rng: np.random.Generator) -> tuple[list[Track], float]:
+    """Consecutive events, one fresh actor each, timed like pretraining events (lengths, gaps).
+
+    Returns:
+        The tracks in time order and the duration, which ends with a gap as it starts with one.
+    """
+    tracks, t = [], rng.uniform(cfg.gap_min_s, cfg.gap_max_s)
+    for action in actions:
+        length = rng.uniform(cfg.event_min_s, cfg.event_max_s)
+        tracks.append(plan_track([Step(action, t, t + length)], cfg, rng))
+        t += length + rng.uniform(cfg.gap_min_s, cfg.gap_max_s)
+    return tracks, t
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -793,8 +850,10 @@ def _break(bad: str | None, mp4: Path, annotation: dict, rng: np.random.Generato
         _garble(annotation, rng)
 
 
-def _ssv2_label(template: str, placeholder: str) -> str:
-    text = re.sub(r"\[something\]", placeholder, template, flags=re.IGNORECASE)
+def _ssv2_label(template: str, placeholders: list[str]) -> str:
+    """The template with its k-th [something] replaced by the k-th placeholder (or the last one)."""
+    parts = re.split(r"\[something\]", template, flags=re.IGNORECASE)
+    text = parts[0] + "".join(placeholders[min(k, len(placeholders) - 1)] + part for k, part in enumerate(parts[1:]))
     return text[:1].upper() + text[1:]
 
 
@@ -802,20 +861,20 @@ def make_ssv2_clip(cfg: DemoConfig, root: Path, split: str, index: int) -> dict:
     """Write one SSV2-format clip; classes cycle with the index so splits are balanced.
 
     Returns:
-        The clip's list entry: {"id", "label", "template", "placeholders"}.
+        The clip's list entry: {"id", "label", "template", "placeholders"}, one placeholder per actor.
     """
     rng = item_rng(cfg, f"ssv2_{split}", index)
     templates = list(cfg.ssv2_classes)
     template = templates[index % len(templates)]
-    track = plan_ssv2_clip(list(cfg.ssv2_classes[template]), cfg, rng)
-    frames = render_frames([track], _n_frames(cfg.ssv2_clip_s, cfg), cfg, rng)
+    tracks, duration = plan_ssv2_clip(list(cfg.ssv2_classes[template]), cfg, rng)
+    frames = render_frames(tracks, _n_frames(duration, cfg), cfg, rng)
     offset = 0 if split == "train" else cfg.ssv2_train_per_class * len(templates)
     clip_id = str(cfg.ssv2_first_id + offset + index)
     path = root / "ssv2" / SSV2_VIDEO_DIR / f"{clip_id}.webm"
     encode_video(path, rgb_to_yuv420p(frames), cfg.vpx_codec, cfg)
-    placeholder = f"{track.color} {track.shape}"
-    return {"kind": f"ssv2_{split}", "entry": {"id": clip_id, "label": _ssv2_label(template, placeholder),
-                                               "template": template, "placeholders": [placeholder]}}
+    placeholders = [f"{t.color} {t.shape}" for t in tracks]
+    return {"kind": f"ssv2_{split}", "entry": {"id": clip_id, "label": _ssv2_label(template, placeholders),
+                                               "template": template, "placeholders": placeholders}}
 
 
 def _captions(tracks: list[Track], cfg: DemoConfig, rng: np.random.Generator) -> list[str]:
