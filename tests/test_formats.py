@@ -364,6 +364,6 @@ def test_reads_the_demo_corpus():
     counts = {(fmt, split): read_split(fmt, DEMO / fmt, split)
               for fmt in ("ssv2", "msrvtt") for split in ("train", "test")}
     assert {k: len(vs.items) for k, vs in counts.items()} == {
-        ("ssv2", "train"): 224, ("ssv2", "test"): 84, ("msrvtt", "train"): 90, ("msrvtt", "test"): 30}
-    assert len(counts["ssv2", "train"].classes) == 14
+        ("ssv2", "train"): 288, ("ssv2", "test"): 96, ("msrvtt", "train"): 90, ("msrvtt", "test"): 30}
+    assert len(counts["ssv2", "train"].classes) == 12
     assert all(not vs.missing for vs in counts.values())
