@@ -200,10 +200,13 @@ def test_stage_finetune_end_to_end(tmp_path, corpus, tiny_checkpoint):
     assert set(res["metrics"]) == {"top1", "top5"}
     assert 0 <= res["metrics"]["top1"] <= res["metrics"]["top5"] <= 100
     c = res["counts"]
-    n_test = len(load_dataset_split(DatasetSpec("ssv2", str(corpus / "ssv2")), "test").items)
-    assert (c["n_train"], c["n_test"], c["n_classes"], c["n_unreadable"], c["n_missing"]) == (27, n_test, 14, 1, 1)
+    spec = DatasetSpec("ssv2", str(corpus / "ssv2"))
+    train = load_dataset_split(spec, "train")
+    n_test, n_train = len(load_dataset_split(spec, "test").items), len(train.items)
+    assert (c["n_train"], c["n_test"], c["n_classes"], c["n_unreadable"], c["n_missing"]) == (
+        n_train - 1, n_test, len(train.classes), 1, 1)                  # one corrupt train video
     assert sorted(r["reason"] for r in res["rejects"]) == ["missing_video", "video_unreadable"]
-    assert c["steps"] == 2 * (28 // 4) and res["recipe"]["steps_per_epoch"] == 7
+    assert c["steps"] == 2 * (n_train // 4) and res["recipe"]["steps_per_epoch"] == n_train // 4
     assert res["recipe"]["augment"]["flip"] is False and res["recipe"]["global_batch"] == 4
     assert [h["epoch"] for h in res["history"]] == [0, 1] and all("val/top1" in h for h in res["history"])
     assert Path(res["checkpoint"]).is_file() and res["checkpoint"].startswith(str(tmp_path / "work"))
@@ -321,8 +324,9 @@ def test_finetune_under_torchrun_two_processes_matches_one(tmp_path, corpus, tin
     assert proc.returncode == 0, proc.stderr[-4000:]
     ddp = json.loads(out.read_text())
     assert ddp["counts"]["world_size"] == 2 and ddp["recipe"]["global_batch"] == 8
-    n_test = len(load_dataset_split(DatasetSpec("ssv2", str(corpus / "ssv2")), "test").items)
-    assert ddp["counts"]["steps"] == 2 * (28 // 8) and ddp["counts"]["n_test"] == n_test   # every test video, once
+    spec = DatasetSpec("ssv2", str(corpus / "ssv2"))
+    n_test, n_train = (len(load_dataset_split(spec, split).items) for split in ("test", "train"))
+    assert ddp["counts"]["steps"] == 2 * (n_train // 8) and ddp["counts"]["n_test"] == n_test   # every test video, once
     assert ddp["counts"]["n_unreadable"] == 1
     state = C.load(Path(ddp["checkpoint"]))
     assert state["complete"] and not any(k.startswith("module.") for k in state["model"])
