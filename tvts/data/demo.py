@@ -150,8 +150,8 @@ class DemoConfig:
     shapes: tuple[str, ...] = ("circle", "square", "triangle", "bar")
     colors: dict[str, list] = field(default_factory=_default_colors)   # name -> [r, g, b]
     actions: tuple[str, ...] = ACTIONS  # drawn uniformly per event
-    actor_size_min: float = 14.0        # diameter of the shape's circumscribed circle
-    actor_size_max: float = 22.0
+    actor_size_min: float = 24.0        # diameter of the shape's circumscribed circle; large enough
+    actor_size_max: float = 32.0        # that tube masking (0.75) leaves some of it visible (v2c)
     move_speed_px_s: float = 10.0       # shared by pretraining, SSV2 and MSR-VTT
     grow_px_s: float = 3.0              # diameter change per second
     rotate_deg_s: float = 30.0          # slow enough that a square (90-degree symmetry)
