@@ -84,6 +84,50 @@ def test_full_run_outputs(done_workdir):
         assert (work / f"logs/smoke/align_asr/part-{i}.log").exists()
 
 
+def test_selection_reuses_the_trainers_validation_pass(done_workdir):
+    """select_ckpt takes each checkpoint's scores from the trainer's end-of-epoch val pass;
+    scoring the checkpoint again gives the same numbers, so the reuse changes nothing."""
+    import torch
+
+    from tvts.select import score
+    from tvts.train import distributed as D
+
+    work, _ = done_workdir
+    selection = json.loads((work / "results/smoke/select/selection.json").read_text())
+    assert set(selection["scores_from"].values()) == {"trainer"}
+    cpu = D.DistEnv(0, 1, 0, torch.device("cpu"))
+    for cand in selection["candidates"]:
+        fresh = score(work / "results/smoke/pretrain/ckpt" / cand["checkpoint"], work / "results/smoke/shards", cpu, 0)
+        assert fresh == pytest.approx({k: v for k, v in cand.items() if k != "checkpoint"}, abs=1e-6)
+
+
+def test_selection_scores_checkpoints_the_trainer_did_not_validate(done_workdir, tmp_path, monkeypatch):
+    """A manifest without the val pass of some epoch (or `select.rescore: true`): those are scored."""
+    from tvts.stages import select_ckpt
+
+    work, _ = done_workdir
+    pre = tmp_path / "pretrain"
+    shutil.copytree(work / "results/smoke/pretrain", pre)
+    manifest = json.loads((pre / "manifest.json").read_text())
+    manifest["history"] = manifest["history"][1:]   # the first epoch's pass is missing
+    (pre / "manifest.json").write_text(json.dumps(manifest))
+    ref = json.loads((work / "results/smoke/select/selection.json").read_text())
+    monkeypatch.chdir(work)   # the manifest names its shards relative to the workdir
+    for rescore, first in ((False, "scored"), (True, "scored")):
+        out = tmp_path / f"select-{rescore}"
+        cfg = json.dumps({"select": {"register": False, "rescore": rescore}})
+        assert select_ckpt.main(["--pretrain", str(pre), "--shards", "results/smoke/shards", "--out", str(out),
+                                 "--exp", "smoke-reselect", "--config-json", cfg]) == 0
+        sel = json.loads((out / "selection.json").read_text())
+        sources = list(sel["scores_from"].values())
+        assert sources[0] == first and set(sources[1:]) == {"scored" if rescore else "trainer"}
+        assert sel["best"] == ref["best"]
+        for ours, theirs in zip(sel["candidates"], ref["candidates"]):
+            assert ours["checkpoint"] == theirs["checkpoint"]
+            assert {k: ours[k] for k in theirs if k != "checkpoint"} == pytest.approx(
+                {k: v for k, v in theirs.items() if k != "checkpoint"}, abs=1e-6)
+
+
 def test_nothing_to_do_after_run(done_workdir):
     work, _ = done_workdir
     assert planned_jobs(snakemake(work, "-n")) == {}

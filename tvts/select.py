@@ -1,6 +1,9 @@
 """Checkpoint selection: score every epoch-end checkpoint on the pretraining *validation* split.
 
-Never on a downstream test set. The winner's weights (no optimiser) become `best.pt`,
+Never on a downstream test set. The trainer already ran that very validation pass (same split,
+deterministic views and masks, same weights) just before saving each epoch checkpoint and kept
+it in the run's manifest; those scores are reused unless `select.rescore` is set, and any
+checkpoint without one is scored here. The winner's weights (no optimiser) become `best.pt`,
 every candidate's scores go to `selection.json` and MLflow, and the winner is registered
 in the MLflow model registry with the alias `best`.
 """
@@ -28,6 +31,7 @@ class SelectConfig:
     metric: str = "sort_exact"   # exact-order sort accuracy, as the paper's code validates
     register: bool = True        # register the winner in the MLflow model registry (alias `best`)
     model_name: str = ""         # registry name; "" = tvts-<exp>
+    rescore: bool = False        # score every checkpoint again instead of reusing the trainer's val pass
 
     def check(self, where: str) -> None:
         require(self.metric in METRICS, where, "metric", f"must be one of {', '.join(METRICS)}")
@@ -65,6 +69,18 @@ def score(path: Path, shard_dir: Path, env: D.DistEnv, workers: int | None = Non
                                     shuffle=False, drop_last=False)
     loader = make_loader(val, sampler, cfg, env, workers)
     return evaluate(model, loader, cfg, env) | {"step": float(state["step"])}
+
+
+def recorded_scores(manifest: dict, shards: str | Path) -> dict[int, dict[str, float]]:
+    """The trainer's own end-of-epoch validation metrics, by step (as `score` returns them).
+
+    Bit-identical to scoring the checkpoint again (checked on the demo's 16 checkpoints and by
+    tests/test_workflow.py); empty when the run was validated on other shards than `shards`.
+    """
+    if Path(manifest["inputs"]["shards"]).resolve() != Path(shards).resolve():
+        return {}
+    return {int(h["step"]): {k: float(v) for k, v in h.items() if k != "epoch"}
+            for h in manifest.get("history", [])}
 
 
 def pick(scores: dict[str, dict[str, float]], cfg: SelectConfig) -> str:

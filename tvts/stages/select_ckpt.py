@@ -1,5 +1,8 @@
 """Stage `select_ckpt`: score every epoch-end checkpoint on the validation shards, keep the best.
 
+Scores come from the trainer's own validation pass before each checkpoint when the run's
+manifest holds one for these shards (`select.rescore: true` scores everything again).
+
 Writes `<out>/best.pt` (weights only), `<out>/selection.json` (every candidate and its
 scores, the winner, the metric), logs each score to MLflow (step = epoch) and registers
 the winner as a model version with alias `best`.
@@ -13,8 +16,9 @@ from pathlib import Path
 
 from tvts import io, tracking
 from tvts.config import load_sections
-from tvts.select import SelectConfig, pick, score, write_best
+from tvts.select import SelectConfig, pick, recorded_scores, score, write_best
 from tvts.stages.common import add_common_args, setup_logging
+from tvts.train import checkpoint as C
 from tvts.train import distributed as D
 
 log = logging.getLogger("tvts.select")
@@ -43,16 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     env = D.init_distributed(use_cuda=None)
     out = Path(args.out)
     with tracking.stage_run("select_ckpt", args.exp, {"select": cfg}, rule=args.rule) as mlrun:
-        scores = {}
+        recorded = {} if cfg.rescore else recorded_scores(manifest, args.shards)
+        scores, source = {}, {}
         for epoch, path in enumerate(candidates):
-            scores[path.name] = score(path, Path(args.shards), env, args.workers)
+            kept = recorded.get(C.step_of(path.name))
+            source[path.name] = "trainer" if kept is not None else "scored"
+            scores[path.name] = kept if kept is not None else score(path, Path(args.shards), env, args.workers)
             mlrun.log_metrics({f"candidate/{k}": v for k, v in scores[path.name].items()}, step=epoch)
-            log.info("%s: %s=%.4f", path.name, cfg.metric, scores[path.name][cfg.metric])
+            log.info("%s: %s=%.4f (%s)", path.name, cfg.metric, scores[path.name][cfg.metric], source[path.name])
         best = pick(scores, cfg)
         write_best(pre / "ckpt" / best, out / "best.pt", cfg.metric, scores[best][cfg.metric])
         selection = {"metric": cfg.metric, "higher_is_better": cfg.higher_is_better, "best": best,
                      "best_score": scores[best][cfg.metric], "best_metrics": scores[best],
                      "candidates": [{"checkpoint": n, **scores[n]} for n in sorted(scores)],
+                     "scores_from": {n: source[n] for n in sorted(scores)},  # trainer's val pass or scored here
                      "split": "val of the pretraining shards", "shards": args.shards}
         io.atomic_write_json(out / "selection.json", selection)
         mlrun.log_metrics({f"best/{k}": v for k, v in scores[best].items()})

@@ -30,6 +30,12 @@ def epoch_name(epoch: int, step: int) -> str:
     return f"epoch-{epoch:04d}_{step_name(step)}"
 
 
+def step_of(name: str) -> int | None:
+    """The step in a checkpoint's file name (`step_name`/`epoch_name`), None for any other name."""
+    m = _NAME.match(name)
+    return int(m.group(2)) if m else None
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
