@@ -74,3 +74,17 @@ def test_pretrain_section_errors_name_the_nested_key():
         from_dict(PretrainConfig, {"model": {"video": {"img_size": 100}}}, "pretrain")
     cfg = from_dict(PretrainConfig, {"optim": {"decay_epochs": [3]}, "model": {"text": {"pool": "mean"}}}, "pretrain")
     assert cfg.optim.decay_epochs == (3,) and cfg.model.text.pool == "mean" and cfg.model.video.dim == 768
+
+
+def test_the_demo_is_seed_0_of_the_science_grid():
+    """`make run`'s `demo`/`random` are `tvts-s0`/`random-s0` of `make science`: same data stages,
+    pretraining, selection and evaluation protocol (DataLoader workers aside: samples are seeded
+    per sample, so they do not change results)."""
+    demo, science = (yaml.safe_load((ROOT / f"config/{n}.yaml").read_text()) for n in ("demo", "science"))
+    for section in ("data", "align_asr", "windows", "shard_clips", "select", "eval"):
+        assert demo[section] == science[section], section
+    without_workers = [{**c["pretrain"], "data": {k: v for k, v in c["pretrain"]["data"].items() if k != "workers"}}
+                       for c in (demo, science)]
+    assert without_workers[0] == without_workers[1]
+    assert science["grid"]["methods"]["tvts"] == {} and 0 in science["grid"]["seeds"]
+    assert demo["pretrain"]["seed"] == 0
