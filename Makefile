@@ -25,7 +25,7 @@ run: data
 	snakemake --configfile config/demo.yaml --cores $(CORES)
 	@echo "Outputs: results/demo/  Runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-# The methods x seeds comparison (issue 6; ~2.5 h on 2 CPU cores, estimated): report in results/science/report/.
+# The methods x seeds comparison (issue 6; ~3.4 h on 2 CPU cores: 35 min per seed of tvts+videomae+random, measured, plus the ablations): report in results/science/report/.
 science: data
 	snakemake --configfile config/science.yaml --cores $(CORES)
 	@echo "Report: results/science/report/summary.md  Compare: tvts compare 'tvts-s*' 'videomae-s*' --by-method"
