@@ -128,6 +128,19 @@ def test_selection_scores_checkpoints_the_trainer_did_not_validate(done_workdir,
                 {k: v for k, v in theirs.items() if k != "checkpoint"}, abs=1e-6)
 
 
+def test_selection_by_step_takes_the_last_checkpoint_and_by_loss_the_lowest():
+    """`select.metric: step` is the fixed-budget protocol: the last epoch, whatever val says."""
+    from tvts.select import SelectConfig, pick
+
+    scores = {f"epoch-{e:04d}_step-{54 * (e + 1):08d}.pt": {"step": 54.0 * (e + 1), "loss_align": 6.0 + e,
+                                                           "sort_exact": [0.1, 0.3, 0.2][e]}
+              for e in range(3)}
+    names = sorted(scores)
+    assert pick(scores, SelectConfig(metric="step")) == names[-1]
+    assert pick(scores, SelectConfig(metric="loss_align")) == names[0]
+    assert pick(scores, SelectConfig(metric="sort_exact")) == names[1]
+
+
 def test_nothing_to_do_after_run(done_workdir):
     work, _ = done_workdir
     assert planned_jobs(snakemake(work, "-n")) == {}

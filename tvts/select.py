@@ -23,7 +23,9 @@ from tvts.train.config import PretrainConfig
 from tvts.train.data import ResumableBatchSampler, WindowDataset
 from tvts.train.loop import build_model, evaluate, make_loader, view_config
 
-METRICS = ("sort_exact", "sort_acc", "v2t_r1", "t2v_r1", "loss_sort", "loss_align", "loss_recon")  # recon: VideoMAE
+# loss_recon: VideoMAE's; step: the last epoch checkpoint, whatever the val scores (the
+# fixed-budget protocol: every method evaluated after the same number of steps)
+METRICS = ("sort_exact", "sort_acc", "v2t_r1", "t2v_r1", "loss_sort", "loss_align", "loss_recon", "step")
 
 
 @dataclass(frozen=True)
