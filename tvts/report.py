@@ -315,7 +315,10 @@ def plot_pretrain(data: ReportData, path: Path, empty_text: str) -> list[str]:
                             markersize=3, label=f"{exp}{suffix}")
         ax.set(title=key, xlabel="step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
+        else:  # e.g. only VideoMAE runs, which log no sort metrics
+            ax.text(0.5, 0.5, f"no run logged {key}", ha="center", va="center", transform=ax.transAxes)
     _save(fig, path)
     return [e for e in data.exps if e not in shown]
 
