@@ -88,3 +88,11 @@ def test_the_demo_is_seed_0_of_the_science_grid():
     assert without_workers[0] == without_workers[1]
     assert science["grid"]["methods"]["tvts"] == {} and 0 in science["grid"]["seeds"]
     assert demo["pretrain"]["seed"] == 0
+
+
+def test_schema_and_select_accept_the_same_metrics():
+    """The schema's `select.metric` enum is written by hand: it must list what tvts.select does."""
+    from tvts.select import METRICS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["properties"]["select"]["properties"]["metric"]["enum"] == list(METRICS)
