@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from tvts.config import AlignConfig  # noqa: E402
+from tvts.data.config import AlignConfig  # noqa: E402
 from tvts.data.formats.yttemporal import load_annotation, read_video_list  # noqa: E402
 from tvts.io import RejectError  # noqa: E402
 from tvts.data.asr import (  # noqa: E402

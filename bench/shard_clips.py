@@ -21,11 +21,11 @@ import numpy as np
 os.environ.setdefault("TVTS_TRACKING", "off")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tvts.config import ShardConfig, WindowConfig, AlignConfig  # noqa: E402
+from tvts.data.config import AlignConfig, ShardConfig, WindowConfig  # noqa: E402
 from tvts.data import shards, video  # noqa: E402
 from tvts.data.formats.yttemporal import read_video_list  # noqa: E402
-from tvts.stages.align_asr import run as align_run  # noqa: E402
-from tvts.stages.shard_clips import write_shards  # noqa: E402
+from tvts.data.align import align_videos as align_run  # noqa: E402
+from tvts.data.sharding import write_shards  # noqa: E402
 
 N_FRAMES = 16
 

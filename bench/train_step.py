@@ -31,11 +31,13 @@ sys.path.insert(0, str(ROOT))
 from tvts.config import load_sections  # noqa: E402
 from tvts.models.text import TextConfig, build_spec  # noqa: E402
 from tvts.models.video_vit import tube_keep_indices  # noqa: E402
-from tvts.train import distributed as D  # noqa: E402
+from tvts.train import distributed as dist  # noqa: E402
 from tvts.train.config import PretrainConfig  # noqa: E402
 from tvts.train.data import ResumableBatchSampler, WindowDataset  # noqa: E402
-from tvts.train.loop import (Meter, TrainState, build_model, build_optimizer, build_scheduler, losses,  # noqa: E402
-                             make_loader, optimizer_step, run_model, to_device, view_config)
+from tvts.models.load import build_model  # noqa: E402
+from tvts.train.pretext import (Meter, build_optimizer, build_scheduler, losses, make_loader,  # noqa: E402
+                                run_model, to_device, view_config)
+from tvts.train.trainer import TrainState, optimizer_step  # noqa: E402
 
 WORDS = "the red blue green circle square bar moves left right up down grows shrinks appears vanishes".split()
 
@@ -73,7 +75,7 @@ def time_steps(cfg: PretrainConfig, b: int, mask_ratio: float, steps: int, devic
     opt = build_optimizer(model, cfg)
     st = TrainState(model, model, opt, build_scheduler(opt, 1000, cfg), 1000)
     batch = synthetic_batch(cfg, spec, b, mask_ratio, device)
-    env = D.DistEnv(0, 1, 0, torch.device(device))
+    env = dist.DistEnv(0, 1, 0, torch.device(device))
     for i in range(steps + 2):
         if i == 2:
             sync(device)
@@ -81,7 +83,7 @@ def time_steps(cfg: PretrainConfig, b: int, mask_ratio: float, steps: int, devic
         with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)):
             out = run_model(model, batch)
         losses(out, batch["order"], cfg, env)["loss"].backward()
-        optimizer_step(st, cfg)
+        optimizer_step(st, cfg.optim.clip_grad)
     sync(device)
     return (time.perf_counter() - t0) / steps, (model, batch)
 
@@ -96,7 +98,7 @@ def real_data(cfg: PretrainConfig, steps: int, workers: int) -> dict[str, float]
     spec = build_spec(cfg.model.text, [" ".join(WORDS)] * 4)
     ds = WindowDataset(shards, "train", view_config(cfg), spec, cfg.seed)
     sampler = ResumableBatchSampler(len(ds), cfg.data.batch_size, seed=cfg.seed)
-    env = D.DistEnv(0, 1, 0, torch.device("cpu"))
+    env = dist.DistEnv(0, 1, 0, torch.device("cpu"))
     model = build_model(cfg, spec).train()
     opt = build_optimizer(model, cfg)
     st = TrainState(model, model, opt, build_scheduler(opt, 1000, cfg), 1000)
@@ -107,7 +109,7 @@ def real_data(cfg: PretrainConfig, steps: int, workers: int) -> dict[str, float]
     for batch in it:
         meter.wait += time.perf_counter() - tw
         losses(run_model(model, batch), batch["order"], cfg, env)["loss"].backward()
-        optimizer_step(st, cfg)
+        optimizer_step(st, cfg.optim.clip_grad)
         meter.add({}, len(batch["order"]))
         n += 1
         if n == steps:
@@ -135,7 +137,7 @@ def gpu_section(steps: int) -> None:
             sec, (model, batch) = time_steps(cfg, b, 0.75, steps, "cuda", amp=True)
         except torch.OutOfMemoryError:
             break
-        env = D.DistEnv(0, 1, 0, torch.device("cuda"))
+        env = dist.DistEnv(0, 1, 0, torch.device("cuda"))
         with FlopCounterMode(display=False) as fc, torch.autocast("cuda", dtype=torch.bfloat16):
             losses(run_model(model, batch), batch["order"], cfg, env)["loss"].backward()
         flops = fc.get_total_flops()

@@ -1,4 +1,4 @@
-"""Shared fixtures: a session MLflow store in a temp folder and the smoke corpus."""
+"""Shared fixtures: one MLflow store per pytest run in a temp folder, and the smoke corpus."""
 from __future__ import annotations
 
 import os
@@ -32,7 +32,7 @@ def own_store(mp: pytest.MonkeyPatch, root: Path, experiment: str) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_tracking(mlflow_dir):
-    """Session-wide (module fixtures run workflows too): never touch the repository's
+    """For the whole pytest run (module fixtures run workflows too): never touch the repository's
     mlflow.db, no parent run leaks in, and the venv's `tvts`/`snakemake` are on PATH."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir}/mlflow.db")
@@ -48,7 +48,7 @@ def smoke_demo_config() -> DemoConfig:
 
 @pytest.fixture(scope="session")
 def smoke_corpus(tmp_path_factory, smoke_demo_config) -> Path:
-    """The smoke corpus (all three formats), generated once per session. Read-only for tests."""
+    """The smoke corpus (all three formats), generated once per pytest run. Read-only for tests."""
     out = tmp_path_factory.mktemp("corpus") / "smoke"
     generate_demo(out, smoke_demo_config, workers=2)
     return out
@@ -94,9 +94,9 @@ def save_tiny_checkpoint(path: Path, video: dict, captions: list[str]) -> Path:
     from tvts.config import from_dict, load_yaml
     from tvts.io import dumps
     from tvts.models.text import build_spec
-    from tvts.train import checkpoint as C
+    from tvts.train import checkpoint
     from tvts.train.config import PretrainConfig
-    from tvts.train.loop import build_model
+    from tvts.models.load import build_model
 
     raw = load_yaml(SMOKE)["pretrain"]
     raw["model"]["video"] = dict(video)
@@ -104,7 +104,7 @@ def save_tiny_checkpoint(path: Path, video: dict, captions: list[str]) -> Path:
     spec = build_spec(cfg.model.text, captions)
     torch.manual_seed(0)
     model = build_model(cfg, spec, load_pretrained_text=False)
-    C.save(path, {"model": model.state_dict(), "config": json.loads(dumps(cfg)), "text_spec": spec.as_dict(),
+    checkpoint.save(path, {"model": model.state_dict(), "config": json.loads(dumps(cfg)), "text_spec": spec.as_dict(),
                   "step": 0})
     return path
 

@@ -10,9 +10,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from tvts.models.tvts import LossConfig
-from tvts.train import distributed as D
+from tvts.train import distributed as dist
 from tvts.train.config import OptimConfig, PretrainConfig
-from tvts.train.loop import build_optimizer, losses, run_model
+from tvts.train.pretext import build_optimizer, losses, run_model
 
 sys.path.insert(0, sys.argv[2])
 from test_models import TEXTS, TINY_VIDEO, keep_batch, tiny_model  # noqa: E402
@@ -32,7 +32,7 @@ def batch(n: int, model) -> dict:
 def main() -> None:
     # float64, so the comparison can be tight: float32 GEMMs of 4 and 8 rows round differently.
     torch.set_default_dtype(torch.float64)
-    env = D.init_distributed(use_cuda=False)
+    env = dist.init_distributed(use_cuda=False)
     model = tiny_model().train()  # seeded: identical on every rank
     cfg = PretrainConfig(loss=LossConfig(), optim=OptimConfig(lr=1e-3))
     full = batch(8, model)
@@ -45,13 +45,13 @@ def main() -> None:
         opt.zero_grad()
         parts = losses(run_model(engine, mine), mine["order"], cfg, env)
         parts["loss"].backward()
-        steps.append(D.all_reduce_mean(parts["loss"].detach()).item())
+        steps.append(dist.all_reduce_mean(parts["loss"].detach()).item())
         if not steps[1:]:  # the first step's gradients: both runs start from the same weights
             grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
         opt.step()
     if env.is_main:
         torch.save({"losses": steps, "grads": grads}, sys.argv[1])
-    D.cleanup()
+    dist.cleanup()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from tvts.config import AlignConfig
+from tvts.data.config import AlignConfig
 from tvts.io import RejectError
 from tvts.data import asr as asr_mod
 from tvts.data.asr import (

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tvts.config import (AlignConfig, ConfigError, ShardConfig, WindowConfig, from_dict, load_sections,
-                         validate_workflow_config)
+from tvts.config import ConfigError, from_dict, load_sections
+from tvts.data.config import AlignConfig, ShardConfig, WindowConfig
+from tvts.workflow_config import validate_workflow_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from tvts.config import ConfigError, from_dict
-from tvts.eval import tuning
 from tvts.eval.config import DatasetSpec, load_dataset_split
 from tvts.eval.augment import ClipAugment
 from tvts.eval.finetune import FinetuneConfig, build_classifier, build_optimizer, param_groups
@@ -23,7 +22,8 @@ from tvts.eval.t2v import T2VConfig, contrastive_share, queries
 from tvts.data.formats.common import VideoItem
 from tvts.models.tvts import contrastive_loss
 from tvts.stages import eval_finetune, eval_t2v
-from tvts.train import checkpoint as C
+from tvts.train import checkpoint, schedule, trainer
+from tvts.train.preemption import PREEMPTED
 
 from conftest import save_tiny_checkpoint
 
@@ -79,7 +79,7 @@ def run_stage(module, ckpt: Path, dataset: str, out: Path, work: Path, section: 
 
 
 def final_weights(work: Path) -> dict[str, torch.Tensor]:
-    return C.load(C.epoch_checkpoints(work / "ckpt")[-1])["model"]
+    return checkpoint.load(checkpoint.epoch_checkpoints(work / "ckpt")[-1])["model"]
 
 
 def mlflow_runs(exp: str, task: str) -> list:
@@ -95,7 +95,7 @@ def mlflow_runs(exp: str, task: str) -> list:
 
 
 def test_layer_decay_groups_and_no_decay_params(tiny_checkpoint):
-    from tvts.select import load_model
+    from tvts.models.load import load_model
 
     tvts_model, _ = load_model(tiny_checkpoint)
     cfg = FinetuneConfig(layer_decay=0.5, weight_decay=0.05)
@@ -122,7 +122,7 @@ def test_layer_decay_groups_and_no_decay_params(tiny_checkpoint):
 
 
 def test_warmup_then_cosine_schedule():
-    f = [tuning.lr_factor(s, 10, 2, 0.1) for s in range(12)]
+    f = [schedule.warmup_cosine(s, 10, 2, 0.1) for s in range(12)]
     assert f[:3] == [0.5, 1.0, 1.0] and f[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 7 / 8)))
     assert f[10] == f[11] == pytest.approx(0.1) and all(a >= b for a, b in zip(f[1:], f[2:]))
 
@@ -235,26 +235,26 @@ def test_finetune_preempted_run_resumes_bit_exactly(tmp_path, corpus, tiny_check
                          section) == 0
     straight = json.loads((tmp_path / "a.json").read_text())
 
-    real_step = tuning.optimizer_step
+    real_step = trainer.optimizer_step
 
     def step_then_signal(st, clip):
         real_step(st, clip)
         if st.step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(tuning, "optimizer_step", step_then_signal)
+    monkeypatch.setattr(trainer, "optimizer_step", step_then_signal)
     work = tmp_path / "preempted"
     assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", tmp_path / "b.json", work, section,
-                     exp="ftresume") == tuning.PREEMPTED
+                     exp="ftresume") == PREEMPTED
     assert not (tmp_path / "b.json").exists()
     assert [r.info.status for r in mlflow_runs("ftresume", "finetune")] == ["KILLED"]
-    assert [p.name for p in C.candidates(work / "ckpt")] == [C.step_name(3)]
-    monkeypatch.setattr(tuning, "optimizer_step", real_step)
+    assert [p.name for p in checkpoint.candidates(work / "ckpt")] == [checkpoint.step_name(3)]
+    monkeypatch.setattr(trainer, "optimizer_step", real_step)
     assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", tmp_path / "b.json", work, section, exp="ftresume") == 0
     resumed = json.loads((tmp_path / "b.json").read_text())
     runs = mlflow_runs("ftresume", "finetune")
     assert [r.info.status for r in runs] == ["FINISHED"] and "train/loss" in runs[0].data.metrics
-    assert resumed["resumed_from"] == C.step_name(3)
+    assert resumed["resumed_from"] == checkpoint.step_name(3)
     a, b = final_weights(tmp_path / "straight"), final_weights(work)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["metrics"] == straight["metrics"]
@@ -293,22 +293,22 @@ def test_t2v_preempted_finetuning_resumes_bit_exactly(tmp_path, corpus, tiny_che
     monkeypatch.setenv("TVTS_TRACKING", "off")
     section = eval_section(corpus, t2v={"ckpt_every": 100, "epochs": 3})
     assert run_stage(eval_t2v, tiny_checkpoint, "msrvtt", tmp_path / "a.json", tmp_path / "straight", section) == 0
-    real_step = tuning.optimizer_step
+    real_step = trainer.optimizer_step
 
     def step_then_signal(st, clip):
         real_step(st, clip)
         if st.step == 3:                                                        # mid-epoch 1
             os.kill(os.getpid(), signal.SIGUSR1)
 
-    monkeypatch.setattr(tuning, "optimizer_step", step_then_signal)
+    monkeypatch.setattr(trainer, "optimizer_step", step_then_signal)
     work = tmp_path / "preempted"
-    assert run_stage(eval_t2v, tiny_checkpoint, "msrvtt", tmp_path / "b.json", work, section) == tuning.PREEMPTED
-    monkeypatch.setattr(tuning, "optimizer_step", real_step)
+    assert run_stage(eval_t2v, tiny_checkpoint, "msrvtt", tmp_path / "b.json", work, section) == PREEMPTED
+    monkeypatch.setattr(trainer, "optimizer_step", real_step)
     assert run_stage(eval_t2v, tiny_checkpoint, "msrvtt", tmp_path / "b.json", work, section) == 0
     a, b = final_weights(tmp_path / "straight"), final_weights(work)
     assert all(torch.equal(a[k], b[k]) for k in a)
     ra, rb = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
-    assert rb["resumed_from"] == C.step_name(3) and ra["metrics"] == rb["metrics"]
+    assert rb["resumed_from"] == checkpoint.step_name(3) and ra["metrics"] == rb["metrics"]
 
 
 def test_finetune_under_torchrun_two_processes_matches_one(tmp_path, corpus, tiny_checkpoint):
@@ -328,7 +328,7 @@ def test_finetune_under_torchrun_two_processes_matches_one(tmp_path, corpus, tin
     n_test, n_train = (len(load_dataset_split(spec, split).items) for split in ("test", "train"))
     assert ddp["counts"]["steps"] == 2 * (n_train // 8) and ddp["counts"]["n_test"] == n_test   # every test video, once
     assert ddp["counts"]["n_unreadable"] == 1
-    state = C.load(Path(ddp["checkpoint"]))
+    state = checkpoint.load(Path(ddp["checkpoint"]))
     assert state["complete"] and not any(k.startswith("module.") for k in state["model"])
 
     os.environ["TVTS_TRACKING"] = "off"
@@ -339,7 +339,7 @@ def test_finetune_under_torchrun_two_processes_matches_one(tmp_path, corpus, tin
     finally:
         del os.environ["TVTS_TRACKING"]
     one, two = final_weights(tmp_path / "one"), state["model"]
-    init = C.load(tiny_checkpoint)["model"]
+    init = checkpoint.load(tiny_checkpoint)["model"]
     moved = max((one[k] - init[k]).abs().max().item() for k in init if k.startswith("video.") and k in one)
     diff = max((one[k] - two[k]).abs().max().item() for k in one)
     print(f"\nDDP vs one process: weights moved up to {moved:.2e}, differ by {diff:.2e}")

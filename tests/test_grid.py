@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from tvts import grid, tracking
-from tvts.config import ConfigError, load_yaml, validate_workflow_config
+from tvts.config import ConfigError, load_yaml
+from tvts.workflow_config import validate_workflow_config
 from tvts.stages import compare as compare_stage
 from tvts.stages import report as report_stage
 

@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from tvts.stages import pretrain
-from tvts.train import checkpoint as C
-from tvts.train import loop
+from tvts.train import checkpoint
+from tvts.train import pretext, trainer
+from tvts.train.preemption import PREEMPTED
 from tvts.train.config import OptimConfig, PretrainConfig
 from tvts.train.data import ResumableBatchSampler
 
@@ -39,28 +40,33 @@ def test_sampler_ranks_slice_the_global_batch_and_resume_skips():
     assert len(ResumableBatchSampler(43, 8, world=2)) == 2  # drops the incomplete global batch
 
 
+def lr_factors(cfg: PretrainConfig, steps: int, steps_per_epoch: int = 10) -> list[float]:
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    factor = pretext.build_scheduler(opt, steps_per_epoch, cfg).lr_lambdas[0]
+    return [factor(s) for s in range(steps)]
+
+
 def test_step_decay_schedule():
     cfg = PretrainConfig(optim=OptimConfig(lr=1.0, epochs=20, decay_epochs=(12, 16), warmup_steps=0))
-    f = [loop.lr_factor(s, 10, cfg) for s in range(200)]
+    f = lr_factors(cfg, 200)
     assert f[0] == f[119] == 1.0 and f[120] == f[159] == pytest.approx(0.1) and f[160] == f[199] == pytest.approx(0.01)
-    warm = PretrainConfig(optim=OptimConfig(warmup_steps=4))
-    assert [loop.lr_factor(s, 10, warm) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factors(PretrainConfig(optim=OptimConfig(warmup_steps=4)), 5) == [0.25, 0.5, 0.75, 1.0, 1.0]
 
 
 def test_checkpoints_atomic_newest_valid_and_prune(tmp_path, caplog):
     for step in (2, 4, 6):
-        C.save(tmp_path / C.step_name(step), {"step": step, "run_key": "k", "complete": False})
-    C.save(tmp_path / C.epoch_name(0, 5), {"step": 5, "run_key": "k", "complete": False})
-    (tmp_path / C.step_name(8)).write_bytes(b"PK\x03\x04 truncated")        # a half-written file
-    C.save(tmp_path / C.step_name(7), {"step": 7, "run_key": "other", "complete": False})
-    path, state = C.newest_valid(tmp_path, "k")
-    assert path.name == C.step_name(6) and state["step"] == 6
+        checkpoint.save(tmp_path / checkpoint.step_name(step), {"step": step, "run_key": "k", "complete": False})
+    checkpoint.save(tmp_path / checkpoint.epoch_name(0, 5), {"step": 5, "run_key": "k", "complete": False})
+    (tmp_path / checkpoint.step_name(8)).write_bytes(b"PK\x03\x04 truncated")        # a half-written file
+    checkpoint.save(tmp_path / checkpoint.step_name(7), {"step": 7, "run_key": "other", "complete": False})
+    path, state = checkpoint.newest_valid(tmp_path, "k")
+    assert path.name == checkpoint.step_name(6) and state["step"] == 6
     assert "skipping unreadable checkpoint" in caplog.text and "different config" in caplog.text
-    C.prune(tmp_path, keep_last=2)
+    checkpoint.prune(tmp_path, keep_last=2)
     left = sorted(p.name for p in tmp_path.glob("*.pt"))
-    assert left == [C.epoch_name(0, 5), C.step_name(7), C.step_name(8)]   # epoch-end ones are kept
+    assert left == [checkpoint.epoch_name(0, 5), checkpoint.step_name(7), checkpoint.step_name(8)]   # epoch-end ones are kept
     with pytest.raises(Exception):
-        C.load(tmp_path / C.step_name(8))
+        checkpoint.load(tmp_path / checkpoint.step_name(8))
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -105,8 +111,8 @@ def run_pretrain(shards: Path, out: Path, cfg: Path, *extra: str) -> int:
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    path = sorted(C.epoch_checkpoints(out / "ckpt"))[-1]
-    return C.load(path)["model"]
+    path = sorted(checkpoint.epoch_checkpoints(out / "ckpt"))[-1]
+    return checkpoint.load(path)["model"]
 
 
 def test_preempted_run_resumes_to_identical_weights(tmp_path, smoke_shards, monkeypatch, caplog):
@@ -118,20 +124,20 @@ def test_preempted_run_resumes_to_identical_weights(tmp_path, smoke_shards, monk
     total = manifest["counts"]["steps"]
     assert total >= 6 and len(manifest["outputs"]["epoch_checkpoints"]) == 3
 
-    real_step = loop.optimizer_step
+    real_step = trainer.optimizer_step
 
     def step_then_signal(st, c):  # Slurm's SIGTERM arrives mid-epoch, after step 4
         real_step(st, c)
         if st.step == 4:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(loop, "optimizer_step", step_then_signal)
+    monkeypatch.setattr(trainer, "optimizer_step", step_then_signal)
     out = tmp_path / "preempted"
-    assert run_pretrain(smoke_shards, out, cfg) == pretrain.PREEMPTED
+    assert run_pretrain(smoke_shards, out, cfg) == PREEMPTED
     assert not (out / "manifest.json").exists()
     assert max(int(p.stem.split("-")[-1]) for p in (out / "ckpt").glob("*.pt")) == 4
-    monkeypatch.setattr(loop, "optimizer_step", real_step)
-    (out / "ckpt" / C.step_name(999)).write_bytes(b"\x80\x02 not a checkpoint")  # newest, corrupt: skipped
+    monkeypatch.setattr(trainer, "optimizer_step", real_step)
+    (out / "ckpt" / checkpoint.step_name(999)).write_bytes(b"\x80\x02 not a checkpoint")  # newest, corrupt: skipped
     assert run_pretrain(smoke_shards, out, cfg) == 0
     assert "skipping unreadable checkpoint" in caplog.text and "resuming from" in caplog.text
     resumed = final_weights(out)
@@ -180,7 +186,7 @@ def test_two_process_torchrun_trains_end_to_end(tmp_path, smoke_shards):
     assert manifest["counts"]["steps_per_epoch"] == n_train // (2 * single)
     assert len(manifest["outputs"]["epoch_checkpoints"]) == 3
     assert manifest["history"][-1]["n"] == manifest["counts"]["val_windows"]  # every val window, once
-    state = C.load(out / manifest["outputs"]["epoch_checkpoints"][-1])
+    state = checkpoint.load(out / manifest["outputs"]["epoch_checkpoints"][-1])
     assert state["complete"] and not any(k.startswith("module.") for k in state["model"])
     r0, r1 = (r["torch"] for r in state["rng_ranks"])  # each rank's own dropout stream, saved for resume
     assert not torch.equal(r0, r1)

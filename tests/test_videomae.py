@@ -23,11 +23,13 @@ from tvts.models.text import TextConfig, build_spec
 from tvts.models.tvts import TVTS, ModelConfig
 from tvts.models.video_vit import PIXEL_MEAN, PIXEL_STD, VideoConfig, VideoViT, tube_keep_indices
 from tvts.models.videomae import VideoMAEConfig, masked_indices, recon_targets, sincos_3d
-from tvts.select import SelectConfig, model_from_state, pick, score
+from tvts.models.load import build_model, model_from_state
+from tvts.select import SelectConfig, pick, score
 from tvts.stages import pretrain
-from tvts.train import checkpoint as C
-from tvts.train import distributed as D
-from tvts.train import loop
+from tvts.train import checkpoint
+from tvts.train import distributed as dist
+from tvts.train import pretext
+from tvts.train.pretrain import text_only_variant
 from tvts.train.config import OptimConfig, PretrainConfig
 from tvts.train.data import WindowDataset
 
@@ -36,7 +38,7 @@ from conftest import SMOKE
 TINY = VideoConfig(img_size=32, patch_size=8, tubelet=2, num_frames=8, dim=32, depth=1, heads=2)  # 4 tubes x 16
 MAE = VideoMAEConfig(decoder_dim=24, decoder_depth=1, decoder_heads=2)
 TEXTS = ["the red circle moves left", "a blue square appears", "the green bar shrinks", "um so the purple ring"]
-CPU = D.DistEnv(0, 1, 0, torch.device("cpu"))
+CPU = dist.DistEnv(0, 1, 0, torch.device("cpu"))
 
 
 def tiny_cfg(**model) -> PretrainConfig:
@@ -48,7 +50,7 @@ def tiny_cfg(**model) -> PretrainConfig:
 
 def tiny_model(cfg: PretrainConfig) -> TVTS:
     torch.manual_seed(0)
-    return loop.build_model(cfg, build_spec(cfg.model.text, TEXTS * 5), load_pretrained_text=False)
+    return build_model(cfg, build_spec(cfg.model.text, TEXTS * 5), load_pretrained_text=False)
 
 
 def keeps(b: int, ratio: float, kind: str, seed: int = 0) -> torch.Tensor:
@@ -92,7 +94,7 @@ def test_masked_indices_are_the_complement():
 
 
 def test_dataset_draws_the_configured_mask_kind(smoke_shards):
-    view = loop.view_config(tiny_cfg(mask_kind="shared", mask_ratio=0.5))
+    view = pretext.view_config(tiny_cfg(mask_kind="shared", mask_ratio=0.5))
     assert view.mask_kind == "shared" and view.frames
     ds = WindowDataset(smoke_shards, "train", view, build_spec(TextConfig(model="scratch"), TEXTS * 5), seed=0)
     keep = ds[(0, 0)]["keep"]
@@ -165,8 +167,8 @@ def test_loss_counts_masked_tubelets_only():
 def test_training_steps_reduce_the_reconstruction_loss():
     cfg = tiny_cfg(mask_ratio=0.75, mask_kind="shared")
     model = tiny_model(cfg).train()
-    loop.freeze_unused(model, cfg)
-    opt = loop.build_optimizer(model, cfg)
+    pretext.freeze_unused(model, cfg)
+    opt = pretext.build_optimizer(model, cfg)
     trained = {id(p) for g in opt.param_groups for p in g["params"]}
     assert {n.split(".")[0] for n, p in model.named_parameters() if id(p) in trained} == {"video", "decoder"}
     torch.manual_seed(2)
@@ -180,7 +182,7 @@ def test_training_steps_reduce_the_reconstruction_loss():
     seen = []
     for _ in range(25):
         opt.zero_grad()
-        parts = loop.losses(loop.run_model(model, batch), batch["order"], cfg, CPU)
+        parts = pretext.losses(pretext.run_model(model, batch), batch["order"], cfg, CPU)
         assert parts.keys() == {"loss", "loss_recon"}
         parts["loss"].backward()
         opt.step()
@@ -216,9 +218,9 @@ def test_validation_reports_the_mean_reconstruction_loss():
         batches.append({"frames": torch.randn(b, 3, 8, 32, 32), "keep": keeps(b, 0.75, "per_tube", seed=i),
                         "order": torch.arange(4).repeat(b, 1), "index": torch.arange(b)})
         batches[-1]["input_ids"], batches[-1]["attention_mask"] = text_inputs(b)
-    metrics = loop.evaluate(model, batches, cfg, CPU)
+    metrics = pretext.evaluate(model, batches, cfg, CPU)
     with torch.no_grad():
-        per_sample = torch.cat([loop.run_model(model, b).recon_loss for b in batches])
+        per_sample = torch.cat([pretext.run_model(model, b).recon_loss for b in batches])
     assert metrics.keys() == {"loss_recon", "n"} and metrics["n"] == 5
     assert metrics["loss_recon"] == pytest.approx(per_sample.mean().item(), rel=1e-6)
     assert SelectConfig(metric="loss_recon").higher_is_better is False
@@ -243,7 +245,7 @@ def test_defaults_are_tvts_and_videomae_vit_b_decoder():
                     "pretrain")
     assert PretrainConfig().method == "tvts" and ModelConfig().mask_kind == "per_tube"
     assert cfg.videomae == VideoMAEConfig(384, 4, 6, 4.0, True) and cfg.model.mask_kind == "shared"
-    assert pretrain.text_only_variant(cfg).method == "tvts"  # the text-only baseline stays a sort baseline
+    assert text_only_variant(cfg).method == "tvts"  # the text-only baseline stays a sort baseline
 
 
 # ---- end to end ---------------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def test_pretrain_stage_trains_videomae_end_to_end(tmp_path, smoke_shards):
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("train/loss_recon" in r for r in logged) and not any("train/sort_acc" in r for r in logged)
     path = out / manifest["outputs"]["epoch_checkpoints"][-1]
-    assert any(k.startswith("decoder.") for k in C.load(path)["model"])
+    assert any(k.startswith("decoder.") for k in checkpoint.load(path)["model"])
     scores = score(path, smoke_shards, CPU, workers=0)   # what select_ckpt does: the same fixed val masks
     assert scores["loss_recon"] == pytest.approx(last["loss_recon"], rel=1e-5)
     assert pick({path.name: scores}, SelectConfig(metric="loss_recon")) == path.name

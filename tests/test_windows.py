@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tvts.config import WindowConfig
+from tvts.data.config import WindowConfig
 from tvts.data.windows import plan_windows, window_span
 
 

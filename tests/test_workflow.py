@@ -75,7 +75,7 @@ def test_full_run_outputs(done_workdir):
     epochs = json.loads((work / "results/smoke/pretrain/manifest.json").read_text())["outputs"]["epoch_checkpoints"]
     assert [c["checkpoint"] for c in selection["candidates"]] == [Path(e).name for e in epochs]
     assert selection["metric"] == "sort_exact" and selection["best"] in [Path(e).name for e in epochs]
-    from tvts.select import load_model
+    from tvts.models.load import load_model
 
     model, cfg = load_model(work / "results/smoke/select/best.pt")
     assert cfg.model.video.dim == model.video.dim
@@ -90,12 +90,12 @@ def test_selection_reuses_the_trainers_validation_pass(done_workdir):
     import torch
 
     from tvts.select import score
-    from tvts.train import distributed as D
+    from tvts.train import distributed as dist
 
     work, _ = done_workdir
     selection = json.loads((work / "results/smoke/select/selection.json").read_text())
     assert set(selection["scores_from"].values()) == {"trainer"}
-    cpu = D.DistEnv(0, 1, 0, torch.device("cpu"))
+    cpu = dist.DistEnv(0, 1, 0, torch.device("cpu"))
     for cand in selection["candidates"]:
         fresh = score(work / "results/smoke/pretrain/ckpt" / cand["checkpoint"], work / "results/smoke/shards", cpu, 0)
         assert fresh == pytest.approx({k: v for k, v in cand.items() if k != "checkpoint"}, abs=1e-6)
@@ -210,7 +210,7 @@ def test_mlflow_runs_and_tags(done_workdir):
     selection = json.loads((work / "results/smoke/select/selection.json").read_text())
     assert best.tags["tvts.checkpoint"] == selection["best"]
     fetched = mlflow.artifacts.download_artifacts("models:/tvts-smoke@best", tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-    from tvts.select import load_model
+    from tvts.models.load import load_model
 
     assert load_model(Path(fetched) / "best.pt")[0] is not None
 

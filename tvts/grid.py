@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from tvts.config import ConfigError, from_dict, require, stage_sections
+from tvts.config import require
 
 _EXP = re.compile(r"^(?P<method>[A-Za-z0-9_\-]+?)-s(?P<seed>\d+)$")
 OVERRIDABLE = ("pretrain", "select")  # the sections a method may change
@@ -117,17 +117,3 @@ def group_by_method(exps: Iterable[str]) -> dict[str, list[str]]:
 def is_grid(exps: Iterable[str]) -> bool:
     """Whether some method has several seeds among `exps` (then the report aggregates)."""
     return any(len(es) > 1 for es in group_by_method(exps).values())
-
-
-def check_grid_section(config: dict) -> None:
-    """Every method's merged `pretrain`/`select` sections go through their dataclasses, so a bad
-    override is reported under its own key (e.g. `grid.methods.videomae.pretrain.model: ...`)."""
-    grid = grid_of(config)
-    sections = stage_sections()
-    for method in grid.methods:
-        merged = method_config(config, method, grid.seeds[0])
-        for name in OVERRIDABLE:
-            try:
-                from_dict(sections[name], merged[name], name)
-            except ConfigError as err:
-                raise ConfigError(f"grid.methods.{method}: {err}") from None

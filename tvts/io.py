@@ -160,3 +160,10 @@ def write_manifest(path: str | os.PathLike, *, stage: str, inputs: dict, config:
     }
     atomic_write_json(path, manifest)
     return manifest
+
+
+def sidecars(out: str | Path) -> tuple[Path, Path]:
+    """The manifest and rejects paths written beside a `.jsonl` output."""
+    out = Path(out)
+    stem = out.name.removesuffix(".jsonl")
+    return out.with_name(f"{stem}.manifest.json"), out.with_name(f"{stem}.rejects.jsonl")

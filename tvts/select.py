@@ -12,16 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from tvts.config import from_dict, require
+from tvts.config import require
+from tvts.models.load import model_from_state
 from tvts.models.text import TextSpec
-from tvts.models.tvts import TVTS
-from tvts.train import checkpoint as C
-from tvts.train import distributed as D
-from tvts.train.config import PretrainConfig
+from tvts.train import checkpoint
+from tvts.train import distributed as dist
 from tvts.train.data import ResumableBatchSampler, WindowDataset
-from tvts.train.loop import build_model, evaluate, make_loader, view_config
+from tvts.train.pretext import evaluate, make_loader, view_config
 
 # loss_recon: VideoMAE's; step: the last epoch checkpoint, whatever the val scores (the
 # fixed-budget protocol: every method evaluated after the same number of steps)
@@ -43,28 +40,9 @@ class SelectConfig:
         return not self.metric.startswith("loss")
 
 
-def model_from_state(state: dict, device: torch.device | str = "cpu") -> tuple[TVTS, PretrainConfig]:
-    """Rebuild the model a checkpoint (or best.pt) describes and load its weights.
-
-    A VideoMAE decoder comes back too (it is in the weights) but frozen: no evaluation uses it,
-    and a fine-tuning evaluation under DDP would otherwise wait for its gradients forever.
-    """
-    cfg = from_dict(PretrainConfig, state["config"], "checkpoint.config")
-    model = build_model(cfg, TextSpec(**state["text_spec"]), load_pretrained_text=False)
-    model.load_state_dict(state["model"])
-    if model.decoder is not None:
-        model.decoder.requires_grad_(False)
-    return model.to(device).eval(), cfg
-
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[TVTS, PretrainConfig]:
-    """A TVTS model from any tvts-workflow checkpoint (`weights_only=True`): what evaluation calls."""
-    return model_from_state(C.load(path), device)
-
-
-def score(path: Path, shard_dir: Path, env: D.DistEnv, workers: int | None = None) -> dict[str, float]:
+def score(path: Path, shard_dir: Path, env: dist.DistEnv, workers: int | None = None) -> dict[str, float]:
     """Validation metrics of one checkpoint (deterministic views: centre frames and crops, fixed masks)."""
-    state = C.load(path)
+    state = checkpoint.load(path)
     model, cfg = model_from_state(state, env.device)
     val = WindowDataset(shard_dir, "val", view_config(cfg), TextSpec(**state["text_spec"]), cfg.seed)
     sampler = ResumableBatchSampler(len(val), cfg.data.eval_batch_size, env.rank, env.world, cfg.seed,
@@ -85,6 +63,20 @@ def recorded_scores(manifest: dict, shards: str | Path) -> dict[int, dict[str, f
             for h in manifest.get("history", [])}
 
 
+def score_candidates(candidates: list[Path], recorded: dict[int, dict[str, float]], shard_dir: Path,
+                     env: dist.DistEnv, workers: int | None = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """Every candidate's scores (by file name) and where each came from ("trainer" or "scored").
+
+    A candidate the trainer validated (`recorded`, by step) keeps those scores; others are scored here.
+    """
+    scores, source = {}, {}
+    for path in candidates:
+        kept = recorded.get(checkpoint.step_of(path.name))
+        source[path.name] = "trainer" if kept is not None else "scored"
+        scores[path.name] = kept if kept is not None else score(path, shard_dir, env, workers)
+    return scores, source
+
+
 def pick(scores: dict[str, dict[str, float]], cfg: SelectConfig) -> str:
     """The best checkpoint name; ties go to the earlier checkpoint."""
     sign = 1.0 if cfg.higher_is_better else -1.0
@@ -99,6 +91,6 @@ def pick(scores: dict[str, dict[str, float]], cfg: SelectConfig) -> str:
 
 def write_best(src: Path, dst: Path, metric: str, value: float) -> None:
     """`best.pt`: weights, config and text spec only (no optimiser), written atomically."""
-    state = C.load(src)
+    state = checkpoint.load(src)
     keep = {k: state[k] for k in ("model", "config", "text_spec", "step", "steps_per_epoch", "run_key")}
-    C.save(dst, keep | {"source": src.name, "selected_by": metric, "score": value})
+    checkpoint.save(dst, keep | {"source": src.name, "selected_by": metric, "score": value})

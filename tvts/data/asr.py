@@ -37,7 +37,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from tvts.config import AlignConfig
+from tvts.data.config import AlignConfig
 from tvts.io import RejectError
 
 # Backtrack moves, listed in tie-break order: on equal accumulated cost the backtrack

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvts.config import WindowConfig
+from tvts.data.config import WindowConfig
 
 
 @dataclass(frozen=True)

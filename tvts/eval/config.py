@@ -151,38 +151,3 @@ def load_dataset_split(spec: DatasetSpec, split: str) -> VideoSet:
     if spec.max_videos > 0:
         vset.items = vset.items[:spec.max_videos]
     return vset
-
-
-TASK_KINDS = {"zeroshot_v2v": "classification", "linear": "classification", "finetune": "classification",
-              "t2v": "retrieval"}
-
-
-def part_classes() -> dict[str, type]:
-    """Every `eval.<part>` and the dataclass that checks it."""
-    from tvts.eval.finetune import FinetuneConfig  # imported here: they import this module
-    from tvts.eval.t2v import T2VConfig
-
-    return {"views": ViewsConfig, "zeroshot_v2v": ZeroShotV2VConfig, "linear": LinearConfig,
-            "finetune": FinetuneConfig, "t2v": T2VConfig}
-
-
-def check_eval_section(section: dict[str, Any]) -> None:
-    """Check the whole `eval` section before any job runs: every part, every dataset, and that each
-    task lists configured datasets of the right kind (classification or retrieval).
-
-    Raises:
-        ConfigError: naming the first offending key.
-    """
-    from tvts.data.formats import CLASSIFICATION, RETRIEVAL
-
-    for name, cls in part_classes().items():
-        eval_part(section, name, cls)
-    datasets = section.get("datasets") or {}
-    for name in datasets:
-        dataset_spec(section, name)
-    for task, names in (section.get("tasks") or {}).items():
-        allowed = CLASSIFICATION if TASK_KINDS[task] == "classification" else RETRIEVAL
-        for name in names:
-            fmt = dataset_spec(section, name).format
-            require(fmt in allowed, f"eval.tasks.{task}", name,
-                    f"is a {fmt} dataset; {task} needs a {TASK_KINDS[task]} format ({', '.join(allowed)})")

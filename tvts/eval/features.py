@@ -9,7 +9,6 @@ settings); a different key recomputes and replaces the file.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tvts.io import atomic_path
+from tvts.train.distributed import autocast
 
 log = logging.getLogger("tvts.eval.features")
 FEATURE_VERSION = 1  # bump when extraction changes in a way the key does not capture
@@ -49,13 +49,6 @@ class Features:
     def valid(self) -> tuple[np.ndarray, np.ndarray]:
         """(feats (M, V, C), labels (M,)) of the readable videos only: what metrics see."""
         return self.feats[self.ok], self.labels[self.ok]
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; a no-op on CPU or with amp="off"."""
-    if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def encode_views(model_video: torch.nn.Module, frames: torch.Tensor, amp: str = "off") -> torch.Tensor:

@@ -38,7 +38,7 @@ from tvts.eval.tuning import masked_share, view_outputs
 from tvts.eval.views import ClipDataset, clip_indices
 from tvts.io import RejectError
 from tvts.models.video_vit import VideoViT, tube_keep_indices
-from tvts.train import distributed as D
+from tvts.train import distributed as dist
 
 NO_FLIP_FORMATS = ("ssv2", "ssv2_list")  # their classes name left/right: a flip would change the label
 NO_DECAY = ("cls_token", "pos_embed", "temporal_embed")
@@ -264,7 +264,7 @@ def classification_loss(engine: nn.Module, batch: dict, device: torch.device, la
     return masked_share(per_clip, ok)
 
 
-def predict(model: VideoClassifier, dataset: ClipDataset, batch_size: int, workers: int, env: D.DistEnv,
+def predict(model: VideoClassifier, dataset: ClipDataset, batch_size: int, workers: int, env: dist.DistEnv,
             amp: str = "off") -> dict | None:
     """Logits of every test view of every video, each rank a share, gathered on rank 0.
 

@@ -35,13 +35,12 @@ from torch.utils.data import Dataset
 from tvts.config import require
 from tvts.data.formats.common import VideoItem
 from tvts.eval.metrics import t2v_metrics
-from tvts.eval.features import autocast
 from tvts.eval.tuning import masked_share, view_outputs
 from tvts.eval.views import ClipDataset
 from tvts.models.text import TextSpec, load_tokenizer, tokenize
 from tvts.models.tvts import TVTS, contrastive_loss
 from tvts.models.video_vit import tube_keep_indices
-from tvts.train import distributed as D
+from tvts.train import distributed as dist
 
 CAPTION_STREAM = 7  # the caption draw's RNG is seeded (seed, epoch, index, CAPTION_STREAM): apart from the frames'
 
@@ -206,10 +205,9 @@ def contrastive_share(video: torch.Tensor, text: torch.Tensor, ok: torch.Tensor,
     With every video readable this is exactly the pretraining loss (`contrastive_loss`). Otherwise
     unreadable pairs are neither queries nor negatives, and the mean runs over readable pairs.
     """
-    all_v, all_t = D.gather_with_grad(video), D.gather_with_grad(text)
-    all_ok = D.gather_with_grad(ok.float()).bool()
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    offset = rank * video.shape[0]
+    all_v, all_t = dist.gather_with_grad(video), dist.gather_with_grad(text)
+    all_ok = dist.gather_with_grad(ok.float()).bool()
+    offset = dist.rank() * video.shape[0]
     if bool(all_ok.all()):
         return contrastive_loss(video, text, all_v, all_t, offset, temperature)
     labels = torch.arange(video.shape[0], device=video.device) + offset
@@ -232,7 +230,7 @@ def retrieval_loss(engine: nn.Module, batch: dict, device: torch.device, tempera
 
 
 def video_embeddings(model: RetrievalModel, dataset: ClipDataset, batch_size: int, workers: int,
-                     env: D.DistEnv, amp: str = "off") -> dict | None:
+                     env: dist.DistEnv, amp: str = "off") -> dict | None:
     """Normalised embedding of every test video (views averaged), each rank a share, gathered on rank 0.
 
     Returns:
@@ -245,7 +243,7 @@ def video_embeddings(model: RetrievalModel, dataset: ClipDataset, batch_size: in
 
 
 @torch.no_grad()
-def text_embeddings(model: RetrievalModel, texts: list[str], tokenizer, batch_size: int, env: D.DistEnv,
+def text_embeddings(model: RetrievalModel, texts: list[str], tokenizer, batch_size: int, env: dist.DistEnv,
                     amp: str = "off") -> torch.Tensor:
     """(N, E) normalised caption embeddings, `batch_size` captions per forward (on this rank's device)."""
     was_training = model.training
@@ -253,7 +251,7 @@ def text_embeddings(model: RetrievalModel, texts: list[str], tokenizer, batch_si
     out = []
     for start in range(0, len(texts), batch_size):
         ids, mask = tokenize(tokenizer, texts[start:start + batch_size])
-        with autocast(env.device, amp):
+        with dist.autocast(env.device, amp):
             out.append(model.text_embed(ids.to(env.device), mask.to(env.device)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 0)

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
+
+from tvts.config import ConfigError
+from tvts.train.preemption import PREEMPTED, Preempted
+
+log = logging.getLogger("tvts")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -37,3 +43,21 @@ def timer(timings: dict, name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def command(main: Callable[..., int]) -> Callable[..., int]:
+    """A stage's `main`: the library's exceptions become exit codes here, and nowhere else.
+
+    `Preempted` -> PREEMPTED (75: checkpoint written, rerun to resume); `ConfigError` -> one line
+    naming the key, exit status 1.
+    """
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except Preempted as err:
+            log.warning("%s; exiting with %d", err, PREEMPTED)
+            return PREEMPTED
+        except ConfigError as err:
+            raise SystemExit(f"{main.__module__.rsplit('.', 1)[-1]}: {err}") from None
+    return wrapped

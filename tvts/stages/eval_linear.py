@@ -17,9 +17,10 @@ from tvts.eval.config import LinearConfig, ViewsConfig, load_dataset_split
 from tvts.eval.features import Features, add_rejects, feature_key, file_digest, split_features
 from tvts.eval.linear import ProbeResult, evaluate_probe, resolve_device, train_probe_cached, train_probe_uncached
 from tvts.eval.views import ClipDataset, view_name
-from tvts.select import load_model
-from tvts.stages.common import setup_logging, timer
-from tvts.stages.eval_common import add_feature_args, eval_parser, eval_stage_run, load_stage_config
+from tvts.models.load import load_model
+from tvts.stages.common import command, setup_logging, timer
+from tvts.eval.job import eval_stage_run
+from tvts.stages.eval_common import add_feature_args, eval_parser, load_stage_config
 
 log = logging.getLogger("tvts.eval_linear")
 STAGE = "eval_linear"
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     return eval_parser("tvts eval-linear", __doc__, "linear", add_feature_args)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()

@@ -18,9 +18,10 @@ from tvts.eval.features import add_rejects, feature_key, file_digest, split_feat
 from tvts.eval.linear import resolve_device
 from tvts.eval.metrics import v2v_recall
 from tvts.eval.views import ClipDataset, view_name
-from tvts.select import load_model
-from tvts.stages.common import setup_logging, timer
-from tvts.stages.eval_common import add_feature_args, eval_parser, eval_stage_run, load_stage_config
+from tvts.models.load import load_model
+from tvts.stages.common import command, setup_logging, timer
+from tvts.eval.job import eval_stage_run
+from tvts.stages.eval_common import add_feature_args, eval_parser, load_stage_config
 
 log = logging.getLogger("tvts.eval_zeroshot_v2v")
 STAGE = "eval_zeroshot_v2v"
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     return eval_parser("tvts eval-zeroshot-v2v", __doc__, "zeroshot_v2v", add_feature_args)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()

@@ -11,18 +11,14 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
-from tvts import io, tracking
+from tvts import tracking
 from tvts.config import load_sections
-from tvts.models.init import initialise
 from tvts.select import score
-from tvts.stages.common import add_common_args, setup_logging
-from tvts.stages.pretrain import build_data
-from tvts.train import checkpoint as C
-from tvts.train import distributed as D
+from tvts.stages.common import add_common_args, command, setup_logging
+from tvts.train import checkpoint
+from tvts.train import distributed as dist
 from tvts.train.config import PretrainConfig
-from tvts.train.loop import build_model
+from tvts.train.pretrain import initial_state
 
 log = logging.getLogger("tvts.init_model")
 
@@ -35,25 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def initial_state(cfg: PretrainConfig, shards: Path, env: D.DistEnv) -> dict:
-    """The state pretraining would start from, in best.pt format."""
-    _, _, spec = build_data(shards, cfg, env, resume=None)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, spec)
-    initialise(model, cfg.init)
-    return {"model": model.state_dict(), "config": io.to_jsonable(cfg), "text_spec": spec.as_dict(),
-            "step": 0, "steps_per_epoch": 0, "run_key": "", "source": f"init:{cfg.init}",
-            "selected_by": "none (no pretraining)", "score": float("nan")}
-
-
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     cfg = load_sections({"pretrain": PretrainConfig}, args.config_path, args.config_json)["pretrain"]
-    env = D.init_distributed(use_cuda=None)
+    env = dist.init_distributed(use_cuda=None)
     out = Path(args.out)
     with tracking.stage_run("init_model", args.exp, {"pretrain": cfg}, rule=args.rule) as mlrun:
-        C.save(out, initial_state(cfg, Path(args.shards), env))
+        checkpoint.save(out, initial_state(cfg, Path(args.shards), env))
         scores = score(out, Path(args.shards), env)
         mlrun.log_metrics({f"init/{k}": v for k, v in scores.items()})
         log.info("untrained model (init %s): %s", cfg.init, " ".join(f"{k}={v:.4f}" for k, v in scores.items()))

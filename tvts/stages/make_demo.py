@@ -13,7 +13,7 @@ from pathlib import Path
 from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.data.demo import DemoConfig, generate_demo
-from tvts.stages.common import setup_logging
+from tvts.stages.common import command, setup_logging
 
 log = logging.getLogger("tvts.make_demo")
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from tvts import io, tracking
 from tvts.config import load_sections
-from tvts.select import SelectConfig, pick, recorded_scores, score, write_best
-from tvts.stages.common import add_common_args, setup_logging
-from tvts.train import checkpoint as C
-from tvts.train import distributed as D
+from tvts.select import SelectConfig, pick, recorded_scores, score_candidates, write_best
+from tvts.stages.common import add_common_args, command, setup_logging
+from tvts.train import distributed as dist
 
 log = logging.getLogger("tvts.select")
 SECTIONS = {"select": SelectConfig}
@@ -35,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -44,15 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     candidates = [pre / c for c in manifest["outputs"]["epoch_checkpoints"]]
     if not candidates:
         raise SystemExit(f"select_ckpt: {pre}/manifest.json lists no epoch checkpoints")
-    env = D.init_distributed(use_cuda=None)
+    env = dist.init_distributed(use_cuda=None)
     out = Path(args.out)
     with tracking.stage_run("select_ckpt", args.exp, {"select": cfg}, rule=args.rule) as mlrun:
         recorded = {} if cfg.rescore else recorded_scores(manifest, args.shards)
-        scores, source = {}, {}
+        scores, source = score_candidates(candidates, recorded, Path(args.shards), env, args.workers)
         for epoch, path in enumerate(candidates):
-            kept = recorded.get(C.step_of(path.name))
-            source[path.name] = "trainer" if kept is not None else "scored"
-            scores[path.name] = kept if kept is not None else score(path, Path(args.shards), env, args.workers)
             mlrun.log_metrics({f"candidate/{k}": v for k, v in scores[path.name].items()}, step=epoch)
             log.info("%s: %s=%.4f (%s)", path.name, cfg.metric, scores[path.name][cfg.metric], source[path.name])
         best = pick(scores, cfg)

@@ -5,6 +5,7 @@ Two kinds live side by side in one folder:
     epoch-EEEE_step-NNNNNNNN.pt  at each epoch end; all kept (checkpoint selection scores these)
 Each holds the model, optimiser, scheduler and RNG states, the position in the data
 stream, the run's config and its text spec, so a checkpoint alone resumes or evaluates.
+`CheckpointManager` is how every training stage finds, writes and restores them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from tvts.io import atomic_path
+from tvts.train import distributed as dist
 
 log = logging.getLogger("tvts.checkpoint")
 FORMAT = "tvts-workflow/1"
@@ -99,3 +101,77 @@ def prune(folder: Path, keep_last: int) -> list[Path]:
 
 def epoch_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).glob("epoch-*.pt") if _NAME.match(p.name))
+
+
+class CheckpointManager:
+    """One run's checkpoint folder: rank 0 writes, every rank contributes its RNG state.
+
+    Args:
+        folder: the checkpoint folder (`<run>/ckpt`).
+        key: the run key: a hash of everything the weights depend on. Only checkpoints with this
+            key are resumed; when a run starts afresh, every checkpoint in the folder is deleted.
+        env: this process's rank and device.
+        every: optimiser steps between step checkpoints.
+        keep_last: step checkpoints kept.
+        keep_epochs: epoch checkpoints kept (None = all: pretraining's are scored by selection).
+        extra: more entries saved in every checkpoint (config, text spec, MLflow run id).
+    """
+
+    def __init__(self, folder: Path, key: str, env: dist.DistEnv, every: int, keep_last: int,
+                 keep_epochs: int | None = None, extra: dict | None = None):
+        self.folder, self.key, self.env, self.every = Path(folder), key, env, every
+        self.keep_last, self.keep_epochs, self.extra = keep_last, keep_epochs, dict(extra or {})
+
+    def find(self, resume_complete: bool = True) -> tuple[Path, dict[str, Any]] | None:
+        """The newest valid checkpoint of this run, or None after clearing the folder (start afresh).
+
+        Args:
+            resume_complete: whether a finished run's final checkpoint counts (then it is only
+                evaluated again); if not, a finished run trains again from the start.
+        """
+        found = newest_valid(self.folder, self.key) if self.folder.exists() else None
+        if found and (resume_complete or not found[1]["complete"]):
+            return found
+        if self.env.is_main and self.folder.exists():
+            for p in candidates(self.folder):
+                p.unlink()
+        dist.barrier()
+        return None
+
+    def save_step(self, st, force: bool = False) -> None:
+        """A step checkpoint every `every` steps, or now (`force`, the same on every rank)."""
+        if force or st.step % self.every == 0:
+            self._save(st, step_name(st.step))
+
+    def save_epoch(self, st, epoch: int, complete: bool) -> Path:
+        return self._save(st, epoch_name(epoch, st.step), complete)
+
+    def restore(self, st, state: dict[str, Any]) -> None:
+        """Load `state` into the TrainState `st`, this rank's RNG stream included."""
+        st.model.load_state_dict(state["model"])
+        st.optimizer.load_state_dict(state["optimizer"])
+        st.scheduler.load_state_dict(state["scheduler"])
+        ranks = state.get("rng_ranks") or []
+        set_rng_state(ranks[self.env.rank] if len(ranks) == self.env.world else state["rng"])
+        st.step, st.history = int(state["step"]), list(state["history"])
+        st.train_s = float(state.get("train_s", 0.0))
+        st.load_extra(state)
+
+    def _state(self, st, rng_ranks: list[dict], complete: bool) -> dict[str, Any]:
+        return {"model": st.model.state_dict(), "optimizer": st.optimizer.state_dict(),
+                "scheduler": st.scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks,
+                "step": st.step, "steps_per_epoch": st.steps_per_epoch, "history": st.history,
+                "train_s": st.train_s, "run_key": self.key, "complete": complete} | st.extra_state() | self.extra
+
+    def _save(self, st, name: str, complete: bool = False) -> Path:
+        rng_ranks = dist.gather_objects(rng_state())  # every rank's dropout stream, for an exact resume
+        st.sync()
+        path = self.folder / name
+        if self.env.is_main:
+            save(path, self._state(st, rng_ranks, complete))
+            prune(self.folder, self.keep_last)
+            if self.keep_epochs is not None:
+                for old in epoch_checkpoints(self.folder)[:-self.keep_epochs]:
+                    old.unlink(missing_ok=True)
+        dist.barrier()
+        return path

@@ -1,15 +1,19 @@
-"""Distributed setup: the only module that reads RANK / WORLD_SIZE / LOCAL_RANK.
+"""Processes and devices: the only module that touches torch.distributed.
 
-torchrun sets these; without them the process is a single rank. NCCL on GPU, gloo on CPU.
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them the process is a single rank.
+NCCL on GPU, gloo on CPU. Collectives here are no-ops in a single process, so training and
+evaluation code calls them unconditionally.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -89,3 +93,32 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def wrap_ddp(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
+    """DDP across ranks (parameters without requires_grad are not synchronised); the model itself alone."""
+    if env.world == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+
+
+def no_sync(engine: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Skip DDP's gradient all-reduce on a micro-batch that does not end an optimiser step."""
+    if sync or not isinstance(engine, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return engine.no_sync()
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; a no-op on CPU or with amp="off"."""
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)

@@ -7,7 +7,8 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from tvts import grid, tracking
-from tvts.config import ConfigError, validate_workflow_config
+from tvts.config import ConfigError
+from tvts.workflow_config import validate_workflow_config
 
 try:
     validate_workflow_config(config, workflow.source_path("../schemas/config.schema.yaml"))

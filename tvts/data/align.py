@@ -1,0 +1,55 @@
+"""ASR alignment over a video list: each video's transcript cleaned, DTW-aligned to the denoised
+text, and cut into K-clip windows (tvts.data.asr, tvts.data.windows); bad videos are rejects."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tvts import io
+from tvts.data import asr
+from tvts.data.formats.yttemporal import VideoEntry, load_annotation
+from tvts.data.windows import plan_windows, window_span, window_to_dict
+from tvts.io import RejectError
+
+
+def align_video(entry: VideoEntry, root: Path, cfg: dict) -> tuple[dict, Counter]:
+    """Align one video and cut its windows.
+
+    Returns:
+        The output row and the counts of windows skipped by reason.
+    Raises:
+        RejectError: the video is skipped (reason in the error).
+    """
+    ann = load_annotation(entry, root)
+    if not entry.video_path(root).exists():
+        raise RejectError("missing_video", str(entry.video_path(root)))
+    words, times = asr.clean_asr_words(ann.subtitles)
+    den = asr.denoised_words(ann.denoised)
+    asr.check_transcript(words, den, cfg["align_asr"])
+    al = asr.align_asr_to_denoised(words, times, den, cfg["align_asr"])
+    windows, skipped = plan_windows(entry.video_id, ann.duration, al.words, al.times, cfg["windows"])
+    if not windows:
+        wcfg = cfg["windows"]
+        too_short = ann.duration < window_span(wcfg.k, min(wcfg.clip_lengths), wcfg.gap_s)
+        raise RejectError("video_shorter_than_window" if too_short else "no_valid_window",
+                          f"duration {ann.duration:.1f}s, {sum(skipped.values())} windows lacked words")
+    row = {"id": entry.video_id, "video": str(entry.video_path(root)), "duration": ann.duration,
+           "n_asr_words": len(words), "n_denoised_words": len(den), "n_aligned_words": len(al.words),
+           "dtw_cost": al.cost, "words": [[w, round(float(t), 3)] for w, t in zip(al.words, al.times)],
+           "windows": [window_to_dict(w) for w in windows]}
+    return row, skipped
+
+
+def align_videos(entries: list[VideoEntry], root: Path, cfg: dict) -> tuple[list[dict], io.Rejects, Counter]:
+    rows, rejects, skipped = [], io.Rejects("align_asr"), Counter()
+    for entry in tqdm(entries, desc="align_asr", unit="video", mininterval=2):
+        try:
+            row, skip = align_video(entry, root, cfg)
+        except RejectError as err:
+            rejects.add(entry.video_id, err.reason, err.detail)
+            continue
+        rows.append(row)
+        skipped.update(skip)
+    return rows, rejects, skipped

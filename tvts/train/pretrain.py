@@ -1,0 +1,220 @@
+"""The pretraining job: the TVTS pretext (or VideoMAE, or the text-only baseline) on window shards.
+
+Writes `<out>/ckpt/` (step and epoch-end checkpoints), `<out>/log.jsonl` (every logged metric)
+and, when training completes, `<out>/manifest.json`. A rerun resumes from the newest valid
+checkpoint of the same run key (config + shards); a completed run, or one with another key,
+starts afresh. Only rank 0 writes files and talks to MLflow.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from tvts import io
+from tvts.config import ConfigError
+from tvts.io import dumps
+from tvts.models.init import initialise
+from tvts.models.load import build_model
+from tvts.models.text import TextSpec, build_spec
+from tvts.train import checkpoint
+from tvts.train import distributed as dist
+from tvts.train.config import PretrainConfig
+from tvts.train.data import ResumableBatchSampler, WindowDataset
+from tvts.train.pretext import (Meter, build_optimizer, build_scheduler, evaluate, freeze_unused, losses,
+                                make_loader, run_model, to_device, train_accuracy, view_config, wrap)
+from tvts.train.trainer import Budget, TrainState, run_epochs
+
+log = logging.getLogger("tvts.pretrain")
+
+
+def run_key(cfg: PretrainConfig, shard_dir: Path, text_only: bool) -> str:
+    """Identifies a run: its config and the exact shards. Only matching checkpoints are resumed."""
+    h = hashlib.sha256(dumps({"pretrain": cfg, "text_only": text_only}).encode())
+    h.update((shard_dir / "manifest.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def text_only_variant(cfg: PretrainConfig) -> PretrainConfig:
+    """The text-only sort baseline: no video, sort loss only, and the text encoder trained by it.
+    It is a TVTS run whatever `method` the experiment pretrains with (it never sees video)."""
+    return replace(cfg, method="tvts", loss=replace(cfg.loss, sort_video=False, detach_text=False, align_weight=0.0,
+                                     sort_weight=max(cfg.loss.sort_weight, 1.0)))
+
+
+def build_data(shard_dir: Path, cfg: PretrainConfig, env: dist.DistEnv,
+               spec: TextSpec | None = None) -> tuple[WindowDataset, WindowDataset, TextSpec]:
+    """(train set, val set, text spec). Without `spec` (a new run), rank 0 trains or reads the
+    tokenizer on the train transcripts and every rank gets the same spec."""
+    view = view_config(cfg)
+    train_ds = WindowDataset(shard_dir, "train", view, TextSpec("", ""), cfg.seed)
+    if spec is None:
+        spec = dist.broadcast_object(build_spec(cfg.model.text, train_ds.texts()) if env.is_main else None)
+    train_ds.spec = spec
+    return train_ds, WindowDataset(shard_dir, "val", view, spec, cfg.seed), spec
+
+
+def initial_model(cfg: PretrainConfig, spec: TextSpec):
+    """The model as a new run starts it: seeded, then `pretrain.init` applied."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, spec)
+    initialise(model, cfg.init)
+    return model
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        io.atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+class PretrainJob:
+    """One pretraining run, built (and restored when resuming) on construction; `run` trains it."""
+
+    def __init__(self, cfg: PretrainConfig, shard_dir: Path, out: Path, env: dist.DistEnv, text_only: bool = False):
+        self.cfg, self.shard_dir, self.out, self.env, self.text_only = cfg, Path(shard_dir), Path(out), env, text_only
+        self.stage = "text_only_baseline" if text_only else "pretrain"
+        rt = cfg.runtime
+        self.ckpts = checkpoint.CheckpointManager(self.out / "ckpt", run_key(cfg, self.shard_dir, text_only), env,
+                                                  rt.ckpt_every, rt.keep_last)
+        self.resume = self.ckpts.find(resume_complete=False)
+        if self.resume is None and env.is_main:
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+        spec = TextSpec(**self.resume[1]["text_spec"]) if self.resume else None
+        self.train_ds, self.val_ds, self.spec = build_data(self.shard_dir, cfg, env, spec)
+        self.sampler = ResumableBatchSampler(len(self.train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed)
+        self.st = self.build_state(self.sampler.steps_per_epoch() // cfg.optim.grad_accum)
+        val_sampler = ResumableBatchSampler(len(self.val_ds), cfg.data.eval_batch_size, env.rank, env.world,
+                                            cfg.seed, shuffle=False, drop_last=False)
+        self.val_loader = make_loader(self.val_ds, val_sampler, cfg, env)
+        self.meter, self.mlrun = Meter(), None
+
+    @property
+    def resume_run_id(self) -> str | None:
+        """The MLflow run an interrupted run logged to (reopened when resuming)."""
+        return (self.resume[1].get("mlflow_run_id") or None) if self.resume else None
+
+    def build_state(self, steps_per_epoch: int) -> TrainState:
+        cfg, env = self.cfg, self.env
+        if steps_per_epoch < 1:
+            raise ConfigError(f"pretrain.data.batch_size: {len(self.train_ds)} train windows are fewer than one "
+                              f"global batch (batch_size x {env.world} ranks x grad_accum); lower the batch size")
+        if self.resume:
+            torch.manual_seed(cfg.seed)
+            model = build_model(cfg, self.spec)
+        else:
+            model = initial_model(cfg, self.spec)
+        if env.world > 1:  # same weights everywhere (above), but each rank its own dropout masks
+            torch.manual_seed(cfg.seed + 100_003 * (env.rank + 1))
+        model.to(env.device)
+        freeze_unused(model, cfg)
+        opt = build_optimizer(model, cfg)
+        st = TrainState(model, model, opt, build_scheduler(opt, steps_per_epoch, cfg), steps_per_epoch)
+        if self.resume:
+            self.ckpts.restore(st, self.resume[1])
+            log.info("resuming from %s (step %d)", self.resume[0].name, st.step)
+            if env.is_main:
+                trim_log(self.out / "log.jsonl", st.step)
+        st.engine = wrap(model, cfg, env)
+        return st
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        """log.jsonl, MLflow and the log (rank 0)."""
+        if not self.env.is_main:
+            return
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "time": time.time()} | values) + "\n")
+        if self.mlrun:
+            self.mlrun.log_metrics(values, step=step)
+        log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+    def batches(self) -> Iterator[dict]:
+        """This epoch's train batches, timing the wait for each (the meter's data_wait)."""
+        self.meter = Meter()
+        return self._timed(make_loader(self.train_ds, self.sampler, self.cfg, self.env))
+
+    def _timed(self, loader: Iterable) -> Iterator[dict]:
+        it = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.meter.wait += time.perf_counter() - t0
+            yield batch
+
+    def micro_step(self, batch: dict, accum: int) -> None:
+        st, cfg, env = self.st, self.cfg, self.env
+        batch = to_device(batch, env.device)
+        with dist.autocast(env.device, cfg.runtime.amp):
+            out = run_model(st.engine, batch)
+        parts = losses(out, batch["order"], cfg, env)
+        (parts["loss"] / accum).backward()
+        self.meter.add({k: v.item() for k, v in parts.items()} | train_accuracy(out, batch), len(batch["order"]))
+
+    def after_step(self) -> None:
+        st = self.st
+        if st.step % self.cfg.runtime.log_every == 0:
+            self.metrics({f"train/{k}": v for k, v in self.meter.summary(self.env.world).items()}
+                         | {"train/lr": st.scheduler.get_last_lr()[0]}, st.step)
+            self.meter = Meter()
+
+    def end_epoch(self, epoch: int) -> None:
+        # The bare model: ranks may hold unequal numbers of val batches, and a DDP forward is a
+        # collective (buffer sync), so evaluating through DDP deadlocks.
+        st = self.st
+        metrics = evaluate(st.model, self.val_loader, self.cfg, self.env)
+        if self.env.is_main:
+            st.history.append({"epoch": epoch, "step": st.step} | metrics)
+            self.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, st.step)
+
+    def run(self, mlrun=None) -> dict:
+        """Train every remaining epoch, then write the manifest (rank 0). Returns it ({} elsewhere).
+
+        Raises:
+            Preempted: after checkpointing on SIGTERM/SIGUSR1.
+        """
+        cfg, st = self.cfg, self.st
+        self.mlrun = mlrun
+        self.ckpts.extra = {"config": json.loads(dumps(cfg)), "text_spec": self.spec.as_dict(),
+                            "mlflow_run_id": mlrun.run_id if mlrun else ""}
+        budget = Budget(cfg.optim.epochs, cfg.optim.grad_accum, cfg.optim.clip_grad)
+        run_epochs(st, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
+                   self.after_step, self.end_epoch)
+        if not self.env.is_main:
+            return {}
+        if mlrun:
+            final = st.history[-1] if st.history else {}
+            mlrun.log_metrics({f"final/{k}": v for k, v in final.items()}, step=st.step)
+        manifest = self.manifest()
+        io.atomic_write_json(self.out / "manifest.json", manifest)
+        if mlrun:
+            mlrun.log_artifact(self.out / "manifest.json")
+        return manifest
+
+    def manifest(self) -> dict:
+        st, cfg = self.st, self.cfg
+        counts = {"train_windows": len(self.train_ds), "val_windows": len(self.val_ds), "world_size": self.env.world,
+                  "steps": st.step, "steps_per_epoch": st.steps_per_epoch, "epochs": cfg.optim.epochs}
+        epochs = [f"ckpt/{p.name}" for p in checkpoint.epoch_checkpoints(self.ckpts.folder)]
+        return {"stage": self.stage, "inputs": {"shards": str(self.shard_dir)},
+                "config": {"pretrain": cfg, "text_only": self.text_only}, "counts": counts,
+                "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"},
+                "history": st.history, "versions": io.library_versions()}
+
+
+def initial_state(cfg: PretrainConfig, shard_dir: Path, env: dist.DistEnv) -> dict:
+    """The state a new pretraining run starts from, in best.pt format (a no-pretraining baseline)."""
+    _, _, spec = build_data(shard_dir, cfg, env)
+    model = initial_model(cfg, spec)
+    return {"model": model.state_dict(), "config": io.to_jsonable(cfg), "text_spec": spec.as_dict(),
+            "step": 0, "steps_per_epoch": 0, "run_key": "", "source": f"init:{cfg.init}",
+            "selected_by": "none (no pretraining)", "score": float("nan")}

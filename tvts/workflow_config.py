@@ -1,0 +1,100 @@
+"""The whole-workflow config check: what the Snakefile runs before any job.
+
+A workflow config is one YAML file with a section per stage. It is valid when it passes the
+JSON schema (workflow/schemas/config.schema.yaml: keys and types), every stage section builds
+its dataclass (ranges and cross-field checks), every grid method's merged sections build
+theirs, and every evaluation task names a configured dataset of the right kind. The first
+problem found is raised as one `ConfigError` line naming the key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from tvts.config import ConfigError, from_dict, load_yaml, require
+from tvts.data.config import AlignConfig, ShardConfig, WindowConfig
+from tvts.data.demo import DemoConfig
+from tvts.data.formats import CLASSIFICATION, RETRIEVAL
+from tvts.eval.config import LinearConfig, ViewsConfig, ZeroShotV2VConfig, dataset_spec, eval_part
+from tvts.eval.finetune import FinetuneConfig
+from tvts.eval.t2v import T2VConfig
+from tvts.grid import OVERRIDABLE, grid_of, method_config
+from tvts.select import SelectConfig
+from tvts.train.config import PretrainConfig
+
+# Top-level sections that map onto a stage dataclass.
+STAGE_SECTIONS: dict[str, type] = {"demo": DemoConfig, "align_asr": AlignConfig, "windows": WindowConfig,
+                                   "shard_clips": ShardConfig, "pretrain": PretrainConfig, "select": SelectConfig}
+# Every `eval.<part>` and the dataclass that checks it.
+EVAL_PARTS: dict[str, type] = {"views": ViewsConfig, "zeroshot_v2v": ZeroShotV2VConfig, "linear": LinearConfig,
+                               "finetune": FinetuneConfig, "t2v": T2VConfig}
+# What kind of dataset each evaluation task needs.
+TASK_KINDS = {"zeroshot_v2v": "classification", "linear": "classification", "finetune": "classification",
+              "t2v": "retrieval"}
+
+
+def validate_workflow_config(config: dict, schema_path: str | Path) -> None:
+    """Validate a whole workflow config: the schema, then every section's own checks.
+
+    Raises:
+        ConfigError: with one line naming the first offending key.
+    """
+    check_schema(config, load_yaml(schema_path))
+    for name, cls in STAGE_SECTIONS.items():
+        if name in config:
+            from_dict(cls, config[name], name)
+    if config.get("grid"):
+        check_grid_section(config)
+    if "eval" in config:
+        check_eval_section(config["eval"])
+
+
+def check_schema(config: dict, schema: dict) -> None:
+    """Keys and types against the JSON schema; raises the error of the shallowest offending key."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(schema_error_message(errors[0]))
+
+
+def schema_error_message(err: jsonschema.ValidationError) -> str:
+    """One line naming the key: `align_asr.band_mim: unknown key` or `a.b: 'x' is not of type 'integer'`."""
+    where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        prefix = f"{where}." if err.absolute_path else ""
+        return f"{prefix}{extra[0]}: unknown key (known: {', '.join(sorted(err.schema.get('properties', {})))})"
+    return f"{where}: {err.message}"
+
+
+def check_grid_section(config: dict) -> None:
+    """Every method's merged `pretrain`/`select` sections go through their dataclasses, so a bad
+    override is reported under its own key (e.g. `grid.methods.videomae.pretrain.model: ...`)."""
+    grid = grid_of(config)
+    for method in grid.methods:
+        merged = method_config(config, method, grid.seeds[0])
+        for name in OVERRIDABLE:
+            try:
+                from_dict(STAGE_SECTIONS[name], merged[name], name)
+            except ConfigError as err:
+                raise ConfigError(f"grid.methods.{method}: {err}") from None
+
+
+def check_eval_section(section: dict[str, Any]) -> None:
+    """Every part, every dataset, and that each task lists configured datasets of the right kind.
+
+    Raises:
+        ConfigError: naming the first offending key.
+    """
+    for name, cls in EVAL_PARTS.items():
+        eval_part(section, name, cls)
+    for name in section.get("datasets") or {}:
+        dataset_spec(section, name)
+    for task, names in (section.get("tasks") or {}).items():
+        allowed = CLASSIFICATION if TASK_KINDS[task] == "classification" else RETRIEVAL
+        for name in names:
+            fmt = dataset_spec(section, name).format
+            require(fmt in allowed, f"eval.tasks.{task}", name,
+                    f"is a {fmt} dataset; {task} needs a {TASK_KINDS[task]} format ({', '.join(allowed)})")
