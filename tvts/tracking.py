@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import yaml
 
 from tvts.io import dumps
+from tvts.train.preemption import Preempted
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 PARENT_ENV = "TVTS_PARENT_RUN_ID"
@@ -207,7 +208,7 @@ def stage_run(stage: str, exp: str, params: dict, rule: str | None = None,
         log_params(handle.run_id, params)
     try:
         yield handle
-    except (SystemExit, KeyboardInterrupt) as err:
+    except (SystemExit, KeyboardInterrupt, Preempted) as err:  # stopped on request: KILLED, not FAILED
         ok = isinstance(err, SystemExit) and not err.code
         _retry(lambda: client.set_terminated(handle.run_id, "FINISHED" if ok else "KILLED"))
         raise
