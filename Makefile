@@ -25,7 +25,7 @@ run: data
 	snakemake --configfile config/demo.yaml --cores $(CORES)
 	@echo "Outputs: results/demo/  Runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-# The methods x seeds comparison (issue 6; ~3.4 h on 2 CPU cores: 35 min per seed of tvts+videomae+random, measured, plus the ablations): report in results/science/report/.
+# The science grid, methods x seeds (~3.2 h on 2 CPU cores: 35 min per seed of tvts+videomae+random plus the ablations, measured; docs/results.md): report in results/science/report/.
 science: data
 	snakemake --configfile config/science.yaml --cores $(CORES)
 	@echo "Report: results/science/report/summary.md  Compare: tvts compare 'tvts-s*' 'videomae-s*' --by-method"
@@ -38,7 +38,7 @@ bench: data
 	python bench/shard_clips.py
 	python bench/train_step.py
 
-# Regenerate the demo corpus from code and version it (see README, "Versioning data").
+# Regenerate the demo corpus from code and version it (docs/stages.md, "Versioning data (DVC)").
 demo-data: setup
 	tvts make-demo --config config/demo.yaml --out data/demo --workers $(CORES)
 	dvc add -q data

@@ -101,7 +101,7 @@ def slurm_jobs_of(log: str, rule: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_run(smoke_dag_done) -> Path:
-    """The whole smoke DAG run locally (the session's shared run: read-only)."""
+    """The whole smoke DAG run locally (the run every test of this pytest run shares: read-only)."""
     return smoke_dag_done[0]
 
 

@@ -1,7 +1,8 @@
 """The TVTS paper's reported numbers (ViT-B pretrained on YT-Temporal), as a typed table.
 
 They are reference values printed beside runs that used `config/paper.yaml`, never
-results of this project. Keys use the names the evaluation runs are tagged and logged
+results of this project (those are in docs/results.md; docs/method.md, "The paper's
+numbers", tables these). Keys use the names the evaluation runs are tagged and logged
 with: (`tvts.task`, `tvts.dataset`, metric key).
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ def paper_value(task: str, dataset: str, metric: str) -> float | None:
 
 # Table 4 of the paper, SSV2 (the methods the demo's comparison mirrors), for orientation beside
 # the methods x seeds comparison. (task, dataset, metric) -> value; a method lists only what the
-# paper reports for it. VideoMAE (K400)'s zero-shot R@1 of 7.9 is quoted in the project's issue 6.
+# paper reports for it; VideoMAE (K400)'s zero-shot R@1 of 7.9 is in docs/method.md, "The paper's numbers".
 TABLE4: dict[str, dict[tuple[str, str, str], float]] = {
     "TVTS (YT-Temporal)": {("linear", "ssv2", "top1"): 31.5, ("zeroshot_v2v", "ssv2", "r1"): 14.7,
                            ("zeroshot_v2v", "ssv2", "r5"): 38.4, ("zeroshot_v2v", "ssv2", "r10"): 50.5,
