@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tvts.train.data import MEAN, STD
+from tvts.models.video_vit import MEAN, STD
 
 
 @contextlib.contextmanager

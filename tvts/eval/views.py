@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from tvts.data.formats.common import VideoItem
 from tvts.data.video import decode_frames, open_video, resize_short_side
 from tvts.io import RejectError
-from tvts.train.data import MEAN, STD
+from tvts.models.video_vit import MEAN, STD
 
 
 def clip_indices(n_frames: int, num_frames: int, temporal_view: int = 0, temporal_views: int = 1,

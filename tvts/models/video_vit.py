@@ -22,6 +22,8 @@ from tvts.config import require
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)  # ImageNet: the normalisation of every frame the encoder sees
 PIXEL_STD = (0.229, 0.224, 0.225)
+MEAN = np.array(PIXEL_MEAN, dtype=np.float32)  # the same, for normalising decoded uint8 frames in numpy
+STD = np.array(PIXEL_STD, dtype=np.float32)
 MASK_KINDS = ("per_tube", "shared")
 
 

@@ -25,10 +25,8 @@ from torch.utils.data import Dataset, Sampler
 
 from tvts.data.shards import iter_tar_members, list_shards, tsn_indices
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
-from tvts.models.video_vit import PIXEL_MEAN, PIXEL_STD, VideoConfig, all_patches, tube_keep_indices
+from tvts.models.video_vit import MEAN, STD, VideoConfig, all_patches, tube_keep_indices
 
-MEAN = np.array(PIXEL_MEAN, dtype=np.float32)  # ImageNet
-STD = np.array(PIXEL_STD, dtype=np.float32)
 EVAL_EPOCH = 2**31 - 1  # RNG stream of the deterministic evaluation views
 
 
