@@ -73,7 +73,7 @@ def time_steps(cfg: PretrainConfig, b: int, mask_ratio: float, steps: int, devic
     spec = build_spec(cfg.model.text, [" ".join(WORDS)] * 4)
     model = build_model(cfg, spec).to(device).train()
     opt = build_optimizer(model, cfg)
-    st = TrainState(model, model, opt, build_scheduler(opt, 1000, cfg), 1000)
+    state = TrainState(model, model, opt, build_scheduler(opt, 1000, cfg), 1000)
     batch = synthetic_batch(cfg, spec, b, mask_ratio, device)
     env = dist.DistEnv(0, 1, 0, torch.device(device))
     for i in range(steps + 2):
@@ -83,7 +83,7 @@ def time_steps(cfg: PretrainConfig, b: int, mask_ratio: float, steps: int, devic
         with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)):
             out = run_model(model, batch)
         losses(out, batch["order"], cfg, env)["loss"].backward()
-        optimizer_step(st, cfg.optim.clip_grad)
+        optimizer_step(state, cfg.optim.clip_grad)
     sync(device)
     return (time.perf_counter() - t0) / steps, (model, batch)
 
@@ -101,7 +101,7 @@ def real_data(cfg: PretrainConfig, steps: int, workers: int) -> dict[str, float]
     env = dist.DistEnv(0, 1, 0, torch.device("cpu"))
     model = build_model(cfg, spec).train()
     opt = build_optimizer(model, cfg)
-    st = TrainState(model, model, opt, build_scheduler(opt, 1000, cfg), 1000)
+    state = TrainState(model, model, opt, build_scheduler(opt, 1000, cfg), 1000)
     loader = make_loader(ds, sampler, cfg, env, workers)
     it = iter(loader)
     next(it)  # start-up (worker spawn) is not a step
@@ -109,7 +109,7 @@ def real_data(cfg: PretrainConfig, steps: int, workers: int) -> dict[str, float]
     for batch in it:
         meter.wait += time.perf_counter() - tw
         losses(run_model(model, batch), batch["order"], cfg, env)["loss"].backward()
-        optimizer_step(st, cfg.optim.clip_grad)
+        optimizer_step(state, cfg.optim.clip_grad)
         meter.add({}, len(batch["order"]))
         n += 1
         if n == steps:

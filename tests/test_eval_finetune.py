@@ -237,9 +237,9 @@ def test_finetune_preempted_run_resumes_bit_exactly(tmp_path, corpus, tiny_check
 
     real_step = trainer.optimizer_step
 
-    def step_then_signal(st, clip):
-        real_step(st, clip)
-        if st.step == 3:
+    def step_then_signal(state, clip):
+        real_step(state, clip)
+        if state.step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(trainer, "optimizer_step", step_then_signal)
@@ -295,9 +295,9 @@ def test_t2v_preempted_finetuning_resumes_bit_exactly(tmp_path, corpus, tiny_che
     assert run_stage(eval_t2v, tiny_checkpoint, "msrvtt", tmp_path / "a.json", tmp_path / "straight", section) == 0
     real_step = trainer.optimizer_step
 
-    def step_then_signal(st, clip):
-        real_step(st, clip)
-        if st.step == 3:                                                        # mid-epoch 1
+    def step_then_signal(state, clip):
+        real_step(state, clip)
+        if state.step == 3:                                                        # mid-epoch 1
             os.kill(os.getpid(), signal.SIGUSR1)
 
     monkeypatch.setattr(trainer, "optimizer_step", step_then_signal)

@@ -126,9 +126,9 @@ def test_preempted_run_resumes_to_identical_weights(tmp_path, smoke_shards, monk
 
     real_step = trainer.optimizer_step
 
-    def step_then_signal(st, c):  # Slurm's SIGTERM arrives mid-epoch, after step 4
-        real_step(st, c)
-        if st.step == 4:
+    def step_then_signal(state, c):  # Slurm's SIGTERM arrives mid-epoch, after step 4
+        real_step(state, c)
+        if state.step == 4:
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(trainer, "optimizer_step", step_then_signal)

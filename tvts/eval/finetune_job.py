@@ -48,7 +48,7 @@ class FinetuneJob(TuningJob):
         self.global_batch = cfg.batch_size * env.world * cfg.grad_accum
         self.peak_lr = cfg.peak_lr(self.global_batch)
         opt = build_optimizer(model, cfg, self.peak_lr)
-        st = TuneState(model, model, opt, build_scheduler(opt, spe, cfg, self.peak_lr), spe)
+        state = TuneState(model, model, opt, build_scheduler(opt, spe, cfg, self.peak_lr), spe)
         self.sha = file_digest(a.model)
         key = run_key({"task": "finetune", "finetune": training_fields(cfg), "short_side": self.views.short_side,
                        "spec": self.spec, "n_classes": n_classes, "world": env.world},
@@ -57,24 +57,24 @@ class FinetuneJob(TuningJob):
                                              keep_epochs=cfg.keep_last)
         self.resume = ckpts.find(resume_complete=True)
         if self.resume:
-            ckpts.restore(st, self.resume[1])
+            ckpts.restore(state, self.resume[1])
             log.info("%s %s (step %d of %d)", "finished run, evaluating only:" if self.resume[1]["complete"]
-                     else "resuming from", self.resume[0].name, st.step, spe * cfg.epochs)
-        st.engine = dist.wrap_ddp(model, env)
-        return st, ckpts, data, sampler
+                     else "resuming from", self.resume[0].name, state.step, spe * cfg.epochs)
+        state.engine = dist.wrap_ddp(model, env)
+        return state, ckpts, data, sampler
 
     def test_set(self, items) -> ClipDataset:
         v = self.pcfg.model.video
         return ClipDataset(items, v.num_frames, v.img_size, self.views.short_side, self.views.temporal,
                            self.views.spatial)
 
-    def on_epoch(self, st: TuneState, test: ClipDataset):
+    def on_epoch(self, state: TuneState, test: ClipDataset):
         """Per-epoch callback: optional test accuracy (val/top1) and the epoch's MLflow metrics."""
         def callback(record: dict) -> dict:
             extra = {}
             every = self.cfg.val_every
             if every and ((record["epoch"] + 1) % every == 0 or record["epoch"] == self.cfg.epochs - 1):
-                pred = predict(st.model, test, self.views.batch_size, self.views.workers, self.env, self.cfg.amp)
+                pred = predict(state.model, test, self.views.batch_size, self.views.workers, self.env, self.cfg.amp)
                 extra = {"val/top1": accuracy(pred)["top1"]} if pred is not None else {}
             if self.mlrun:
                 self.mlrun.log_metrics({k: v for k, v in (record | extra).items() if k != "epoch"},
@@ -88,7 +88,7 @@ class FinetuneJob(TuningJob):
         a, cfg, env = self.args, self.cfg, self.env
         train_set, test_set = self.load_splits()
         n_classes = len(train_set.classes) or 1 + max((i.label for i in train_set.items + test_set.items), default=0)
-        st, ckpts, data, sampler = self.build(train_set, n_classes)
+        state, ckpts, data, sampler = self.build(train_set, n_classes)
         test = self.test_set(test_set.items)
         with self.tracking() as mlrun:
             self.mlrun = mlrun
@@ -97,14 +97,14 @@ class FinetuneJob(TuningJob):
             def loss_fn(engine, batch):
                 return classification_loss(engine, batch, env.device, cfg.label_smoothing)
 
-            train(st, data, sampler, loss_fn, cfg, env, ckpts, self.on_epoch(st, test))
+            train(state, data, sampler, loss_fn, cfg, env, ckpts, self.on_epoch(state, test))
             t1 = time.perf_counter()
-            pred = predict(st.model, test, self.views.batch_size, self.views.workers, env, cfg.amp)
-            self.timings |= {"time/train_s": st.train_s, "time/test_s": time.perf_counter() - t1}
+            pred = predict(state.model, test, self.views.batch_size, self.views.workers, env, cfg.amp)
+            self.timings |= {"time/train_s": state.train_s, "time/test_s": time.perf_counter() - t1}
             if not env.is_main:
                 return None
             self.timings["time/total_s"] = time.perf_counter() - t0
-            result = self.result(st, train_set, test_set, pred, n_classes, ckpts)
+            result = self.result(state, train_set, test_set, pred, n_classes, ckpts)
             io.atomic_write_json(Path(a.out), result)
             mlrun.log_metrics(result["metrics"] | result["counts"] | self.timings, step=0)
             mlrun.log_artifact(Path(a.out))
@@ -113,31 +113,31 @@ class FinetuneJob(TuningJob):
                  result["counts"]["n_train"], result["counts"]["n_test"])
         return result
 
-    def result(self, st: TuneState, train_set, test_set, pred: dict, n_classes: int, ckpts: checkpoint.CheckpointManager) -> dict:
+    def result(self, state: TuneState, train_set, test_set, pred: dict, n_classes: int, ckpts: checkpoint.CheckpointManager) -> dict:
         """The output JSON."""
-        rejects = self.rejects(train_set, st.rejected, test_set, pred)
+        rejects = self.rejects(train_set, state.rejected, test_set, pred)
         n_missing = len(train_set.missing) + len(test_set.missing)
-        counts = {"n_train": len(train_set.items) - len(st.rejected), "n_test": int(pred["ok"].sum()),
+        counts = {"n_train": len(train_set.items) - len(state.rejected), "n_test": int(pred["ok"].sum()),
                   "n_classes": n_classes, "n_unreadable": len(rejects) - n_missing, "n_missing": n_missing,
-                  "steps": st.step, "world_size": self.env.world}
+                  "steps": state.step, "world_size": self.env.world}
         v, a = self.pcfg.model.video, self.args
         final = checkpoint.epoch_checkpoints(ckpts.folder)[-1]
         return {"task": "finetune", "dataset": a.dataset, "metrics": accuracy(pred), "counts": counts,
-                "rejects": rejects.rows, "reject_counts": rejects.counts(), "recipe": self.recipe(st),
+                "rejects": rejects.rows, "reject_counts": rejects.counts(), "recipe": self.recipe(state),
                 "config": {"dataset": self.spec, "views": self.views, "finetune": self.cfg},
                 "model": {"checkpoint": a.model, "sha256": self.sha, "num_frames": v.num_frames,
                           "img_size": v.img_size},
                 "checkpoint": str(final), "resumed_from": self.resume[0].name if self.resume else None,
-                "history": st.history, "timings": self.timings, "versions": io.library_versions()}
+                "history": state.history, "timings": self.timings, "versions": io.library_versions()}
 
-    def recipe(self, st: TuneState) -> dict:
+    def recipe(self, state: TuneState) -> dict:
         """The resolved protocol, as run."""
         cfg = self.cfg
         return {"optimizer": f"AdamW betas {tuple(cfg.betas)}, weight decay {cfg.weight_decay} (not on norms, "
                              "biases, cls token, position/temporal embeddings)",
                 "peak_lr": self.peak_lr, "global_batch": self.global_batch, "layer_decay": cfg.layer_decay,
                 "schedule": f"{cfg.warmup_epochs} warm-up epochs (linear, per step) + cosine to {cfg.min_lr}",
-                "epochs": cfg.epochs, "steps_per_epoch": st.steps_per_epoch,
+                "epochs": cfg.epochs, "steps_per_epoch": state.steps_per_epoch,
                 "head": f"Linear on final-norm {'CLS' if cfg.pool == 'cls' else 'mean patch token'}",
                 "augment": {"rand_augment": cfg.rand_augment or "none", "same_ops_on_every_frame": True,
                             "random_erasing": cfg.reprob, "flip": cfg.uses_flip(self.spec.format),

@@ -59,7 +59,7 @@ class T2VJob(TuningJob):
         sampler = ResumableBatchSampler(len(data), cfg.batch_size, env.rank, env.world, cfg.seed)
         spe = steps_per_epoch(sampler, cfg.grad_accum, "eval.t2v")
         opt = build_optimizer(self.model, cfg)
-        st = TuneState(self.model, self.model, opt, build_scheduler(opt, spe, cfg, cfg.lr), spe)
+        state = TuneState(self.model, self.model, opt, build_scheduler(opt, spe, cfg, cfg.lr), spe)
         listing = [f"{i.video_id}:{'|'.join(i.captions)}" for i in self.train_set.items]
         key = run_key({"task": "t2v", "t2v": training_fields(cfg), "short_side": self.views.short_side,
                        "spec": self.spec, "temperature": self.temperature, "max_length": self.max_length,
@@ -67,7 +67,7 @@ class T2VJob(TuningJob):
         ckpts = checkpoint.CheckpointManager(Path(self.args.work) / "ckpt", key, env, cfg.ckpt_every,
                                              cfg.keep_last, keep_epochs=cfg.keep_last)
         self.resume = ckpts.find(resume_complete=True)
-        return st, ckpts, data, sampler
+        return state, ckpts, data, sampler
 
     def evaluate(self, phase: str) -> dict[str, float]:
         """`<phase>/r1` ... on rank 0 ({} elsewhere); keeps the video readability for the rejects."""
@@ -87,14 +87,14 @@ class T2VJob(TuningJob):
     def finetune(self) -> TuneState:
         """Contrastive fine-tuning (resumed from --work when interrupted); returns the final state."""
         cfg, env = self.cfg, self.env
-        st, ckpts, data, sampler = self.training
+        state, ckpts, data, sampler = self.training
         ckpts.extra["mlflow_run_id"] = self.mlrun.run_id if self.mlrun else ""
         torch.manual_seed(cfg.seed + (100_003 * (env.rank + 1) if env.world > 1 else 0))  # per-rank dropout
         if self.resume:
-            ckpts.restore(st, self.resume[1])
+            ckpts.restore(state, self.resume[1])
             log.info("%s %s (step %d)", "finished run, evaluating only:" if self.resume[1]["complete"]
-                     else "resuming from", self.resume[0].name, st.step)
-        st.engine = dist.wrap_ddp(self.model, env)
+                     else "resuming from", self.resume[0].name, state.step)
+        state.engine = dist.wrap_ddp(self.model, env)
 
         def loss_fn(engine, batch):
             return retrieval_loss(engine, batch, env.device, self.temperature)
@@ -104,62 +104,62 @@ class T2VJob(TuningJob):
                 self.mlrun.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
             return {}
 
-        train(st, data, sampler, loss_fn, cfg, env, ckpts, on_epoch)
-        self.timings["time/train_s"] = st.train_s
+        train(state, data, sampler, loss_fn, cfg, env, ckpts, on_epoch)
+        self.timings["time/train_s"] = state.train_s
         self.final_ckpt = str(checkpoint.epoch_checkpoints(ckpts.folder)[-1]) if env.is_main else ""
-        return st
+        return state
 
     def run(self) -> dict | None:
         """Zero-shot, fine-tune, test again, write the JSON (rank 0). Returns it on rank 0, None elsewhere."""
         t0 = time.perf_counter()
         self.setup()
         self.training = self.build_training() if self.cfg.epochs > 0 else None
-        st = None
+        state = None
         with self.tracking() as mlrun:
             self.mlrun = mlrun
             metrics = self.evaluate("zeroshot")
             if self.training:
-                st = self.finetune()
+                state = self.finetune()
                 metrics |= self.evaluate("finetuned")
             if not self.env.is_main:
                 return None
             self.timings["time/total_s"] = time.perf_counter() - t0
-            result = self.result(metrics, st)
+            result = self.result(metrics, state)
             io.atomic_write_json(Path(self.args.out), result)
             mlrun.log_metrics(metrics | result["counts"] | self.timings, step=0)
             mlrun.log_artifact(Path(self.args.out))
         return result
 
-    def result(self, metrics: dict, st: TuneState | None) -> dict:
+    def result(self, metrics: dict, state: TuneState | None) -> dict:
         """The output JSON."""
-        rejected = st.rejected if st else {}
+        rejected = state.rejected if state else {}
         rejects = self.rejects(self.train_set, rejected, self.test_set, self.videos)
         n_missing = len(self.train_set.missing) + len(self.test_set.missing)
         counts = {"n_train": len(self.train_set.items) - len(rejected), "n_test": int(self.videos["ok"].sum()),
                   "n_queries": self.n_queries, "n_unreadable": len(rejects) - n_missing, "n_missing": n_missing,
-                  "steps": st.step if st else 0, "world_size": self.env.world}
+                  "steps": state.step if state else 0, "world_size": self.env.world}
         a, mv = self.args, self.pcfg.model.video
         return {"task": "t2v", "dataset": a.dataset, "metrics": metrics, "counts": counts, "rejects": rejects.rows,
-                "reject_counts": rejects.counts(), "protocol": self.protocol(st),
+                "reject_counts": rejects.counts(), "protocol": self.protocol(state),
                 "config": {"dataset": self.spec, "views": self.views, "t2v": self.cfg},
                 "model": {"checkpoint": a.model, "sha256": self.sha, "num_frames": mv.num_frames,
                           "img_size": mv.img_size},
                 "checkpoint": getattr(self, "final_ckpt", None),
                 "resumed_from": self.resume[0].name if self.resume else None,
-                "history": st.history if st else [], "timings": self.timings, "versions": io.library_versions()}
+                "history": state.history if state else [], "timings": self.timings, "versions": io.library_versions()}
 
-    def protocol(self, st: TuneState | None) -> dict:
+    def protocol(self, state: TuneState | None) -> dict:
         cfg, v = self.cfg, self.views
         views = f"{v.temporal}x{v.spatial} views, embeddings averaged" if cfg.test_views == "views" else "centre view"
         return {"queries": f"{self.mode} caption(s) of each test video; ground truth = its own video",
                 "video": f"final-norm CLS -> vid_proj -> L2, {views}, short side {v.short_side}",
                 "text": f"checkpoint tokenizer (max {self.max_length} tokens), K=1 -> embed_text",
                 "similarity": "cosine", "ties": "pessimistic",
-                "finetune": None if st is None else {
+                "finetune": None if state is None else {
                     "loss": "symmetric InfoNCE, embeddings gathered over ranks", "temperature": self.temperature,
                     "optimizer": f"AdamW lr {cfg.lr} betas {tuple(cfg.betas)} wd {cfg.weight_decay} (matrices only)",
                     "schedule": f"{cfg.warmup_epochs} warm-up epochs + cosine to {cfg.min_lr}", "epochs": cfg.epochs,
                     "global_batch": cfg.batch_size * self.env.world * cfg.grad_accum,
-                    "steps_per_epoch": st.steps_per_epoch, "train_captions": cfg.train_captions,
+                    "steps_per_epoch": state.steps_per_epoch, "train_captions": cfg.train_captions,
                     "trained": "video, text, projections (sort head frozen)"},
                 "device": str(self.env.device)}

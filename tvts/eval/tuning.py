@@ -107,9 +107,9 @@ class TuneState(TrainState):
         return {"loss_sum": self.loss_sum, "loss_n": self.loss_n,
                 "rejected": [[i, r] for i, r in sorted(self.rejected.items())]}
 
-    def load_extra(self, state: dict[str, Any]) -> None:
-        self.loss_sum, self.loss_n = float(state["loss_sum"]), int(state["loss_n"])
-        self.rejected = {int(i): str(r) for i, r in state["rejected"]}
+    def load_extra(self, saved: dict[str, Any]) -> None:
+        self.loss_sum, self.loss_n = float(saved["loss_sum"]), int(saved["loss_n"])
+        self.rejected = {int(i): str(r) for i, r in saved["rejected"]}
 
     def sync(self) -> None:
         """Every rank's unreadable train videos, merged on every rank (a collective)."""
@@ -131,45 +131,45 @@ LossFn = Callable[[nn.Module, dict], torch.Tensor]  # (engine, batch) -> this ra
 class Tuning:
     """The micro-step and per-step bookkeeping of a fine-tuning run around its `loss_fn`."""
 
-    def __init__(self, st: TuneState, loss_fn: LossFn, cfg: Recipe, env: dist.DistEnv):
-        self.st, self.loss_fn, self.cfg, self.env = st, loss_fn, cfg, env
+    def __init__(self, state: TuneState, loss_fn: LossFn, cfg: Recipe, env: dist.DistEnv):
+        self.state, self.loss_fn, self.cfg, self.env = state, loss_fn, cfg, env
         self.window = 0.0   # this optimiser step's loss so far (this rank's share)
 
     def micro_step(self, batch: dict, accum: int) -> None:
         for i, ok, reason in zip(batch["index"].tolist(), batch["ok"].tolist(), batch["reason"]):
             if not ok:
-                self.st.rejected[int(i)] = reason
+                self.state.rejected[int(i)] = reason
         with dist.autocast(self.env.device, self.cfg.amp):
-            loss = self.loss_fn(self.st.engine, batch) / accum
+            loss = self.loss_fn(self.state.engine, batch) / accum
         loss.backward()
         self.window += loss.detach().double()
 
     def after_step(self) -> None:
-        st = self.st
+        state = self.state
         step_loss = float(dist.all_reduce_mean(self.window) * self.env.world)  # the global batch's, on every rank
-        st.loss_sum, st.loss_n, self.window = st.loss_sum + step_loss, st.loss_n + 1, 0.0
-        if self.env.is_main and st.step % self.cfg.log_every == 0:
-            log.info("step %d loss %.4f lr %.3g", st.step, step_loss, max(st.scheduler.get_last_lr()))
+        state.loss_sum, state.loss_n, self.window = state.loss_sum + step_loss, state.loss_n + 1, 0.0
+        if self.env.is_main and state.step % self.cfg.log_every == 0:
+            log.info("step %d loss %.4f lr %.3g", state.step, step_loss, max(state.scheduler.get_last_lr()))
 
 
-def train(st: TuneState, dataset: Dataset, sampler: ResumableBatchSampler, loss_fn: LossFn, cfg: Recipe,
+def train(state: TuneState, dataset: Dataset, sampler: ResumableBatchSampler, loss_fn: LossFn, cfg: Recipe,
           env: dist.DistEnv, ckpts, on_epoch: Callable[[dict], dict] | None = None) -> None:
     """Train every remaining epoch; each ends with `on_epoch(record)` (extra metrics) and a checkpoint.
 
     Raises:
         Preempted: after checkpointing on SIGTERM/SIGUSR1.
     """
-    tuning = Tuning(st, loss_fn, cfg, env)
+    tuning = Tuning(state, loss_fn, cfg, env)
 
     def end_epoch(epoch: int) -> None:
-        record = {"epoch": epoch, "step": st.step, "train/loss": st.loss_sum / max(1, st.loss_n),
-                  "train/lr": max(st.scheduler.get_last_lr())}
-        st.loss_sum, st.loss_n = 0.0, 0
-        st.history.append(record | (on_epoch(record) if on_epoch else {}))
+        record = {"epoch": epoch, "step": state.step, "train/loss": state.loss_sum / max(1, state.loss_n),
+                  "train/lr": max(state.scheduler.get_last_lr())}
+        state.loss_sum, state.loss_n = 0.0, 0
+        state.history.append(record | (on_epoch(record) if on_epoch else {}))
 
-    run_epochs(st, sampler, lambda: train_loader(dataset, sampler, cfg.workers, cfg.seed, env), tuning.micro_step,
+    run_epochs(state, sampler, lambda: train_loader(dataset, sampler, cfg.workers, cfg.seed, env), tuning.micro_step,
                Budget(cfg.epochs, cfg.grad_accum, cfg.clip_grad), env, ckpts, tuning.after_step, end_epoch)
-    st.sync()
+    state.sync()
 
 
 def steps_per_epoch(sampler: ResumableBatchSampler, grad_accum: int, what: str) -> int:

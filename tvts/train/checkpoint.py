@@ -138,37 +138,37 @@ class CheckpointManager:
         dist.barrier()
         return None
 
-    def save_step(self, st, force: bool = False) -> None:
+    def save_step(self, state, force: bool = False) -> None:
         """A step checkpoint every `every` steps, or now (`force`, the same on every rank)."""
-        if force or st.step % self.every == 0:
-            self._save(st, step_name(st.step))
+        if force or state.step % self.every == 0:
+            self._save(state, step_name(state.step))
 
-    def save_epoch(self, st, epoch: int, complete: bool) -> Path:
-        return self._save(st, epoch_name(epoch, st.step), complete)
+    def save_epoch(self, state, epoch: int, complete: bool) -> Path:
+        return self._save(state, epoch_name(epoch, state.step), complete)
 
-    def restore(self, st, state: dict[str, Any]) -> None:
-        """Load `state` into the TrainState `st`, this rank's RNG stream included."""
-        st.model.load_state_dict(state["model"])
-        st.optimizer.load_state_dict(state["optimizer"])
-        st.scheduler.load_state_dict(state["scheduler"])
-        ranks = state.get("rng_ranks") or []
-        set_rng_state(ranks[self.env.rank] if len(ranks) == self.env.world else state["rng"])
-        st.step, st.history = int(state["step"]), list(state["history"])
-        st.train_s = float(state.get("train_s", 0.0))
-        st.load_extra(state)
+    def restore(self, state, saved: dict[str, Any]) -> None:
+        """Load `saved` into the TrainState `state`, this rank's RNG stream included."""
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["scheduler"])
+        ranks = saved.get("rng_ranks") or []
+        set_rng_state(ranks[self.env.rank] if len(ranks) == self.env.world else saved["rng"])
+        state.step, state.history = int(saved["step"]), list(saved["history"])
+        state.train_s = float(saved.get("train_s", 0.0))
+        state.load_extra(saved)
 
-    def _state(self, st, rng_ranks: list[dict], complete: bool) -> dict[str, Any]:
-        return {"model": st.model.state_dict(), "optimizer": st.optimizer.state_dict(),
-                "scheduler": st.scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks,
-                "step": st.step, "steps_per_epoch": st.steps_per_epoch, "history": st.history,
-                "train_s": st.train_s, "run_key": self.key, "complete": complete} | st.extra_state() | self.extra
+    def _state(self, state, rng_ranks: list[dict], complete: bool) -> dict[str, Any]:
+        return {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks,
+                "step": state.step, "steps_per_epoch": state.steps_per_epoch, "history": state.history,
+                "train_s": state.train_s, "run_key": self.key, "complete": complete} | state.extra_state() | self.extra
 
-    def _save(self, st, name: str, complete: bool = False) -> Path:
+    def _save(self, state, name: str, complete: bool = False) -> Path:
         rng_ranks = dist.gather_objects(rng_state())  # every rank's dropout stream, for an exact resume
-        st.sync()
+        state.sync()
         path = self.folder / name
         if self.env.is_main:
-            save(path, self._state(st, rng_ranks, complete))
+            save(path, self._state(state, rng_ranks, complete))
             prune(self.folder, self.keep_last)
             if self.keep_epochs is not None:
                 for old in epoch_checkpoints(self.folder)[:-self.keep_epochs]:

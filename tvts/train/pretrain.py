@@ -90,7 +90,7 @@ class PretrainJob:
         spec = TextSpec(**self.resume[1]["text_spec"]) if self.resume else None
         self.train_ds, self.val_ds, self.spec = build_data(self.shard_dir, cfg, env, spec)
         self.sampler = ResumableBatchSampler(len(self.train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed)
-        self.st = self.build_state(self.sampler.steps_per_epoch() // cfg.optim.grad_accum)
+        self.state = self.build_state(self.sampler.steps_per_epoch() // cfg.optim.grad_accum)
         val_sampler = ResumableBatchSampler(len(self.val_ds), cfg.data.eval_batch_size, env.rank, env.world,
                                             cfg.seed, shuffle=False, drop_last=False)
         self.val_loader = make_loader(self.val_ds, val_sampler, cfg, env)
@@ -116,14 +116,14 @@ class PretrainJob:
         model.to(env.device)
         freeze_unused(model, cfg)
         opt = build_optimizer(model, cfg)
-        st = TrainState(model, model, opt, build_scheduler(opt, steps_per_epoch, cfg), steps_per_epoch)
+        state = TrainState(model, model, opt, build_scheduler(opt, steps_per_epoch, cfg), steps_per_epoch)
         if self.resume:
-            self.ckpts.restore(st, self.resume[1])
-            log.info("resuming from %s (step %d)", self.resume[0].name, st.step)
+            self.ckpts.restore(state, self.resume[1])
+            log.info("resuming from %s (step %d)", self.resume[0].name, state.step)
             if env.is_main:
-                trim_log(self.out / "log.jsonl", st.step)
-        st.engine = wrap(model, cfg, env)
-        return st
+                trim_log(self.out / "log.jsonl", state.step)
+        state.engine = wrap(model, cfg, env)
+        return state
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         """log.jsonl, MLflow and the log (rank 0)."""
@@ -152,29 +152,29 @@ class PretrainJob:
             yield batch
 
     def micro_step(self, batch: dict, accum: int) -> None:
-        st, cfg, env = self.st, self.cfg, self.env
+        state, cfg, env = self.state, self.cfg, self.env
         batch = to_device(batch, env.device)
         with dist.autocast(env.device, cfg.runtime.amp):
-            out = run_model(st.engine, batch)
+            out = run_model(state.engine, batch)
         parts = losses(out, batch["order"], cfg, env)
         (parts["loss"] / accum).backward()
         self.meter.add({k: v.item() for k, v in parts.items()} | train_accuracy(out, batch), len(batch["order"]))
 
     def after_step(self) -> None:
-        st = self.st
-        if st.step % self.cfg.runtime.log_every == 0:
+        state = self.state
+        if state.step % self.cfg.runtime.log_every == 0:
             self.metrics({f"train/{k}": v for k, v in self.meter.summary(self.env.world).items()}
-                         | {"train/lr": st.scheduler.get_last_lr()[0]}, st.step)
+                         | {"train/lr": state.scheduler.get_last_lr()[0]}, state.step)
             self.meter = Meter()
 
     def end_epoch(self, epoch: int) -> None:
         # The bare model: ranks may hold unequal numbers of val batches, and a DDP forward is a
         # collective (buffer sync), so evaluating through DDP deadlocks.
-        st = self.st
-        metrics = evaluate(st.model, self.val_loader, self.cfg, self.env)
+        state = self.state
+        metrics = evaluate(state.model, self.val_loader, self.cfg, self.env)
         if self.env.is_main:
-            st.history.append({"epoch": epoch, "step": st.step} | metrics)
-            self.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, st.step)
+            state.history.append({"epoch": epoch, "step": state.step} | metrics)
+            self.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, state.step)
 
     def run(self, mlrun=None) -> dict:
         """Train every remaining epoch, then write the manifest (rank 0). Returns it ({} elsewhere).
@@ -182,18 +182,18 @@ class PretrainJob:
         Raises:
             Preempted: after checkpointing on SIGTERM/SIGUSR1.
         """
-        cfg, st = self.cfg, self.st
+        cfg, state = self.cfg, self.state
         self.mlrun = mlrun
         self.ckpts.extra = {"config": json.loads(dumps(cfg)), "text_spec": self.spec.as_dict(),
                             "mlflow_run_id": mlrun.run_id if mlrun else ""}
         budget = Budget(cfg.optim.epochs, cfg.optim.grad_accum, cfg.optim.clip_grad)
-        run_epochs(st, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
+        run_epochs(state, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
                    self.after_step, self.end_epoch)
         if not self.env.is_main:
             return {}
         if mlrun:
-            final = st.history[-1] if st.history else {}
-            mlrun.log_metrics({f"final/{k}": v for k, v in final.items()}, step=st.step)
+            final = state.history[-1] if state.history else {}
+            mlrun.log_metrics({f"final/{k}": v for k, v in final.items()}, step=state.step)
         manifest = self.manifest()
         io.atomic_write_json(self.out / "manifest.json", manifest)
         if mlrun:
@@ -201,14 +201,14 @@ class PretrainJob:
         return manifest
 
     def manifest(self) -> dict:
-        st, cfg = self.st, self.cfg
+        state, cfg = self.state, self.cfg
         counts = {"train_windows": len(self.train_ds), "val_windows": len(self.val_ds), "world_size": self.env.world,
-                  "steps": st.step, "steps_per_epoch": st.steps_per_epoch, "epochs": cfg.optim.epochs}
+                  "steps": state.step, "steps_per_epoch": state.steps_per_epoch, "epochs": cfg.optim.epochs}
         epochs = [f"ckpt/{p.name}" for p in checkpoint.epoch_checkpoints(self.ckpts.folder)]
         return {"stage": self.stage, "inputs": {"shards": str(self.shard_dir)},
                 "config": {"pretrain": cfg, "text_only": self.text_only}, "counts": counts,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"},
-                "history": st.history, "versions": io.library_versions()}
+                "history": state.history, "versions": io.library_versions()}
 
 
 def initial_state(cfg: PretrainConfig, shard_dir: Path, env: dist.DistEnv) -> dict:

@@ -49,7 +49,7 @@ class TrainState:
     def extra_state(self) -> dict[str, Any]:
         return {}
 
-    def load_extra(self, state: dict[str, Any]) -> None:
+    def load_extra(self, saved: dict[str, Any]) -> None:
         pass
 
     def sync(self) -> None:
@@ -65,44 +65,44 @@ class Budget:
     clip_grad: float = 0.0          # 0 = no clipping
 
 
-def optimizer_step(st: TrainState, clip_grad: float) -> None:
+def optimizer_step(state: TrainState, clip_grad: float) -> None:
     if clip_grad > 0:
-        nn.utils.clip_grad_norm_(st.model.parameters(), clip_grad)
-    st.optimizer.step()
-    st.optimizer.zero_grad(set_to_none=True)
-    st.scheduler.step()
-    st.step += 1
+        nn.utils.clip_grad_norm_(state.model.parameters(), clip_grad)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    state.step += 1
 
 
-def run_epoch(st: TrainState, batches: Iterable, micro_step: MicroStep, budget: Budget, env: dist.DistEnv,
+def run_epoch(state: TrainState, batches: Iterable, micro_step: MicroStep, budget: Budget, env: dist.DistEnv,
               preempt: Preemption, ckpts, after_step: Callable[[], None]) -> bool:
     """Train to the end of the epoch; False if preempted (after a forced step checkpoint).
 
     Whole optimiser steps only: leftover micro-batches would leak gradients into the next epoch.
     """
     accum = budget.grad_accum
-    st.engine.train()
+    state.engine.train()
     t_last = time.perf_counter()
-    remaining = (st.steps_per_epoch - st.step_in_epoch) * accum
+    remaining = (state.steps_per_epoch - state.step_in_epoch) * accum
     for micro, batch in enumerate(itertools.islice(batches, remaining), start=1):
         sync = micro % accum == 0
-        with dist.no_sync(st.engine, sync):
+        with dist.no_sync(state.engine, sync):
             micro_step(batch, accum)
         if not sync:
             continue
-        optimizer_step(st, budget.clip_grad)
+        optimizer_step(state, budget.clip_grad)
         after_step()
         now = time.perf_counter()
-        st.train_s, t_last = st.train_s + now - t_last, now
+        state.train_s, t_last = state.train_s + now - t_last, now
         if dist.any_rank(preempt.requested, env.device):
-            ckpts.save_step(st, force=True)
+            ckpts.save_step(state, force=True)
             return False
-        ckpts.save_step(st)
+        ckpts.save_step(state)
         t_last = time.perf_counter()
     return True
 
 
-def run_epochs(st: TrainState, sampler, loader_for: Callable[[], Iterable], micro_step: MicroStep, budget: Budget,
+def run_epochs(state: TrainState, sampler, loader_for: Callable[[], Iterable], micro_step: MicroStep, budget: Budget,
                env: dist.DistEnv, ckpts, after_step: Callable[[], None] = lambda: None,
                end_epoch: Callable[[int], None] = lambda epoch: None) -> None:
     """Train every remaining epoch; each ends with `end_epoch(epoch)` and an epoch checkpoint.
@@ -114,9 +114,9 @@ def run_epochs(st: TrainState, sampler, loader_for: Callable[[], Iterable], micr
         Preempted: after checkpointing on SIGTERM/SIGUSR1.
     """
     with Preemption() as preempt:
-        for epoch in range(st.epoch, budget.epochs):
-            sampler.set_epoch(epoch, start_step=st.step_in_epoch * budget.grad_accum)
-            if not run_epoch(st, loader_for(), micro_step, budget, env, preempt, ckpts, after_step):
-                raise Preempted(st.step)
+        for epoch in range(state.epoch, budget.epochs):
+            sampler.set_epoch(epoch, start_step=state.step_in_epoch * budget.grad_accum)
+            if not run_epoch(state, loader_for(), micro_step, budget, env, preempt, ckpts, after_step):
+                raise Preempted(state.step)
             end_epoch(epoch)
-            ckpts.save_epoch(st, epoch, complete=epoch == budget.epochs - 1)
+            ckpts.save_epoch(state, epoch, complete=epoch == budget.epochs - 1)
