@@ -18,6 +18,7 @@ from tvts.eval.features import Features, cached_features, extract_features
 from tvts.eval.linear import evaluate_probe, probe_lr, train_probe_cached, train_probe_uncached
 from tvts.eval.views import ClipDataset, clip_indices, crop_offset
 from tvts.models.video_vit import VideoConfig, VideoViT
+from tvts.eval import linear_job, zeroshot_job
 from tvts.stages import eval_linear, eval_zeroshot_v2v
 from tvts.train.data import MEAN, STD
 
@@ -254,7 +255,7 @@ def _fake_split(tiny_sets):
 
 def test_stage_zeroshot_v2v(tmp_path, tiny_sets, tiny_checkpoint, monkeypatch):
     monkeypatch.setenv("TVTS_TRACKING", "off")
-    monkeypatch.setattr(eval_zeroshot_v2v, "load_dataset_split", _fake_split(tiny_sets))
+    monkeypatch.setattr(zeroshot_job, "load_dataset_split", _fake_split(tiny_sets))
     out = tmp_path / "eval" / "zeroshot_v2v" / "tiny.json"
     argv = ["--model", str(tiny_checkpoint), "--dataset", "tiny", "--out", str(out), "--features",
             str(tmp_path / "features"), "--device", "cpu", "--exp", "t", "--config-json", _eval_json("x")]
@@ -274,7 +275,7 @@ def test_stage_linear_logs_to_mlflow(tmp_path, tiny_sets, tiny_checkpoint, monke
 
     from tvts import tracking
 
-    monkeypatch.setattr(eval_linear, "load_dataset_split", _fake_split(tiny_sets))
+    monkeypatch.setattr(linear_job, "load_dataset_split", _fake_split(tiny_sets))
     out = tmp_path / "eval" / "linear" / "tiny.json"
     argv = ["--model", str(tiny_checkpoint), "--dataset", "tiny", "--out", str(out), "--features",
             str(tmp_path / "features"), "--device", "cpu", "--exp", "evaltest", "--rule", "eval_linear_tiny",

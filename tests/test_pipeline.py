@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tvts import io
-from tvts.data import shards
+from tvts.data import sharding, shards
 from tvts.data.formats.yttemporal import read_video_list
 from tvts.stages import align_asr, shard_clips
 
@@ -212,13 +212,13 @@ def crashing_shard_video(task):
     return ORIGINAL_SHARD_VIDEO(task)
 
 
-ORIGINAL_SHARD_VIDEO = shard_clips.shard_video
+ORIGINAL_SHARD_VIDEO = sharding.shard_video
 
 
 def test_decoder_crash_costs_one_video(bad_run, monkeypatch, tmp_path):
     """A worker that dies mid-video is isolated: that video is rejected, the rest go through."""
     out, _, _ = bad_run
-    monkeypatch.setattr(shard_clips, "shard_video", crashing_shard_video)
+    monkeypatch.setattr(sharding, "shard_video", crashing_shard_video)
     manifest = run_shard([out / "asr" / "part-0.jsonl"], tmp_path / "shards", workers=2)
     reasons = {r["item"]: r["reason"] for r in io.read_jsonl(tmp_path / "shards" / "rejects.jsonl")}
     assert reasons["good_1"] == "decoder_crashed"

@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, is_dataclass
 from importlib import metadata
@@ -167,3 +168,13 @@ def sidecars(out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     stem = out.name.removesuffix(".jsonl")
     return out.with_name(f"{stem}.manifest.json"), out.with_name(f"{stem}.rejects.jsonl")
+
+
+@contextlib.contextmanager
+def timer(timings: dict, name: str) -> Iterator[None]:
+    """Accumulate wall-clock seconds under `timings[name]`."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0

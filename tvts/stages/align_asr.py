@@ -14,7 +14,7 @@ from tvts.config import load_sections
 from tvts.data.align import align_videos
 from tvts.data.config import AlignConfig, WindowConfig
 from tvts.data.formats.yttemporal import read_video_list
-from tvts.stages.common import add_common_args, command, setup_logging, timer
+from tvts.stages.common import add_common_args, command, setup_logging
 
 log = logging.getLogger("tvts.align_asr")
 SECTIONS = {"align_asr": AlignConfig, "windows": WindowConfig}
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict = {}
     with tracking.stage_run("align_asr", args.exp, cfg, rule=args.rule,
                             run_name=f"{args.exp}/align_asr/part-{args.part}") as mlrun:
-        with timer(timings, "align_s"):
+        with io.timer(timings, "align_s"):
             rows, rejects, skipped = align_videos(entries, root, cfg)
         io.atomic_write_jsonl(args.out, rows)
         rejects.write(rejects_path)

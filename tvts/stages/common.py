@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import time
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from tvts.config import ConfigError
 from tvts.train.preemption import PREEMPTED, Preempted
@@ -33,16 +31,6 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
-@contextmanager
-def timer(timings: dict, name: str) -> Iterator[None]:
-    """Accumulate wall-clock seconds under `timings[name]`."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 def command(main: Callable[..., int]) -> Callable[..., int]:

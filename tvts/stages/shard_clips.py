@@ -16,7 +16,7 @@ from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.data.config import ShardConfig
 from tvts.data.sharding import shard_counts, upstream_rejects, write_shards
-from tvts.stages.common import add_common_args, command, setup_logging, timer
+from tvts.stages.common import add_common_args, command, setup_logging
 
 log = logging.getLogger("tvts.shard_clips")
 SECTIONS = {"shard_clips": ShardConfig}
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict = {}
     with tracking.stage_run("shard_clips", args.exp, cfg | {"workers": workers}, rule=args.rule) as mlrun:
         with io.atomic_dir(args.out) as tmp:
-            with timer(timings, "shard_s"):
+            with io.timer(timings, "shard_s"):
                 sinks, rejects = write_shards(rows, tmp, scfg, workers)
             counts = shard_counts(sinks, rejects, len(rows))
             if counts["windows"] == 0:
