@@ -22,6 +22,8 @@ class AlignConfig:
         require(0 <= self.band_frac <= 1, where, "band_frac", "must be in [0, 1]")
         require(self.max_length_ratio >= 1, where, "max_length_ratio", "must be >= 1")
         require(0 <= self.max_garbled_fraction <= 1, where, "max_garbled_fraction", "must be in [0, 1]")
+        require(self.outside_cost > 0, where, "outside_cost", "must be > 0")
+        require(self.min_asr_words >= 0, where, "min_asr_words", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class WindowConfig:
         require(len(self.clip_lengths) > 0 and min(self.clip_lengths) > 0, where, "clip_lengths", "must be positive")
         require(self.gap_s >= 0, where, "gap_s", "must be >= 0")
         require(self.stride_s > 0, where, "stride_s", "must be > 0")
+        require(self.min_words_per_clip >= 0, where, "min_words_per_clip", "must be >= 0")
+        require(self.max_windows_per_video >= 0, where, "max_windows_per_video", "must be >= 0 (0 = no limit)")
 
 
 @dataclass(frozen=True)
