@@ -1,4 +1,4 @@
-"""ASR cleaning and DTW alignment of YT-Temporal transcripts (PAPER.md, 'ASR alignment').
+"""ASR cleaning and DTW alignment of YT-Temporal transcripts (docs/method.md, 'ASR alignment').
 
 YT-Temporal ships two views of each transcript: the raw YouTube ASR words, each with a
 start time, and MERLOT's denoised sentences, which read well but carry no timing. We
@@ -381,7 +381,7 @@ def align_asr_to_denoised(asr_words: Sequence[str], asr_times: Any, den_words: S
                           cfg: AlignConfig) -> Alignment:
     """Give every denoised word a time by DTW-aligning it to the timed ASR words.
 
-    Follows PAPER.md: R = int(max(band_frac * len(asr), band_min)); the denoised words
+    Follows docs/method.md ('ASR alignment'): R = int(max(band_frac * len(asr), band_min)); the denoised words
     are truncated to len(asr) + R; cost C[i, j] = Levenshtein distance between
     `normalise_word(asr[i])` and `normalise_word(den[j])` if |i - j| <= R, else
     `cfg.outside_cost`; DTW with steps (i-1, j-1), (i-1, j), (i, j-1); the backtrack

@@ -69,7 +69,7 @@ def decode_frames(vr, indices: np.ndarray, path: str | Path = "") -> np.ndarray:
 
 
 def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
-    """Bilinear resize so that min(H, W) == short_side (PAPER.md: short-side resize)."""
+    """Bilinear resize so that min(H, W) == short_side (docs/method.md, 'Short-side resize and crops')."""
     h, w = frame.shape[:2]
     scale = short_side / min(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))

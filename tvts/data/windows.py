@@ -1,4 +1,4 @@
-"""Windows of K consecutive clips cut from one video's timed transcript (PAPER.md, pretext task).
+"""Windows of K consecutive clips cut from one video's timed transcript (docs/method.md, 'Pretext task').
 
 A window holds K clips of one length L (drawn per window from `clip_lengths`) separated by
 `gap_s`; a clip's transcript is the aligned words whose timestamps fall inside it.

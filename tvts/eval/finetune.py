@@ -1,6 +1,6 @@
 """End-to-end fine-tuning for action classification: the pretrained video encoder + a linear head.
 
-Recipe (PAPER.md 'Downstream protocols', the defaults of `FinetuneConfig`):
+Recipe (docs/method.md, 'Downstream protocols'; the defaults of `FinetuneConfig`):
 - backbone: the checkpoint's `model.video` (pretrained, or random init if the checkpoint is),
   rebuilt with the fine-tuning drop-path rate; head: Linear on the final-norm CLS token (the
   feature the paper's retrieval and linear probe use), or on the mean of the final-norm patch

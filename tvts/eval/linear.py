@@ -1,6 +1,6 @@
 """Linear probe: train only Linear(C -> classes) on the frozen final-norm CLS features.
 
-Protocol (fixed; PAPER.md 'Downstream protocols'). The official script asks for SGD but,
+Protocol (fixed; docs/method.md, 'Downstream protocols'). The official script asks for SGD but,
 with DeepSpeed enabled, actually ran AdamW in fp16 with mixup/cutmix and label smoothing.
 We implement the protocol the script *states*, in float32, without mixup/cutmix (they mix
 pixels, which frozen cached features cannot do) and without label smoothing by default:

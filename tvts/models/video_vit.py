@@ -103,7 +103,7 @@ class VideoViT(nn.Module):
         self.patch_embed = TubeletEmbed(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.patches, cfg.dim))  # 2D, shared by every tube
-        self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.tubes, cfg.dim))   # zero-init (PAPER.md)
+        self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.tubes, cfg.dim))  # zero-init (docs/method.md)
         dpr = np.linspace(0, cfg.drop_path, cfg.depth)
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.blocks = nn.ModuleList(

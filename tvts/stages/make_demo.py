@@ -1,7 +1,7 @@
 """`tvts make-demo`: generate the embedded demo corpus (YT-Temporal, SSV2 and MSR-VTT formats).
 
 The corpus is versioned with DVC; regenerate it with this command, then `dvc add data`
-and `dvc push` (see the README). The same seed gives the same bytes.
+and `dvc push` (see docs/stages.md, "Versioning data (DVC)"). The same seed gives the same bytes.
 """
 from __future__ import annotations
 

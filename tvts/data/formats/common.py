@@ -1,6 +1,6 @@
 """What every downstream dataset reader returns: a split's items, its classes, and what is missing.
 
-A reader parses the annotation files of one real format (PAPER.md, 'Data formats') and checks
+A reader parses the annotation files of one real format (docs/method.md, 'Data formats') and checks
 that each listed video exists. A missing video is never dropped silently: it is left out of
 `items` and counted in `missing` with its reason, and the evaluation stages report the count.
 """
