@@ -14,7 +14,7 @@ from tvts.config import load_sections
 from tvts.data.align import align_videos
 from tvts.data.config import AlignConfig, WindowConfig
 from tvts.data.formats.yttemporal import read_video_list
-from tvts.stages.common import add_common_args, command, setup_logging
+from tvts.stages.common import add_common_args, command
 
 log = logging.getLogger("tvts.align_asr")
 SECTIONS = {"align_asr": AlignConfig, "windows": WindowConfig}
@@ -31,10 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     cfg = load_sections(SECTIONS, args.config_path, args.config_json)
     if not args.list or not Path(args.list).exists():
         raise SystemExit(f"align_asr: video list not found: {args.list} (config key data.yttemporal_list)")

@@ -33,19 +33,24 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def command(main: Callable[..., int]) -> Callable[..., int]:
-    """A stage's `main`: the library's exceptions become exit codes here, and nowhere else.
+def command(build_parser: Callable[[], argparse.ArgumentParser]):
+    """Make `run(args)` a stage's `main(argv)`: parse, set up logging, run; the library's exceptions
+    become exit codes here, and nowhere else.
 
     `Preempted` -> PREEMPTED (75: checkpoint written, rerun to resume); `ConfigError` -> one line
     naming the key, exit status 1.
     """
-    @functools.wraps(main)
-    def wrapped(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except Preempted as err:
-            log.warning("%s; exiting with %d", err, PREEMPTED)
-            return PREEMPTED
-        except ConfigError as err:
-            raise SystemExit(f"{main.__module__.rsplit('.', 1)[-1]}: {err}") from None
-    return wrapped
+    def decorate(run: Callable[[argparse.Namespace], int | None]) -> Callable[..., int]:
+        @functools.wraps(run)
+        def main(argv: list[str] | None = None) -> int:
+            args = build_parser().parse_args(argv)
+            setup_logging()
+            try:
+                return int(run(args) or 0)
+            except Preempted as err:
+                log.warning("%s; exiting with %d", err, PREEMPTED)
+                return PREEMPTED
+            except ConfigError as err:
+                raise SystemExit(f"{run.__module__.rsplit('.', 1)[-1]}: {err}") from None
+        return main
+    return decorate

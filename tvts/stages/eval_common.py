@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from tvts.eval.config import DatasetSpec, ViewsConfig, dataset_spec, eval_part, load_eval_section
-from tvts.stages.common import add_common_args, setup_logging
+from tvts.stages.common import add_common_args
 from tvts.train import distributed as dist
 
 DATASET_HELP = "a name under eval.datasets (e.g. ssv2)"
@@ -74,7 +74,6 @@ def load_stage_config(args: argparse.Namespace, task: str, cls: type) -> tuple[D
 def run_tuning(job_cls: type, args: argparse.Namespace) -> int:
     """A fine-tuning stage after parsing (`job_cls`: a tvts.eval.job.TuningJob): one process, or
     this rank of a torchrun job."""
-    setup_logging()
     spec, views, cfg = load_stage_config(args, job_cls.TASK, job_cls.CONFIG)
     env = dist.init_distributed(use_cuda=False if args.cpu else None)
     if cfg.threads:

@@ -26,6 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "a classification dataset under eval.datasets (e.g. ssv2)", raw_description=True)
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    return run_tuning(FinetuneJob, build_parser().parse_args(argv))
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
+    return run_tuning(FinetuneJob, args)

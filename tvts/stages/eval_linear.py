@@ -16,7 +16,7 @@ from tvts import io
 from tvts.eval.config import LinearConfig
 from tvts.eval.job import eval_stage_run
 from tvts.eval.linear_job import STAGE, LinearEval
-from tvts.stages.common import command, setup_logging
+from tvts.stages.common import command
 from tvts.stages.eval_common import add_feature_args, eval_parser, load_stage_config
 
 log = logging.getLogger("tvts.eval_linear")
@@ -26,10 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     return eval_parser("tvts eval-linear", __doc__, "linear", add_feature_args)
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     spec, views, lin = load_stage_config(args, "linear", LinearConfig)
     with eval_stage_run(STAGE, "linear", args, spec, views, lin) as mlrun:
         result = LinearEval(args, spec, views, lin).run()

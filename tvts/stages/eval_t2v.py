@@ -25,6 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "a retrieval dataset under eval.datasets (e.g. msrvtt)", raw_description=True)
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    return run_tuning(T2VJob, build_parser().parse_args(argv))
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
+    return run_tuning(T2VJob, args)

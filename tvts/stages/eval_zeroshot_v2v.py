@@ -17,7 +17,7 @@ from tvts.eval.config import ZeroShotV2VConfig
 from tvts.eval.job import eval_stage_run
 from tvts.eval.linear import resolve_device
 from tvts.eval.zeroshot_job import STAGE, evaluate
-from tvts.stages.common import command, setup_logging
+from tvts.stages.common import command
 from tvts.stages.eval_common import add_feature_args, eval_parser, load_stage_config
 
 log = logging.getLogger("tvts.eval_zeroshot_v2v")
@@ -27,10 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     return eval_parser("tvts eval-zeroshot-v2v", __doc__, "zeroshot_v2v", add_feature_args)
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     spec, views, zs = load_stage_config(args, "zeroshot_v2v", ZeroShotV2VConfig)
     device = resolve_device(args.device)
     with eval_stage_run(STAGE, "zeroshot_v2v", args, spec, views, zs) as mlrun:

@@ -14,7 +14,7 @@ from pathlib import Path
 from tvts import tracking
 from tvts.config import load_sections
 from tvts.select import score
-from tvts.stages.common import add_common_args, command, setup_logging
+from tvts.stages.common import add_common_args, command
 from tvts.train import checkpoint
 from tvts.train import distributed as dist
 from tvts.train.config import PretrainConfig
@@ -31,10 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     cfg = load_sections({"pretrain": PretrainConfig}, args.config_path, args.config_json)["pretrain"]
     env = dist.init_distributed(use_cuda=None)
     out = Path(args.out)

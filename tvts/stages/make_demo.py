@@ -13,7 +13,7 @@ from pathlib import Path
 from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.data.demo import DemoConfig, generate_demo
-from tvts.stages.common import command, setup_logging
+from tvts.stages.common import command
 
 log = logging.getLogger("tvts.make_demo")
 
@@ -26,10 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     cfg = load_sections({"demo": DemoConfig}, args.config_path)["demo"]
     with tracking.stage_run("make_demo", "demo-data", {"demo": cfg, "workers": args.workers}) as run:
         t0 = time.perf_counter()

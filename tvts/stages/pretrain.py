@@ -16,7 +16,7 @@ import torch
 
 from tvts import tracking
 from tvts.config import load_sections
-from tvts.stages.common import add_common_args, command, setup_logging
+from tvts.stages.common import add_common_args, command
 from tvts.train import distributed as dist
 from tvts.train.config import PretrainConfig
 from tvts.train.pretrain import PretrainJob, text_only_variant
@@ -33,10 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     cfg = load_sections({"pretrain": PretrainConfig}, args.config_path, args.config_json)["pretrain"]
     if args.text_only:
         cfg = text_only_variant(cfg)

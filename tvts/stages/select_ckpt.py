@@ -17,7 +17,7 @@ from pathlib import Path
 from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.select import SelectConfig, pick, recorded_scores, score_candidates, write_best
-from tvts.stages.common import add_common_args, command, setup_logging
+from tvts.stages.common import add_common_args, command
 from tvts.train import distributed as dist
 
 log = logging.getLogger("tvts.select")
@@ -34,10 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     cfg = load_sections(SECTIONS, args.config_path, args.config_json)["select"]
     pre = Path(args.pretrain)
     manifest = json.loads((pre / "manifest.json").read_text())

@@ -16,7 +16,7 @@ from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.data.config import ShardConfig
 from tvts.data.sharding import shard_counts, upstream_rejects, write_shards
-from tvts.stages.common import add_common_args, command, setup_logging
+from tvts.stages.common import add_common_args, command
 
 log = logging.getLogger("tvts.shard_clips")
 SECTIONS = {"shard_clips": ShardConfig}
@@ -31,10 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
     cfg = load_sections(SECTIONS, args.config_path, args.config_json)
     scfg: ShardConfig = cfg["shard_clips"]
     workers = args.workers or scfg.workers
