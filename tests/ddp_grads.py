@@ -1,7 +1,8 @@
 """Run by test_train.py under torchrun: a few TVTS steps on a fixed batch, sliced by rank.
 
 Writes (rank 0) the per-step mean loss and the first step's gradients, so a 2-process gloo run can
-be compared with one process on the combined batch.
+be compared with one process on the combined batch. argv: output path, tests folder, and the
+contrastive gather ("exact", the default; "local": the official gather, contrastive loss only).
 """
 import sys
 
@@ -34,7 +35,13 @@ def main() -> None:
     torch.set_default_dtype(torch.float64)
     env = dist.init_distributed(use_cuda=False)
     model = tiny_model().train()  # seeded: identical on every rank
-    cfg = PretrainConfig(loss=LossConfig(), optim=OptimConfig(lr=1e-3))
+    gather = sys.argv[3] if len(sys.argv) > 3 else "exact"
+    if gather == "local":  # the contrastive term alone (the sort head idles: frozen, so DDP waits for nothing)
+        loss = LossConfig(gather_grad="local", sort_weight=0.0)
+        model.sort_head.requires_grad_(False)
+    else:
+        loss = LossConfig(gather_grad="exact")
+    cfg = PretrainConfig(loss=loss, optim=OptimConfig(lr=1e-3))
     full = batch(8, model)
     per = 8 // env.world
     mine = {k: v[env.rank * per:(env.rank + 1) * per] for k, v in full.items()}

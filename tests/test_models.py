@@ -115,6 +115,22 @@ def test_sort_accuracy_exact_vs_per_position():
     logits[1, torch.arange(4), torch.tensor([3, 2, 0, 1])] = 5.0  # second: two of four right
     acc = sort_accuracy(logits, order)
     assert acc["sort_acc"] == pytest.approx(6 / 8) and acc["sort_exact"] == pytest.approx(0.5)
+    assert acc["sort_exact_argmax"] == pytest.approx(0.5)
+
+
+def test_official_exact_order_needs_every_argmax_while_decoding_repairs_a_collision():
+    """Two transcripts whose argmax is the same position: the official metric (every position's
+    argmax right) scores it wrong; the decoded permutation can still recover the true order."""
+    order = torch.tensor([[0, 1, 2, 3]])
+    logits = torch.full((1, 4, 4), -5.0)
+    logits[0, torch.arange(4), order[0]] = 5.0
+    logits[0, 1, 0] = 5.5                               # transcript 1 prefers position 0 (taken by 0)
+    acc = sort_accuracy(logits, order)
+    assert acc["sort_exact_argmax"] == 0.0 and acc["sort_exact"] == 1.0 and acc["sort_acc"] == 0.75
+    torch.manual_seed(2)
+    many, truth = torch.randn(200, 4, 4), torch.stack([torch.randperm(4) for _ in range(200)])
+    acc = sort_accuracy(many, truth)
+    assert acc["sort_exact_argmax"] <= acc["sort_exact"]
 
 
 def test_contrastive_loss_hand_computed():
@@ -126,6 +142,23 @@ def test_contrastive_loss_hand_computed():
     # the local-rows form equals the full-batch form when ranks' rows are stacked
     half = contrastive_loss(v[1:], t[1:], v, t, 1, 0.5)
     assert ((contrastive_loss(v[:1], t[:1], v, t, 0, 0.5) + half) / 2).item() == pytest.approx(loss.item(), rel=1e-6)
+    # the official loss sums the two directions: twice the mean, not the same number
+    total = contrastive_loss(v, t, v, t, 0, 0.5, reduction="sum")
+    assert total.item() == pytest.approx(2 * loss.item(), rel=1e-6) and total.item() != pytest.approx(loss.item())
+
+
+def test_official_loss_settings_are_the_defaults_and_checked():
+    from tvts.config import ConfigError, from_dict
+    from tvts.models.tvts import LossConfig
+    from tvts.train.config import PretrainConfig
+
+    assert (LossConfig().align_reduction, LossConfig().gather_grad) == ("sum", "local")
+    assert PretrainConfig().data.epoch == "video"
+    for key, bad in (("align_reduction", "avg"), ("gather_grad", "none")):
+        with pytest.raises(ConfigError, match=f"pretrain.loss.{key}: must be one of"):
+            from_dict(PretrainConfig, {"loss": {key: bad}}, "pretrain")
+    with pytest.raises(ConfigError, match="pretrain.data.epoch: must be one of"):
+        from_dict(PretrainConfig, {"data": {"epoch": "clip"}}, "pretrain")
 
 
 def test_scratch_tokenizer_is_the_same_in_every_process():

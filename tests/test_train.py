@@ -40,6 +40,41 @@ def test_sampler_ranks_slice_the_global_batch_and_resume_skips():
     assert len(ResumableBatchSampler(43, 8, world=2)) == 2  # drops the incomplete global batch
 
 
+def test_video_epochs_draw_one_window_per_video_afresh_each_epoch():
+    groups = [[0, 1, 2], [3], [4, 5], [6, 7, 8, 9], [10, 11]]                  # windows of 5 videos
+    video_of = {i: v for v, g in enumerate(groups) for i in g}
+    s = ResumableBatchSampler(12, 1, seed=7, groups=groups)
+    assert s.steps_per_epoch() == 5                                           # videos, not windows
+    epochs = []
+    for epoch in range(6):
+        s.set_epoch(epoch)
+        items = [i for b in s for _, i in b]
+        assert sorted(video_of[i] for i in items) == list(range(5))           # each video once
+        epochs.append(items)
+    assert len({tuple(sorted(e)) for e in epochs}) > 1                        # other windows another epoch
+    again = ResumableBatchSampler(12, 1, seed=7, groups=groups)
+    again.set_epoch(3, start_step=2)                                          # a pure function of (seed, epoch)
+    assert [i for b in again for _, i in b] == epochs[3][2:]
+    r0 = ResumableBatchSampler(12, 1, rank=0, world=2, seed=7, groups=groups)
+    r1 = ResumableBatchSampler(12, 1, rank=1, world=2, seed=7, groups=groups)
+    two = ResumableBatchSampler(12, 2, seed=7, groups=groups)
+    assert [a + b for a, b in zip(r0, r1)] == list(two)                       # ranks slice the global batch
+    capped = ResumableBatchSampler(12, 1, seed=7, groups=groups, limit=3)
+    assert capped.steps_per_epoch() == 3 and len({video_of[i] for b in capped for _, i in b}) == 3
+
+
+def test_pretraining_epoch_is_one_window_per_video(tmp_path, smoke_shards):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["pretrain"]["optim"] |= {"epochs": 1, "decay_epochs": [1]}
+    cfg["pretrain"]["data"] |= {"batch_size": 1, "eval_batch_size": 4, "epoch": "video"}
+    path = tmp_path / "video.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert run_pretrain(smoke_shards, tmp_path / "out", path) == 0
+    counts = json.loads((tmp_path / "out/manifest.json").read_text())["counts"]
+    assert counts["train_videos"] < counts["train_windows"]
+    assert counts["steps_per_epoch"] == counts["steps"] == counts["train_videos"]
+
+
 def lr_factors(cfg: PretrainConfig, steps: int, steps_per_epoch: int = 10) -> list[float]:
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     factor = pretext.build_scheduler(opt, steps_per_epoch, cfg).lr_lambdas[0]
@@ -70,24 +105,39 @@ def test_checkpoints_atomic_newest_valid_and_prune(tmp_path, caplog):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_ddp_two_gloo_processes_match_one_process(tmp_path):
-    """Same losses (rtol 1e-9) and first-step gradients (atol 1e-10 + rtol 1e-7) as one process on the
-    combined batch, over 3 AdamW steps. In float64 (see ddp_grads.py); seen: 1.7e-15 at most."""
+def ddp_runs(tmp_path: Path, gather: str) -> dict[int, dict]:
     torchrun = str(Path(sys.executable).parent / "torchrun")
     results = {}
     for n in (1, 2):
-        out = tmp_path / f"w{n}.pt"
+        out = tmp_path / f"{gather}-w{n}.pt"
         proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", str(n), str(HERE / "ddp_grads.py"),
-                               str(out), str(HERE)], capture_output=True, text=True, timeout=300,
+                               str(out), str(HERE), gather], capture_output=True, text=True, timeout=300,
                               env=os.environ | {"OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[n] = torch.load(out, weights_only=True)
+    return results
+
+
+def test_ddp_two_gloo_processes_match_one_process(tmp_path):
+    """Same losses (rtol 1e-9) and first-step gradients (atol 1e-10 + rtol 1e-7) as one process on the
+    combined batch, over 3 AdamW steps. In float64 (see ddp_grads.py); seen: 1.7e-15 at most."""
+    results = ddp_runs(tmp_path, "exact")
     assert results[1]["losses"] == pytest.approx(results[2]["losses"], rel=1e-9)
     assert results[1]["losses"][0] != pytest.approx(results[1]["losses"][2], rel=1e-3)  # training moved
     g1, g2 = results[1]["grads"], results[2]["grads"]
     assert g1.keys() == g2.keys() and any(k.startswith("video.") for k in g1) and any(k.startswith("text.") for k in g1)
     for k in g1:
         torch.testing.assert_close(g2[k], g1[k], atol=1e-10, rtol=1e-7, msg=k)
+
+
+def test_official_gather_gives_one_over_world_of_the_contrastive_gradient(tmp_path):
+    """`gather_grad: local` (the official all-gather) on 2 ranks: the same full-batch loss, half its gradient."""
+    results = ddp_runs(tmp_path, "local")
+    assert results[1]["losses"][0] == pytest.approx(results[2]["losses"][0], rel=1e-9)
+    g1, g2 = results[1]["grads"], results[2]["grads"]
+    assert g1.keys() == g2.keys() and any(k.startswith("video.") for k in g1) and any(k.startswith("text.") for k in g1)
+    for k in g1:
+        torch.testing.assert_close(g2[k], g1[k] / 2, atol=1e-10, rtol=1e-7, msg=k)
 
 
 def train_config(tmp_path: Path, **runtime) -> Path:

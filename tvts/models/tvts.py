@@ -36,6 +36,10 @@ class ModelConfig:
                 f"got {self.mask_kind!r}")
 
 
+REDUCTIONS = ("sum", "mean")
+GATHER_GRADS = ("local", "exact")
+
+
 @dataclass(frozen=True)
 class LossConfig:
     temperature: float = 0.05
@@ -43,9 +47,17 @@ class LossConfig:
     sort_weight: float = 2.0    # sort cross-entropy; 0 = contrastive-only variant
     sort_video: bool = True     # False: the text-only sort baseline (the head sees no video)
     detach_text: bool = True    # the paper: the sort loss trains only the video side
+    # "sum": v->t + t->v cross-entropy, as the official code; "mean": their mean (half the weight)
+    align_reduction: str = "sum"
+    # "local": the official all-gather: every rank computes the full-batch loss and keeps only its
+    # own slice of the gradient, so on W ranks the contrastive gradient is 1/W of the full-batch
+    # one. "exact": the full-batch gradient. One process: both are the same.
+    gather_grad: str = "local"
 
     def check(self, where: str) -> None:
         require(self.temperature > 0, where, "temperature", "must be > 0")
+        require(self.align_reduction in REDUCTIONS, where, "align_reduction", f"must be one of {', '.join(REDUCTIONS)}")
+        require(self.gather_grad in GATHER_GRADS, where, "gather_grad", f"must be one of {', '.join(GATHER_GRADS)}")
         require(self.align_weight > 0 or self.sort_weight > 0, where, "sort_weight", "one loss weight must be > 0")
 
 
@@ -106,19 +118,21 @@ class TVTS(nn.Module):
 
 
 def contrastive_loss(video: torch.Tensor, text: torch.Tensor, all_video: torch.Tensor, all_text: torch.Tensor,
-                     offset: int, temperature: float) -> torch.Tensor:
+                     offset: int, temperature: float, reduction: str = "mean") -> torch.Tensor:
     """Symmetric InfoNCE of the local rows against every rank's embeddings.
 
     Args:
         video, text: (B, E) this rank's normalised embeddings.
         all_video, all_text: (W*B, E) gathered across ranks (with gradients).
         offset: index of this rank's first row in the gathered tensors.
+        reduction: "mean" of the two directions' cross-entropies, or their "sum" (the official loss).
     Averaged over ranks, this equals the loss on the combined batch, and so do the gradients.
     """
     labels = torch.arange(video.shape[0], device=video.device) + offset
     v2t = video @ all_text.t() / temperature
     t2v = text @ all_video.t() / temperature
-    return (F.cross_entropy(v2t, labels) + F.cross_entropy(t2v, labels)) / 2
+    both = F.cross_entropy(v2t, labels) + F.cross_entropy(t2v, labels)
+    return both if reduction == "sum" else both / 2
 
 
 def full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +159,13 @@ def decode_permutation(logits: torch.Tensor) -> torch.Tensor:
 
 
 def sort_accuracy(logits: torch.Tensor, order: torch.Tensor) -> dict[str, float]:
-    """Per-position accuracy (chance 1/K) and exact-order accuracy of the decoded permutation (chance 1/K!)."""
-    per_position = (logits.argmax(-1) == order).float().mean().item()
+    """Sort accuracies of (B, K, K) logits against the true positions (B, K).
+
+    sort_acc: per-position argmax (chance 1/K). sort_exact_argmax: every position's argmax right,
+    the official validation metric. sort_exact: the decoded best permutation is the true order
+    (chance 1/K!); it is >= sort_exact_argmax, whose argmaxes need not form a permutation.
+    """
+    hit = logits.argmax(-1) == order
     exact = (decode_permutation(logits) == order).all(-1).float().mean().item()
-    return {"sort_acc": per_position, "sort_exact": exact}
+    return {"sort_acc": hit.float().mean().item(), "sort_exact": exact,
+            "sort_exact_argmax": hit.all(-1).float().mean().item()}

@@ -8,6 +8,7 @@ from tvts.models.tvts import LossConfig, ModelConfig
 from tvts.models.videomae import VideoMAEConfig
 
 METHODS = ("tvts", "videomae")
+EPOCHS = ("video", "window")
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,16 @@ class DataConfig:
     eval_batch_size: int = 32
     eval_mask: bool = True       # validation sees the tube-masked input it was trained on (fixed seeds)
     prefetch: int = 2
+    # "video": an epoch is one window per training video, drawn afresh each epoch among that
+    # video's stored windows (the official sampler). "window": every stored window once.
+    epoch: str = "video"
+    epoch_limit: int = 0         # at most this many samples per epoch, a fresh subset each epoch; 0 = all
 
     def check(self, where: str) -> None:
         require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
         require(self.workers >= 0, where, "workers", "must be >= 0")
+        require(self.epoch in EPOCHS, where, "epoch", f"must be one of {', '.join(EPOCHS)}")
+        require(self.epoch_limit >= 0, where, "epoch_limit", "must be >= 0 (0 = no limit)")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,12 @@ EVAL_EPOCH = 2**31 - 1  # RNG stream of the deterministic evaluation views
 @dataclass(frozen=True)
 class SampleRef:
     shard: str
+    key: str                              # `<video>_wNNN` (tvts.data.shards.sample_key)
     members: dict[str, tuple[int, int]]  # field -> (offset, size) inside the tar
+
+    @property
+    def video(self) -> str:
+        return self.key.rpartition("_w")[0]
 
 
 def index_shards(paths: list[Path]) -> list[SampleRef]:
@@ -41,8 +46,8 @@ def index_shards(paths: list[Path]) -> list[SampleRef]:
     refs: list[SampleRef] = []
     for path in paths:
         with tarfile.open(path, "r") as tar:
-            refs += [SampleRef(str(path), {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members})
-                     for _, members in iter_tar_members(tar)]
+            refs += [SampleRef(str(path), key, {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members})
+                     for key, members in iter_tar_members(tar)]
     return refs
 
 
@@ -96,6 +101,13 @@ class WindowDataset(Dataset):
 
     def meta(self, index: int) -> dict:
         return json.loads(self.read_field(index, "json"))
+
+    def videos(self) -> list[list[int]]:
+        """The sample indices of each video, videos in first-seen (shard) order."""
+        groups: dict[str, list[int]] = {}
+        for i, ref in enumerate(self.refs):
+            groups.setdefault(ref.video, []).append(i)
+        return list(groups.values())
 
     def texts(self) -> Iterator[str]:
         for i in range(len(self)):
@@ -161,12 +173,18 @@ class ResumableBatchSampler(Sampler):
     Each global batch (batch_size * world items of one permutation) is cut into contiguous
     rank slices, so W ranks see exactly the combined batch of one process. Training drops the
     incomplete last global batch (every rank runs the same number of steps); `start_step`
-    skips batches already trained on, for resuming mid-epoch.
+    skips batches already trained on, for resuming mid-epoch. With `groups` (the item indices
+    of each video), an epoch is one item per group, drawn afresh from (seed, epoch). `limit` > 0
+    caps an epoch at that many items (groups), a fresh random subset each epoch.
     """
 
     def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = True):
-        self.n, self.batch, self.rank, self.world = n, batch_size, rank, world
+                 shuffle: bool = True, drop_last: bool = True, groups: list[list[int]] | None = None,
+                 limit: int = 0):
+        self.groups = groups
+        self.total = len(groups) if groups is not None else n
+        self.n = min(self.total, limit) if limit > 0 else self.total
+        self.batch, self.rank, self.world = batch_size, rank, world
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
         self.epoch, self.start_step = 0, 0
 
@@ -180,12 +198,22 @@ class ResumableBatchSampler(Sampler):
     def __len__(self) -> int:
         return max(0, self.steps_per_epoch() - self.start_step)
 
+    def epoch_items(self) -> np.ndarray:
+        """This epoch's items in order: a permutation of the items, or of one item per group."""
+        if not self.shuffle:
+            return np.arange(self.n) if self.groups is None else np.array([g[0] for g in self.groups[:self.n]])
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.total)[:self.n]
+        if self.groups is None:
+            return perm
+        pick = np.random.default_rng([self.seed, self.epoch, 1]).integers(0, [len(g) for g in self.groups])
+        return np.array([self.groups[v][pick[v]] for v in perm])
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+        items = self.epoch_items()
         g = self.batch * self.world
         epoch = self.epoch if self.shuffle else EVAL_EPOCH
         for step in range(self.start_step, self.steps_per_epoch()):
-            chunk = perm[step * g:(step + 1) * g]
+            chunk = items[step * g:(step + 1) * g]
             mine = chunk[self.rank * self.batch:(self.rank + 1) * self.batch]
             if len(mine):
                 yield [(epoch, int(i)) for i in mine]

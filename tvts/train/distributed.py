@@ -56,6 +56,31 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(dist_fn.all_gather(x), dim=0)
 
 
+class _GatherKeepLocalGrad(torch.autograd.Function):
+    """All-gather whose backward keeps only this rank's slice of the gradient, summing nothing
+    across ranks: the official TVTS gather (see `gather_local_grad`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        ctx.rows, ctx.rank = x.shape[0], dist.get_rank()
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def gather_local_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from every rank along dim 0; the gradient of each rank's own loss reaches
+    only its own slice. With every rank computing the same full-batch loss, DDP's average then
+    gives 1/W of the full-batch gradient: what the official code trained with."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    return _GatherKeepLocalGrad.apply(x)
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return x

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from tvts.models.tvts import TVTS, Outputs, contrastive_loss, full_precision, sort_accuracy, sort_loss
+from tvts.models.tvts import TVTS, LossConfig, Outputs, contrastive_loss, full_precision, sort_accuracy, sort_loss
 from tvts.train import distributed as dist
 from tvts.train import schedule
 from tvts.train.config import PretrainConfig
@@ -81,11 +81,23 @@ def losses(out: Outputs, order: torch.Tensor, cfg: PretrainConfig, env: dist.Dis
     zero = out.sort_logits.new_zeros(())
     align = zero
     if lc.align_weight > 0 and lc.sort_video:
-        v, t = full_precision(out.video_emb), full_precision(out.text_emb)
-        align = contrastive_loss(v, t, dist.gather_with_grad(v), dist.gather_with_grad(t), env.rank * v.shape[0],
-                                 lc.temperature)
+        align = align_loss(full_precision(out.video_emb), full_precision(out.text_emb), lc, env)
     sort = sort_loss(out.sort_logits, order) if lc.sort_weight > 0 else zero
     return {"loss": lc.align_weight * align + lc.sort_weight * sort, "loss_align": align, "loss_sort": sort}
+
+
+def align_loss(v: torch.Tensor, t: torch.Tensor, lc: LossConfig, env: dist.DistEnv) -> torch.Tensor:
+    """The contrastive term on this rank, with embeddings gathered from every rank.
+
+    gather_grad "local" (official): the full-batch loss on every rank, each keeping only its own
+    slice of the gradient. "exact": this rank's rows against every rank's, whose average over
+    ranks is the full-batch loss, with an exact gradient. One process: the same loss.
+    """
+    if lc.gather_grad == "local":
+        all_v, all_t = dist.gather_local_grad(v), dist.gather_local_grad(t)
+        return contrastive_loss(all_v, all_t, all_v, all_t, 0, lc.temperature, lc.align_reduction)
+    return contrastive_loss(v, t, dist.gather_with_grad(v), dist.gather_with_grad(t), env.rank * v.shape[0],
+                            lc.temperature, lc.align_reduction)
 
 
 def wrap(model: TVTS, cfg: PretrainConfig, env: dist.DistEnv) -> nn.Module:
@@ -162,7 +174,8 @@ def validation_metrics(r: dict[str, torch.Tensor], cfg: PretrainConfig) -> dict[
         target = torch.arange(sim.shape[0])
         out["v2t_r1"] = (sim.argmax(1) == target).float().mean().item()
         out["t2v_r1"] = (sim.argmax(0) == target).float().mean().item()
-        out["loss_align"] = ((F.cross_entropy(sim / cfg.loss.temperature, target)
-                              + F.cross_entropy(sim.t() / cfg.loss.temperature, target)) / 2).item()
+        tau = cfg.loss.temperature
+        both = F.cross_entropy(sim / tau, target) + F.cross_entropy(sim.t() / tau, target)
+        out["loss_align"] = (both if cfg.loss.align_reduction == "sum" else both / 2).item()
     out["n"] = float(len(order))
     return out

@@ -89,7 +89,9 @@ class PretrainJob:
             (self.out / "log.jsonl").unlink(missing_ok=True)
         spec = TextSpec(**self.resume[1]["text_spec"]) if self.resume else None
         self.train_ds, self.val_ds, self.spec = build_data(self.shard_dir, cfg, env, spec)
-        self.sampler = ResumableBatchSampler(len(self.train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed)
+        groups = self.train_ds.videos() if cfg.data.epoch == "video" else None
+        self.sampler = ResumableBatchSampler(len(self.train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed,
+                                             groups=groups, limit=cfg.data.epoch_limit)
         self.state = self.build_state(self.sampler.steps_per_epoch() // cfg.optim.grad_accum)
         val_sampler = ResumableBatchSampler(len(self.val_ds), cfg.data.eval_batch_size, env.rank, env.world,
                                             cfg.seed, shuffle=False, drop_last=False)
@@ -104,8 +106,8 @@ class PretrainJob:
     def build_state(self, steps_per_epoch: int) -> TrainState:
         cfg, env = self.cfg, self.env
         if steps_per_epoch < 1:
-            raise ConfigError(f"pretrain.data.batch_size: {len(self.train_ds)} train windows are fewer than one "
-                              f"global batch (batch_size x {env.world} ranks x grad_accum); lower the batch size")
+            raise ConfigError(f"pretrain.data.batch_size: {self.sampler.n} train {cfg.data.epoch}s per epoch are "
+                              f"fewer than one global batch (batch_size x {env.world} ranks x grad_accum); lower it")
         if self.resume:
             torch.manual_seed(cfg.seed)
             model = build_model(cfg, self.spec)
@@ -202,7 +204,8 @@ class PretrainJob:
 
     def manifest(self) -> dict:
         state, cfg = self.state, self.cfg
-        counts = {"train_windows": len(self.train_ds), "val_windows": len(self.val_ds), "world_size": self.env.world,
+        counts = {"train_windows": len(self.train_ds), "train_videos": len(self.train_ds.videos()),
+                  "val_windows": len(self.val_ds), "world_size": self.env.world,
                   "steps": state.step, "steps_per_epoch": state.steps_per_epoch, "epochs": cfg.optim.epochs}
         epochs = [f"ckpt/{p.name}" for p in checkpoint.epoch_checkpoints(self.ckpts.folder)]
         return {"stage": self.stage, "inputs": {"shards": str(self.shard_dir)},
