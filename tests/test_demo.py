@@ -341,9 +341,10 @@ def hidden_actor_share(cfg: DemoConfig, demo_yaml: dict, n: int = 300) -> float:
 
 
 def test_tube_masking_leaves_the_actor_visible_in_most_tubes():
-    """DEMO-NOTES's first trap: at low resolution, 0.75 tube masking can hide the object for
-    the whole clip. Corpus v2b's 14-22 px actors were hidden in ~26 % of tubes and the sort
-    loss never left its plateau in the demo's budget; v2c's 24-32 px ones in ~9 %."""
+    """docs/demo-corpus.md, "Tube masking must leave the actor visible": at low resolution, 0.75
+    tube masking can hide the object for the whole clip. Corpus v2b's 14-22 px actors were hidden
+    in ~26 % of tubes and the sort loss never left its plateau in the demo's budget; v2c's
+    24-32 px ones in ~9 %."""
     demo_yaml = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg = from_dict(DemoConfig, demo_yaml["demo"], "demo")
     assert hidden_actor_share(cfg, demo_yaml) < 0.15

@@ -7,10 +7,10 @@ Shared by `tvts compare` (every metric) and `tvts report` (the headline ones).
 from __future__ import annotations
 
 import csv
-import io as _io
 import re
 import sys
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Iterable, TextIO
 
@@ -197,7 +197,7 @@ def _write_csv_rows(table: Table, f: TextIO) -> None:
 
 def to_csv(table: Table) -> str:
     """The table as CSV: full-precision values, empty cells where a value is missing."""
-    buf = _io.StringIO()
+    buf = StringIO()
     _write_csv_rows(table, buf)
     return buf.getvalue()
 
@@ -217,8 +217,6 @@ def unknown_exp_message(exp: str, records: list[RunRecord], where: str) -> str:
         return f"experiment {exp!r}: no FINISHED runs in {where} (only {', '.join(states)})"
     return f"experiment {exp!r}: no runs in {where}"
 
-
-# ---- methods over seeds (tvts/grid.py) -----------------------------------------------------
 
 @dataclass
 class GroupedTable(PaperColumn):
@@ -266,7 +264,7 @@ def render_grouped_text(g: GroupedTable) -> str:
 
 def grouped_csv(g: GroupedTable) -> str:
     """One row per metric; `<method>_mean`, `<method>_std`, `<method>_n` columns, full precision."""
-    buf = _io.StringIO()
+    buf = StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["stage/task", "dataset", "metric",
                      *[f"{m}_{k}" for m in g.methods for k in ("mean", "std", "n")]])

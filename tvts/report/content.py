@@ -1,0 +1,140 @@
+"""What the report shows, read from the store once: the runs, their curves, what is missing.
+
+Also the selections and names that the summary, the plots and `as_json` share: the
+headline table, the methods x seeds columns, the datasets of a task, metric labels,
+and the output file names (fixed: the Snakemake rule declares them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tvts import tracking
+from tvts.compare import RowKey, Table, build_table, row_sort_key, section_of
+from tvts.grid import Aggregate, aggregate, group_by_method
+from tvts.tracking import RunRecord
+
+SUMMARY = "summary.md"
+PRETRAIN_PNG = "pretrain_curves.png"
+RETRIEVAL_PNG = "retrieval.png"
+CLASSIFICATION_PNG = "classification.png"
+METHODS_PNG = "methods.png"
+PLOTS = (PRETRAIN_PNG, RETRIEVAL_PNG, CLASSIFICATION_PNG, METHODS_PNG)
+# The methods x seeds comparison: (task, metric), on the first dataset each task has.
+COMPARISON = (("linear", "top1"), ("zeroshot_v2v", "r1"), ("zeroshot_v2v", "r5"), ("zeroshot_v2v", "r10"),
+              ("finetune", "top1"), ("t2v", "zeroshot/r1"), ("t2v", "finetuned/r1"))
+_SHORT = {"linear": "linear", "zeroshot_v2v": "ZS V2V", "finetune": "fine-tune", "t2v": "T2V"}
+CURVES = ("train/loss_sort", "val/sort_exact")
+# Stages every experiment is expected to have; the evaluations are expected where another shown
+# experiment has them (an experiment is "missing" what its neighbours have).
+CORE_STAGES = ("pretrain", "select_ckpt")
+
+
+@dataclass
+class ReportData:
+    """What the report shows, read from the store once."""
+
+    exps: list[str]
+    records: list[RunRecord]  # every run of these experiments, any status, newest first
+    latest: list[RunRecord]  # the run that counts per stage/evaluation
+    where: str
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
+
+    @property
+    def show_paper(self) -> bool:
+        return any(r.paper_config for r in self.latest)
+
+    def run(self, exp: str, section: str, dataset: str = "") -> RunRecord | None:
+        return next((r for r in self.latest if r.exp == exp and section_of(r) == section
+                     and r.dataset == dataset), None)
+
+    def metric(self, exp: str, section: str, metric: str, dataset: str = "") -> float | None:
+        run = self.run(exp, section, dataset)
+        return run.metrics.get(metric) if run else None
+
+
+def collect(exps: list[str] | None, experiment: str | None = None, uri: str | None = None) -> ReportData:
+    """Read the runs of `exps` (None: every experiment in the store) and their training curves."""
+    uri = uri or tracking.tracking_uri()
+    experiment = experiment or tracking.experiment_name()
+    exps = list(dict.fromkeys(exps)) if exps else tracking.list_exps(experiment, uri)
+    records = tracking.search_stage_runs(exps, None, experiment, uri)
+    data = ReportData(exps, records, tracking.pick_latest(records), f"MLflow experiment `{experiment}` at `{uri}`")
+    for exp in exps:
+        for stage in ("pretrain", "text_only_baseline"):
+            if run := data.run(exp, stage):
+                data.curves[f"{exp}/{stage}"] = {k: tracking.metric_history(run.run_id, k, uri) for k in CURVES}
+    return data
+
+
+def missing_runs(data: ReportData) -> list[str]:
+    """One line per experiment and expected stage/evaluation that has no finished run."""
+    expected = {(s, "") for s in CORE_STAGES}
+    expected |= {(section_of(r), r.dataset) for r in data.latest if not r.part}
+    lines = []
+    for exp in data.exps:
+        if not any(r.exp == exp for r in data.records):
+            lines.append(f"`{exp}`: no runs at all")
+            continue
+        for section, dataset in sorted(expected, key=lambda k: row_sort_key(RowKey(k[0], k[1], ""))):
+            if data.run(exp, section, dataset):
+                continue
+            name = f"{section}/{dataset}" if dataset else section
+            tried = sorted({r.status for r in data.records if r.exp == exp and section_of(r) == section
+                            and r.dataset == dataset})
+            lines.append(f"`{exp}`: {name}" + (f" (only {', '.join(tried)} runs)" if tried else ""))
+    return lines
+
+
+_METRIC_NAMES = {"r1": "R@1", "r5": "R@5", "r10": "R@10", "medr": "MedR", "top1": "top-1", "top5": "top-5"}
+PHASES = {"finetuned": "fine-tuned", "zeroshot": "zero-shot", "": ""}
+
+
+def metric_label(metric: str) -> str:
+    """'finetuned/r1' -> 'fine-tuned R@1'; keys without a paper name stay as logged ('val/sort_exact')."""
+    phase, _, name = metric.rpartition("/")
+    if name not in _METRIC_NAMES or phase not in PHASES:
+        return metric
+    return f"{PHASES[phase]} {_METRIC_NAMES[name]}".strip()
+
+
+def headline_table(data: ReportData) -> Table:
+    """The headline metrics of the runs that count (parts of split stages left out)."""
+    runs = [r for r in data.latest if not r.part]
+    return build_table(runs, data.exps, headline_only=True, show_paper=data.show_paper,
+                       paper_rows=data.show_paper)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric of the methods comparison."""
+
+    section: str
+    dataset: str
+    metric: str
+
+    @property
+    def label(self) -> str:
+        return f"{_SHORT.get(self.section, self.section)} {metric_label(self.metric)} ({self.dataset})"
+
+
+def comparison_columns(data: ReportData) -> list[Column]:
+    """The comparison's metrics that some run has, each on the first dataset of its task."""
+    cols = []
+    for section, metric in COMPARISON:
+        datasets = datasets_of(data, section)
+        if datasets:
+            cols.append(Column(section, datasets[0], metric))
+    return cols
+
+
+def method_cells(data: ReportData, cols: list[Column]) -> dict[str, dict[Column, Aggregate | None]]:
+    """method -> column -> mean/std/n over that method's seeds (experiments `<method>-s<seed>`)."""
+    groups = group_by_method(data.exps)
+    return {m: {c: aggregate(data.metric(e, c.section, c.metric, c.dataset) for e in exps) for c in cols}
+            for m, exps in groups.items()}
+
+
+def datasets_of(data: ReportData, section: str) -> list[str]:
+    """The datasets that some counted run of `section` has, in table order."""
+    found = {r.dataset for r in data.latest if section_of(r) == section and r.dataset}
+    return sorted(found, key=lambda d: row_sort_key(RowKey(section, d, "")))
