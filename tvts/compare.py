@@ -28,7 +28,7 @@ SECTION_LABELS = {"pretrain": "Pretraining (TVTS)", "text_only_baseline": "Text-
                   "select_ckpt": "Selected checkpoint", "zeroshot_v2v": "Zero-shot V2V retrieval",
                   "linear": "Linear probe", "finetune": "Fine-tune", "t2v": "Text-to-video retrieval"}
 DATASET_ORDER = ("ssv2", "k400", "ucf101", "hmdb51", "msrvtt", "didemo", "msvd", "lsmdc")
-_SORT = ("val/sort_exact", "val/sort_acc")
+_SORT = ("val/sort_exact_argmax", "val/sort_exact", "val/sort_acc")
 _T2V = tuple(f"{phase}/{m}" for phase in ("zeroshot", "finetuned") for m in ("r1", "r5", "r10", "medr"))
 HEADLINE = {
     "pretrain": _SORT + ("train/loss", "train/loss_sort", "train/loss_align", "train/sort_acc"),
