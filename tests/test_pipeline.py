@@ -205,6 +205,17 @@ def test_inspect_shards(smoke_run, tmp_path, capsys):
     assert height == 2 * 48 and width >= 8 * 48
 
 
+def test_contact_sheet_takes_videos_of_different_aspect_ratios():
+    """Real corpora mix 16:9, 4:3 and portrait videos: every row is scaled to one height."""
+    from tvts.data.inspect import contact_sheet
+
+    wide = np.full((3, 48, 85, 3), 200, np.uint8)     # 16:9 at short side 48
+    tall = np.full((3, 64, 48, 3), 100, np.uint8)     # portrait
+    sheet = np.asarray(contact_sheet([wide, tall]))
+    assert sheet.shape == (96, 3 * 85, 3)
+    assert (sheet[:48] == 200).all() and (sheet[48:, :3 * 36] == 100).all() and (sheet[48:, 3 * 36:] == 0).all()
+
+
 def crashing_shard_video(task):
     """Stands in for a decoder that segfaults on one corrupt file."""
     if task[0]["id"] == "good_1":

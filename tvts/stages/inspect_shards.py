@@ -10,11 +10,9 @@ import itertools
 import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from tvts import io
 from tvts.data import shards
+from tvts.data.inspect import contact_sheet, describe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,18 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=16, help="frames per sample in the contact sheet")
     p.add_argument("--png", help="write a contact sheet here")
     return p
-
-
-def describe(meta: dict) -> str:
-    lines = [f"{meta['video_id']} window {meta['window']}: {meta['start']:.1f}-{meta['end']:.1f}s"
-             f" ({len(meta['frame_times'])} frames)"]
-    lines += [f"  [{c['start']:6.1f}-{c['end']:6.1f}s] {c['text']}" for c in meta["clips"]]
-    return "\n".join(lines)
-
-
-def contact_sheet(rows: list[np.ndarray]) -> Image.Image:
-    """Stack samples (each (T, H, W, 3)) as rows of frames side by side."""
-    return Image.fromarray(np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0))
 
 
 def main(argv: list[str] | None = None) -> int:
