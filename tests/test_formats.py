@@ -232,6 +232,34 @@ def test_ssv2_list_labels_classes_and_txt_fallback(tmp_path):
         read_split("ssv2_list", root, "train")
 
 
+def test_ssv2_list_reads_the_official_tvts_list_names_and_a_named_list(tmp_path):
+    root = tmp_path / "sthv2"
+    write(root / "sthv2_train_list_videos.txt", "11.webm 1\n12.webm 0\n")
+    write(root / "sthv2_val_list_videos.txt", "12.webm 0\n")
+    touch(*(root / "20bn-something-something-v2" / f"{i}.webm" for i in ("11", "12")))
+    assert [i.video_id for i in read_split("ssv2_list", root, "train", num_classes=2).items] == ["11", "12"]
+    assert [i.video_id for i in read_split("ssv2_list", root, "test", num_classes=2).items] == ["12"]
+    write(root / "lists" / "mine.txt", "11.webm 1\n")
+    named = read_split("ssv2_list", root, "test", num_classes=2, list_file="lists/mine.txt")
+    assert [i.video_id for i in named.items] == ["11"]
+    with pytest.raises(FormatError, match="no list file: looked for val.csv, val.txt, sthv2_val_list_videos.txt"):
+        read_split("ssv2_list", tmp_path / "empty", "test")
+
+
+def test_a_named_list_comes_from_the_dataset_config(tmp_path):
+    from tvts.config import ConfigError, from_dict
+    from tvts.eval.config import DatasetSpec, load_dataset_split
+
+    root = tmp_path / "sthv2"
+    write(root / "val_split.txt", "11.webm 1\n")
+    touch(root / "20bn-something-something-v2" / "11.webm")
+    spec = from_dict(DatasetSpec, {"format": "ssv2_list", "root": str(root), "lists": {"test": "val_split.txt"}},
+                     "eval.datasets.ssv2")
+    assert [i.video_id for i in load_dataset_split(spec, "test").items] == ["11"]
+    with pytest.raises(ConfigError, match="eval.datasets.k400.lists: only the ssv2_list format"):
+        from_dict(DatasetSpec, {"format": "kinetics400", "root": "x", "lists": {"test": "a"}}, "eval.datasets.k400")
+
+
 def test_kinetics_classes_from_train_csv_and_both_layouts(tmp_path):
     root = make_kinetics400(tmp_path)
     train = read_split("kinetics400", root, "train")

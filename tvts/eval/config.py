@@ -13,7 +13,7 @@ pretraining config (`model.video.num_frames` / `img_size`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,15 +30,19 @@ class DatasetSpec:
     format: reader name (tvts.data.formats), e.g. ssv2, k400, ucf101, hmdb51, msrvtt.
     root: the dataset folder. fold: split number where a dataset has several (UCF/HMDB).
     max_videos: keep the first N videos of each split in annotation order (0 = all): demos only.
+    lists: for ssv2_list, the list file of a split when it is not one of the names the reader knows.
     """
 
     format: str
     root: str
     fold: int = 1
     max_videos: int = 0
+    lists: dict[str, str] = field(default_factory=dict)  # ssv2_list: split -> its list file (relative to root)
 
     def check(self, where: str) -> None:
         require(bool(self.format), where, "format", "must be a reader name")
+        require(not self.lists or self.format == "ssv2_list", where, "lists", "only the ssv2_list format reads lists")
+        require(set(self.lists) <= {"train", "test"}, where, "lists", "maps train and/or test to a list file")
         require(self.fold >= 1, where, "fold", "must be >= 1")
         require(self.max_videos >= 0, where, "max_videos", "must be >= 0")
 
@@ -147,7 +151,8 @@ def load_dataset_split(spec: DatasetSpec, split: str) -> VideoSet:
     """
     from tvts.data.formats import read_split  # imported here: the readers pull in their own dependencies
 
-    vset = read_split(spec.format, Path(spec.root), split, fold=spec.fold)
+    options = {"list_file": spec.lists[split]} if split in spec.lists else {}
+    vset = read_split(spec.format, Path(spec.root), split, fold=spec.fold, **options)
     if spec.max_videos > 0:
         vset.items = vset.items[:spec.max_videos]
     return vset

@@ -9,7 +9,8 @@ labels[template with `[` and `]` removed]. Videos: `<root>/20bn-something-someth
 (`videos=` overrides the folder, relative to root or absolute).
 
 `ssv2_list` (VideoMAE lists): `<root>/train.csv` (train) and `<root>/val.csv` (test), or
-`train.txt` / `val.txt` when no `.csv` is there, with one `<video> <label>` per line, space
+`train.txt` / `val.txt`, or the official TVTS names `sthv2_{train,val}_list_videos.txt` (the
+first that exists; `list_file=` names one), with one `<video> <label>` per line, space
 separated, label a 0-based int. `<video>` (e.g. `78687.webm`) is relative to the videos folder,
 `<root>/20bn-something-something-v2` unless `videos=` says otherwise; the video id is its stem.
 Class names come from `something-something-v2-labels.json` when root has it, else they are
@@ -24,7 +25,9 @@ from tvts.data.formats.common import (FormatError, VideoItem, VideoSet, keep_exi
 
 LABELS_FILE = "something-something-v2-labels.json"
 SPLIT_FILES = {"train": "train.json", "test": "validation.json"}
-LIST_FILES = {"train": "train", "test": "val"}  # + .csv, or .txt as a fallback
+# The split's list: the first of these that exists (VideoMAE's names, then the official TVTS ones).
+LIST_FILES = {"train": ("train.csv", "train.txt", "sthv2_train_list_videos.txt"),
+              "test": ("val.csv", "val.txt", "sthv2_val_list_videos.txt")}
 VIDEOS = "20bn-something-something-v2"
 NUM_CLASSES = 174
 
@@ -78,7 +81,7 @@ def _json_item(entry: object, index: dict[str, int], folder: Path, path: Path, l
 
 
 def read_list(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | None = None,
-              num_classes: int = NUM_CLASSES) -> VideoSet:
+              num_classes: int = NUM_CLASSES, list_file: str | Path | None = None) -> VideoSet:
     """Read one split of the VideoMAE-style list files.
 
     Args:
@@ -87,6 +90,7 @@ def read_list(root: str | Path, split: str, fold: int = 1, *, videos: str | Path
         fold: unused; accepted so every reader has the same call.
         videos: the folder the listed video paths are relative to.
         num_classes: number of classes when there is no labels JSON to name them.
+        list_file: this split's list (relative to `root`, or absolute) instead of LIST_FILES.
 
     Returns:
         The split, with the videos not on disk in `missing`.
@@ -95,14 +99,17 @@ def read_list(root: str | Path, split: str, fold: int = 1, *, videos: str | Path
     labels_json = root / LABELS_FILE
     classes = read_labels(labels_json)[0] if labels_json.is_file() \
         else tuple(f"class_{i}" for i in range(num_classes))
-    path, folder = _list_file(root, LIST_FILES[split]), videos_dir(root, videos, VIDEOS)
+    path = root / list_file if list_file is not None else _list_file(root, LIST_FILES[split])
+    folder = videos_dir(root, videos, VIDEOS)
     candidates = [_list_item(text, len(classes), folder, path, line) for line, text in read_lines(path)]
     return keep_existing(candidates, "ssv2_list", split, classes)
 
 
-def _list_file(root: Path, stem: str) -> Path:
-    csv = root / f"{stem}.csv"
-    return csv if csv.is_file() or not (root / f"{stem}.txt").is_file() else root / f"{stem}.txt"
+def _list_file(root: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise FormatError(root, f"no list file: looked for {', '.join(names)} (or set eval.datasets.<name>.lists)")
 
 
 def _list_item(text: str, n_classes: int, folder: Path, path: Path, line: int) -> VideoItem:
