@@ -395,3 +395,23 @@ def test_reads_the_demo_corpus():
         ("ssv2", "train"): 288, ("ssv2", "test"): 96, ("msrvtt", "train"): 90, ("msrvtt", "test"): 30}
     assert len(counts["ssv2", "train"].classes) == 12
     assert all(not vs.missing for vs in counts.values())
+
+
+def test_every_text_reader_strips_a_utf8_byte_order_mark(tmp_path):
+    """Files saved by Windows tools start with a BOM: the first entry must not lose its name."""
+    from tvts.data.formats.common import load_json, read_lines
+    from tvts.data.formats.yttemporal import read_video_list
+
+    bom = "\ufeff"
+    write(tmp_path / "list.txt", bom + "ApplyEyeMakeup/v_a.avi 1\n")
+    assert read_lines(tmp_path / "list.txt") == [(1, "ApplyEyeMakeup/v_a.avi 1")]
+    write(tmp_path / "a.json", bom + '{"A": "0"}')
+    assert load_json(tmp_path / "a.json") == {"A": "0"}
+    write(tmp_path / "l.json", bom + '[{"id": "1"}]')
+    assert read_json_list(tmp_path / "l.json") == [(1, {"id": "1"})]
+    write(tmp_path / "videos.tsv", bom + "Name\nsubset_0/data/abc.mp4\n")
+    assert [e.video_id for e in read_video_list(tmp_path / "videos.tsv")] == ["abc"]
+    root = make_kinetics400(tmp_path / "k400")
+    csv_path = root / "annotations" / "train.csv"
+    csv_path.write_text(bom + csv_path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert read_split("kinetics400", root, "train").classes

@@ -86,18 +86,19 @@ def read_lines(path: str | Path) -> list[tuple[int, str]]:
     """Read a text annotation file as (1-based line number, stripped line), blank lines skipped.
 
     Args:
-        path: the file; CRLF endings and trailing spaces (as in the UCF/HMDB lists) are removed.
+        path: the file; CRLF endings and trailing spaces (as in the UCF/HMDB lists) are removed,
+            and so is a UTF-8 byte-order mark (every reader here decodes with utf-8-sig).
 
     Returns:
         The non-blank lines with their line numbers, so errors can name the line.
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
 
 
 def load_json(path: str | Path) -> object:
     """Parse a JSON file; a syntax error becomes a FormatError naming the file and line."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -116,7 +117,7 @@ def read_json_list(path: str | Path) -> list[tuple[int, object]]:
     Returns:
         (1-based line, entry) for every element of the top-level list, in order.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     decoder, lines = json.JSONDecoder(), _LineCounter(text)
     pos = _skip_space(text, 0)
     if not text.startswith("[", pos):

@@ -69,7 +69,7 @@ def read_csv(path: Path) -> list[Row]:
     Raises:
         FormatError: a missing column, an empty label or id, or non-numeric times.
     """
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

@@ -47,7 +47,7 @@ def read_video_list(path: str | Path) -> list[VideoEntry]:
         ValueError: naming the file (and line) when the header has no `Name` column
             or a row has an empty or malformed name.
     """
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter="\t")
         if reader.fieldnames is None or "Name" not in reader.fieldnames:
             raise ValueError(f"{path}: no 'Name' column in the header (got {reader.fieldnames})")
@@ -72,7 +72,7 @@ def load_annotation(entry: VideoEntry, root: Path) -> Annotation:
     if not path.exists():
         raise RejectError("missing_annotation", str(path))
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+        raw = json.loads(path.read_bytes().decode("utf-8-sig", errors="replace"))
     except (json.JSONDecodeError, OSError) as err:
         raise RejectError("unreadable_annotation", f"{path}: {err}") from err
     if not isinstance(raw, dict):
