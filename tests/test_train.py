@@ -161,8 +161,8 @@ def run_pretrain(shards: Path, out: Path, cfg: Path, *extra: str) -> int:
 
 
 def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    path = sorted(checkpoint.epoch_checkpoints(out / "ckpt"))[-1]
-    return checkpoint.load(path)["model"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    return checkpoint.load(out / manifest["outputs"]["epoch_checkpoints"][-1])["model"]
 
 
 def test_preempted_run_resumes_to_identical_weights(tmp_path, smoke_shards, monkeypatch, caplog):
@@ -195,6 +195,36 @@ def test_preempted_run_resumes_to_identical_weights(tmp_path, smoke_shards, monk
         assert torch.equal(resumed[k], v), k
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and max(steps) == total  # the log was trimmed, not duplicated
+
+
+def test_preemption_on_an_epochs_last_step_keeps_that_epoch(tmp_path, smoke_shards, monkeypatch):
+    """The signal arrives with the epoch's last step: the epoch is still validated and checkpointed
+    as an epoch end before exit 75, and the resumed run matches an uninterrupted one."""
+    cfg = train_config(tmp_path)
+    assert run_pretrain(smoke_shards, tmp_path / "straight", cfg) == 0
+    straight = json.loads((tmp_path / "straight/manifest.json").read_text())
+    per_epoch = straight["counts"]["steps_per_epoch"]
+    real_step = trainer.optimizer_step
+
+    def step_then_signal(state, c):
+        real_step(state, c)
+        if state.step == per_epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "optimizer_step", step_then_signal)
+    out = tmp_path / "preempted"
+    assert run_pretrain(smoke_shards, out, cfg) == PREEMPTED
+    assert (out / "ckpt" / checkpoint.epoch_name(0, per_epoch)).exists()
+    monkeypatch.setattr(trainer, "optimizer_step", real_step)
+    planted = out / "ckpt" / checkpoint.epoch_name(7, 1)
+    planted.write_bytes(b"not from this run")
+    assert run_pretrain(smoke_shards, out, cfg) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["outputs"]["epoch_checkpoints"] == straight["outputs"]["epoch_checkpoints"]   # no planted one
+    assert [h["epoch"] for h in manifest["history"]] == [0, 1, 2]
+    assert manifest["history"] == straight["history"]
+    a, b = final_weights(tmp_path / "straight"), final_weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_completed_run_restarts_fresh(tmp_path, smoke_shards):

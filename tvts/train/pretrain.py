@@ -207,7 +207,8 @@ class PretrainJob:
         counts = {"train_windows": len(self.train_ds), "train_videos": len(self.train_ds.videos()),
                   "val_windows": len(self.val_ds), "world_size": self.env.world,
                   "steps": state.step, "steps_per_epoch": state.steps_per_epoch, "epochs": cfg.optim.epochs}
-        epochs = [f"ckpt/{p.name}" for p in checkpoint.epoch_checkpoints(self.ckpts.folder)]
+        # The epochs this run validated, not whatever `epoch-*.pt` lies in the folder.
+        epochs = [f"ckpt/{checkpoint.epoch_name(h['epoch'], h['step'])}" for h in state.history]
         return {"stage": self.stage, "inputs": {"shards": str(self.shard_dir)},
                 "config": {"pretrain": cfg, "text_only": self.text_only}, "counts": counts,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"},

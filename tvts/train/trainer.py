@@ -94,7 +94,8 @@ def run_epoch(state: TrainState, batches: Iterable, micro_step: MicroStep, budge
         after_step()
         now = time.perf_counter()
         state.train_s, t_last = state.train_s + now - t_last, now
-        if dist.any_rank(preempt.requested, env.device):
+        # A signal on an epoch's last step lets the epoch end (validation, epoch checkpoint) first.
+        if dist.any_rank(preempt.requested, env.device) and state.step_in_epoch:
             ckpts.save_step(state, force=True)
             return False
         ckpts.save_step(state)
@@ -119,4 +120,7 @@ def run_epochs(state: TrainState, sampler, loader_for: Callable[[], Iterable], m
             if not run_epoch(state, loader_for(), micro_step, budget, env, preempt, ckpts, after_step):
                 raise Preempted(state.step)
             end_epoch(epoch)
-            ckpts.save_epoch(state, epoch, complete=epoch == budget.epochs - 1)
+            last = epoch == budget.epochs - 1
+            ckpts.save_epoch(state, epoch, complete=last)
+            if not last and dist.any_rank(preempt.requested, env.device):
+                raise Preempted(state.step)
