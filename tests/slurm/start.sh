@@ -28,7 +28,8 @@ if ! [ -S /run/munge/munge.socket.2 ] || ! munge -n >/dev/null 2>&1; then
 fi
 
 cpus=$(nproc)
-mem=$(( $(free -m | awk '/^Mem:/ {print $4}') / 2 ))
+# Half the *available* memory ("free" leaves out the page cache, which a busy machine fills).
+mem=$(( $(free -m | awk '/^Mem:/ {print $7}') / 2 ))
 cat > "$CONF_DIR/slurm.conf" <<CONF
 ClusterName=tvts-ci
 SlurmctldHost=localhost
