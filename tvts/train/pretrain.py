@@ -89,7 +89,8 @@ class PretrainJob:
             (self.out / "log.jsonl").unlink(missing_ok=True)
         spec = TextSpec(**self.resume[1]["text_spec"]) if self.resume else None
         self.train_ds, self.val_ds, self.spec = build_data(self.shard_dir, cfg, env, spec)
-        groups = self.train_ds.videos() if cfg.data.epoch == "video" else None
+        self.videos = self.train_ds.videos()   # sample indices per video: the epoch's groups, and a count
+        groups = self.videos if cfg.data.epoch == "video" else None
         self.sampler = ResumableBatchSampler(len(self.train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed,
                                              groups=groups, limit=cfg.data.epoch_limit)
         self.state = self.build_state(self.sampler.steps_per_epoch() // cfg.optim.grad_accum)
@@ -204,7 +205,7 @@ class PretrainJob:
 
     def manifest(self) -> dict:
         state, cfg = self.state, self.cfg
-        counts = {"train_windows": len(self.train_ds), "train_videos": len(self.train_ds.videos()),
+        counts = {"train_windows": len(self.train_ds), "train_videos": len(self.videos),
                   "val_windows": len(self.val_ds), "world_size": self.env.world,
                   "steps": state.step, "steps_per_epoch": state.steps_per_epoch, "epochs": cfg.optim.epochs}
         # The epochs this run validated, not whatever `epoch-*.pt` lies in the folder.
