@@ -31,6 +31,10 @@ HERE = Path(__file__).parent
 TINY = dict(img_size=32, patch_size=8, tubelet=2, num_frames=4, dim=32, depth=3, heads=2)
 
 
+# The telemetry every training stage logs (tvts/train/telemetry.py).
+PERF = {"perf/samples_per_s_per_device", "perf/data_wait_share", "perf/step_time_p50_s", "perf/step_time_p99_s",
+        "perf/flops_per_sample", "perf/mfu", "perf/peak_mem_gb", "perf/device_hours"}
+
 # ----------------------------------------------------------------------------- fixtures
 
 
@@ -211,12 +215,14 @@ def test_stage_finetune_end_to_end(tmp_path, corpus, tiny_checkpoint):
     assert [h["epoch"] for h in res["history"]] == [0, 1] and all("val/top1" in h for h in res["history"])
     assert Path(res["checkpoint"]).is_file() and res["checkpoint"].startswith(str(tmp_path / "work"))
     assert {"time/train_s", "time/test_s", "time/total_s"} <= set(res["timings"])
+    assert PERF <= set(res["timings"]) and res["timings"]["perf/flops_per_sample"] > 0
+    assert 0 <= res["timings"]["perf/data_wait_share"] <= 1 and res["timings"]["perf/mfu"] > 0
 
     runs = mlflow_runs("fttest", "finetune")
     assert len(runs) == 1 and runs[0].data.tags["tvts.dataset"] == "ssv2" and runs[0].info.status == "FINISHED"
     logged = runs[0].data.metrics
     assert {"top1", "top5", "n_train", "n_test", "n_unreadable", "n_missing", "time/train_s", "train/loss",
-            "val/top1"} <= set(logged)
+            "val/top1"} | PERF <= set(logged)
     assert logged["top1"] == pytest.approx(res["metrics"]["top1"])
 
     # A finished run is not trained again: the rerun only evaluates, with the same result.
@@ -279,7 +285,7 @@ def test_stage_t2v_zeroshot_and_finetuned(tmp_path, corpus, tiny_checkpoint):
     assert {"time/zeroshot_s", "time/train_s", "time/finetuned_s"} <= set(res["timings"])
     runs = mlflow_runs("fttest", "t2v")
     assert len(runs) == 1 and runs[0].data.tags["tvts.dataset"] == "msrvtt"
-    assert names <= set(runs[0].data.metrics)
+    assert names | PERF <= set(runs[0].data.metrics)
 
     zs_only = tmp_path / "zs.json"                                              # epochs 0: zero-shot only
     section = eval_section(corpus, t2v={"epochs": 0, "warmup_epochs": 0, "test_captions": "all"})

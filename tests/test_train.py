@@ -73,6 +73,10 @@ def test_pretraining_epoch_is_one_window_per_video(tmp_path, smoke_shards):
     counts = json.loads((tmp_path / "out/manifest.json").read_text())["counts"]
     assert counts["train_videos"] < counts["train_windows"]
     assert counts["steps_per_epoch"] == counts["steps"] == counts["train_videos"]
+    epoch_end = [r for r in map(json.loads, (tmp_path / "out/log.jsonl").read_text().splitlines()) if "epoch" in r]
+    perf = epoch_end[-1]                               # the telemetry, logged with each validation
+    assert perf["perf/flops_per_sample"] > 0 and 0 < perf["perf/mfu"] and 0 <= perf["perf/data_wait_share"] <= 1
+    assert perf["perf/samples_per_s_per_device"] > 0 and perf["perf/step_time_p50_s"] > 0
 
 
 def lr_factors(cfg: PretrainConfig, steps: int, steps_per_epoch: int = 10) -> list[float]:

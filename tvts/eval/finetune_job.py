@@ -101,6 +101,7 @@ class FinetuneJob(TuningJob):
             t1 = time.perf_counter()
             pred = predict(state.model, test, self.views.batch_size, self.views.workers, env, cfg.amp)
             self.timings |= {"time/train_s": state.train_s, "time/test_s": time.perf_counter() - t1}
+            self.timings |= state.telemetry.summary(state.train_s)
             if not env.is_main:
                 return None
             self.timings["time/total_s"] = time.perf_counter() - t0

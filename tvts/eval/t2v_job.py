@@ -106,6 +106,7 @@ class T2VJob(TuningJob):
 
         train(state, data, sampler, loss_fn, cfg, env, ckpts, on_epoch)
         self.timings["time/train_s"] = state.train_s
+        self.timings |= state.telemetry.summary(state.train_s)
         self.final_ckpt = str(checkpoint.epoch_checkpoints(ckpts.folder)[-1]) if env.is_main else ""
         return state
 

@@ -168,7 +168,7 @@ def train(state: TuneState, dataset: Dataset, sampler: ResumableBatchSampler, lo
         state.history.append(record | (on_epoch(record) if on_epoch else {}))
 
     run_epochs(state, sampler, lambda: train_loader(dataset, sampler, cfg.workers, cfg.seed, env), tuning.micro_step,
-               Budget(cfg.epochs, cfg.grad_accum, cfg.clip_grad), env, ckpts, tuning.after_step, end_epoch)
+               Budget(cfg.epochs, cfg.grad_accum, cfg.clip_grad, cfg.amp), env, ckpts, tuning.after_step, end_epoch)
     state.sync()
 
 

@@ -115,7 +115,7 @@ class Meter:
     sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     n: int = 0
     samples: int = 0
-    wait: float = 0.0
+    wait0: float = 0.0   # the run's data wait (telemetry's, cumulative) when the window opened
     t0: float = field(default_factory=time.perf_counter)
 
     def add(self, values: dict[str, float], samples: int) -> None:
@@ -124,10 +124,11 @@ class Meter:
         self.n += 1
         self.samples += samples
 
-    def summary(self, world: int) -> dict[str, float]:
+    def summary(self, world: int, wait: float) -> dict[str, float]:
+        """Window means, global samples/s and the window's data-wait share (`wait`: cumulative wait now)."""
         dt = max(1e-9, time.perf_counter() - self.t0)
         out = {k: v / max(1, self.n) for k, v in self.sums.items()}
-        return out | {"samples_per_s": self.samples * world / dt, "data_wait": min(1.0, self.wait / dt)}
+        return out | {"samples_per_s": self.samples * world / dt, "data_wait": min(1.0, (wait - self.wait0) / dt)}
 
 
 def train_accuracy(out: Outputs, batch: dict[str, torch.Tensor]) -> dict[str, float]:

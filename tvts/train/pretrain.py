@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 
@@ -138,21 +138,10 @@ class PretrainJob:
             self.mlrun.log_metrics(values, step=step)
         log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
-    def batches(self) -> Iterator[dict]:
-        """This epoch's train batches, timing the wait for each (the meter's data_wait)."""
-        self.meter = Meter()
-        return self._timed(make_loader(self.train_ds, self.sampler, self.cfg, self.env))
-
-    def _timed(self, loader: Iterable) -> Iterator[dict]:
-        it = iter(loader)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            self.meter.wait += time.perf_counter() - t0
-            yield batch
+    def batches(self) -> Iterable[dict]:
+        """This epoch's train batches (the core times the wait for each)."""
+        self.meter = Meter(wait0=self.state.telemetry.wait_s)
+        return make_loader(self.train_ds, self.sampler, self.cfg, self.env)
 
     def micro_step(self, batch: dict, accum: int) -> None:
         state, cfg, env = self.state, self.cfg, self.env
@@ -166,9 +155,10 @@ class PretrainJob:
     def after_step(self) -> None:
         state = self.state
         if state.step % self.cfg.runtime.log_every == 0:
-            self.metrics({f"train/{k}": v for k, v in self.meter.summary(self.env.world).items()}
+            tel = state.telemetry
+            self.metrics({f"train/{k}": v for k, v in self.meter.summary(self.env.world, tel.wait_s).items()}
                          | {"train/lr": state.scheduler.get_last_lr()[0]}, state.step)
-            self.meter = Meter()
+            self.meter = Meter(wait0=tel.wait_s)
 
     def end_epoch(self, epoch: int) -> None:
         # The bare model: ranks may hold unequal numbers of val batches, and a DDP forward is a
@@ -177,7 +167,8 @@ class PretrainJob:
         metrics = evaluate(state.model, self.val_loader, self.cfg, self.env)
         if self.env.is_main:
             state.history.append({"epoch": epoch, "step": state.step} | metrics)
-            self.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, state.step)
+            perf = state.telemetry.summary(state.train_s)
+            self.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch} | perf, state.step)
 
     def run(self, mlrun=None) -> dict:
         """Train every remaining epoch, then write the manifest (rank 0). Returns it ({} elsewhere).
@@ -189,7 +180,9 @@ class PretrainJob:
         self.mlrun = mlrun
         self.ckpts.extra = {"config": json.loads(dumps(cfg)), "text_spec": self.spec.as_dict(),
                             "mlflow_run_id": mlrun.run_id if mlrun else ""}
-        budget = Budget(cfg.optim.epochs, cfg.optim.grad_accum, cfg.optim.clip_grad)
+        budget = Budget(cfg.optim.epochs, cfg.optim.grad_accum, cfg.optim.clip_grad, cfg.runtime.amp)
+        if cfg.runtime.compile:
+            self.count_flops_eagerly()
         run_epochs(state, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
                    self.after_step, self.end_epoch)
         if not self.env.is_main:
@@ -202,6 +195,18 @@ class PretrainJob:
         if mlrun:
             mlrun.log_artifact(self.out / "manifest.json")
         return manifest
+
+    def count_flops_eagerly(self) -> None:
+        """The telemetry's FLOPs from the bare model on one val batch: the compiled engine must never
+        run under the FLOP counter (the core counts the first train step of eager engines)."""
+        tel, env = self.state.telemetry, self.env
+        batch = next(iter(self.val_loader), None)
+        if batch is None:
+            return
+        batch = to_device(batch, env.device)
+        tel.device = env.device
+        with dist.autocast(env.device, self.cfg.runtime.amp):
+            tel.count_forward(lambda: run_model(self.state.model, batch), len(batch["order"]))
 
     def manifest(self) -> dict:
         state, cfg = self.state, self.cfg

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from tvts.train import distributed as dist
 from tvts.train.preemption import Preempted, Preemption
+from tvts.train.telemetry import Telemetry
 
 MicroStep = Callable[[Any, int], None]  # (batch, grad_accum): forward, loss / grad_accum, backward
 
@@ -37,6 +38,7 @@ class TrainState:
     step: int = 0                   # optimiser steps done
     history: list[dict] = field(default_factory=list)  # one record per finished epoch
     train_s: float = 0.0            # training wall time (checkpoint writing excluded), over resumed runs
+    telemetry: Telemetry = field(default_factory=Telemetry)  # this process's timings (not checkpointed)
 
     @property
     def epoch(self) -> int:
@@ -63,6 +65,7 @@ class Budget:
     epochs: int
     grad_accum: int = 1
     clip_grad: float = 0.0          # 0 = no clipping
+    amp: str = "off"                # the autocast mode (telemetry's MFU is against that dtype's peak)
 
 
 def optimizer_step(state: TrainState, clip_grad: float) -> None:
@@ -80,17 +83,18 @@ def run_epoch(state: TrainState, batches: Iterable, micro_step: MicroStep, budge
 
     Whole optimiser steps only: leftover micro-batches would leak gradients into the next epoch.
     """
-    accum = budget.grad_accum
+    accum, tel = budget.grad_accum, state.telemetry
     state.engine.train()
     t_last = time.perf_counter()
     remaining = (state.steps_per_epoch - state.step_in_epoch) * accum
-    for micro, batch in enumerate(itertools.islice(batches, remaining), start=1):
+    for micro, batch in enumerate(tel.timed(itertools.islice(batches, remaining)), start=1):
         sync = micro % accum == 0
-        with dist.no_sync(state.engine, sync):
+        with dist.no_sync(state.engine, sync), tel.counting(batch):
             micro_step(batch, accum)
         if not sync:
             continue
         optimizer_step(state, budget.clip_grad)
+        tel.step_done(time.perf_counter() - t_last)
         after_step()
         now = time.perf_counter()
         state.train_s, t_last = state.train_s + now - t_last, now
@@ -114,6 +118,9 @@ def run_epochs(state: TrainState, sampler, loader_for: Callable[[], Iterable], m
     Raises:
         Preempted: after checkpointing on SIGTERM/SIGUSR1.
     """
+    tel = state.telemetry
+    tel.device, tel.world, tel.amp = env.device, env.world, budget.amp
+    tel.compiled = hasattr(state.engine, "_orig_mod")  # what torch.compile returns wraps the module so
     with Preemption() as preempt:
         for epoch in range(state.epoch, budget.epochs):
             sampler.set_epoch(epoch, start_step=state.step_in_epoch * budget.grad_accum)

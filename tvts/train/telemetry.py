@@ -1,0 +1,163 @@
+"""Where a training run's time went and what it cost: the `perf/*` metrics of every training stage.
+
+The core (`trainer.run_epoch`) times each optimiser step and the part of it spent waiting for
+the loader, and counts the model FLOPs of the run's first micro-batch (forward and backward,
+`torch.utils.flop_counter`). From these, per device:
+
+    perf/samples_per_s_per_device   samples trained / training wall time
+    perf/data_wait_share            share of step time spent in `next(loader)`
+    perf/step_time_p50_s, _p90_s, _p99_s
+    perf/flops_per_sample           forward + backward, counted once per run
+    perf/peak_tflops                the device's matmul throughput, measured in this process
+    perf/mfu                        flops_per_sample x samples/s / peak_tflops
+    perf/peak_mem_gb                CUDA: max allocated; CPU: the process's peak RSS
+    perf/device_hours               training wall time x devices, over resumed runs
+
+MFU here is against the *measured* peak (a large matmul in the training dtype), not the
+datasheet: it says how much of what this device actually delivers the model used.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import torch
+
+log = logging.getLogger("tvts.train.telemetry")
+_PEAK_CACHE: dict[tuple[str, torch.dtype], float] = {}
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in a micro-batch: the leading size of its first tensor."""
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else [batch]
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    return 0
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of the best of a few square matmuls on `device` (cached per process)."""
+    key = (str(device), dtype)
+    if key not in _PEAK_CACHE:
+        n = 4096 if device.type == "cuda" else 512
+        a = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no RNG draw: training's streams stay put
+        b = torch.full((n, n), 0.25, device=device, dtype=dtype)
+        best = float("inf")
+        for _ in range(5):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            _sync(device)
+            best = min(best, (time.perf_counter() - t0) / 4)
+        _PEAK_CACHE[key] = 2 * n**3 / best
+    return _PEAK_CACHE[key]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_dtype(device: torch.device, amp: str | None) -> torch.dtype:
+    """The dtype the matmuls run in: the autocast dtype on CUDA, else float32."""
+    if device.type == "cuda" and amp in ("bf16", "fp16"):
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.float32
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of `values`, by nearest rank (nan when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+@dataclass
+class Telemetry:
+    """Step timing, data wait and FLOPs of one process's share of a run (not checkpointed)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    world: int = 1
+    amp: str | None = None
+    step_s: list[float] = field(default_factory=list)  # wall time of each optimiser step
+    wait_s: float = 0.0            # of which spent waiting for batches (cumulative)
+    samples: int = 0               # samples this process trained
+    flops_per_sample: float | None = None
+    compiled: bool = False         # the engine is torch.compile'd: never count its steps
+    _step_wait: float = 0.0
+
+    def timed(self, batches: Iterable) -> Iterator:
+        """`batches`, with the time spent fetching each added to the wait."""
+        it = iter(batches)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self._step_wait += time.perf_counter() - t0
+            self.samples += batch_size(batch)
+            yield batch
+
+    @contextlib.contextmanager
+    def counting(self, batch: Any) -> Iterator[None]:
+        """Count the FLOPs of the enclosed micro-step, once per run (a no-op afterwards, and for
+        compiled engines: see `count_forward`)."""
+        if self.flops_per_sample is not None or self.compiled:
+            yield
+            return
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            yield
+        n = batch_size(batch)
+        self.flops_per_sample = counter.get_total_flops() / n if n else 0.0
+
+    def count_forward(self, forward, n: int) -> None:
+        """Count FLOPs as 3x one `forward()` of `n` samples (backward ~ 2x forward), without
+        touching training: no grad, the RNG streams forked. For compiled engines, which must not
+        run under a dispatch mode (it drops them to eager for good)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        devices = [self.device] if self.device.type == "cuda" else []
+        counter = FlopCounterMode(display=False)
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), counter:
+            forward()
+        self.flops_per_sample = 3 * counter.get_total_flops() / max(1, n)
+
+    def step_done(self, seconds: float) -> None:
+        self.step_s.append(seconds)
+        self.wait_s += self._step_wait
+        self._step_wait = 0.0
+
+    def summary(self, train_s: float | None = None) -> dict[str, float]:
+        """The `perf/*` metrics so far (`train_s`: training wall time over resumed runs); {} before
+        this process has trained a step (e.g. a finished run that only evaluates)."""
+        if not self.step_s:
+            return {}
+        busy = sum(self.step_s)
+        out = {"perf/samples_per_s_per_device": self.samples / busy,
+               "perf/data_wait_share": min(1.0, self.wait_s / busy),
+               "perf/peak_mem_gb": peak_memory_gb(self.device),
+               "perf/device_hours": (train_s if train_s is not None else busy) * self.world / 3600}
+        for q in (50, 90, 99):
+            out[f"perf/step_time_p{q}_s"] = percentile(self.step_s, q / 100)
+        if self.flops_per_sample:
+            peak = measure_peak_flops(self.device, train_dtype(self.device, self.amp))
+            out |= {"perf/flops_per_sample": self.flops_per_sample, "perf/peak_tflops": peak / 1e12,
+                    "perf/mfu": self.flops_per_sample * out["perf/samples_per_s_per_device"] / peak}
+        return out
