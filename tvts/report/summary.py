@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tvts.compare import (MISSING, SECTION_LABELS, RowKey, Table, format_aggregate, format_metric, format_value,
+from tvts.compare import (MISSING, PERF, SECTION_LABELS, RowKey, Table, format_aggregate, format_metric, format_value,
                           row_sort_key, section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.paper import CITATION, PAPER, TABLE4
@@ -47,6 +47,33 @@ def _sort_md(data: ReportData) -> list[str]:
     head = ["Experiment", "TVTS sort_acc", "TVTS sort_exact", "text-only sort_acc", "text-only sort_exact",
             "video gain (exact)"]
     return _md_table(head, rows, range(1, len(head)))
+
+
+def _throughput_md(data: ReportData) -> list[str]:
+    """One row per training run: samples/s per device (and its ratio to the first experiment's same
+    stage), the data-wait share, step time, MFU, memory and device-hours."""
+    runs = [r for r in data.latest if "perf/samples_per_s_per_device" in r.metrics]
+    if not runs:
+        return ["No training run logged telemetry."]
+    runs.sort(key=lambda r: (row_sort_key(RowKey(section_of(r), r.dataset, "")), data.exps.index(r.exp)))
+    first: dict[tuple[str, str], float] = {}
+    rows = []
+    for r in runs:
+        m, key = r.metrics, (section_of(r), r.dataset)
+        speed = m["perf/samples_per_s_per_device"]
+        base = first.setdefault(key, speed)
+        wait, mfu = m.get("perf/data_wait_share"), m.get("perf/mfu")
+        rows.append([SECTION_LABELS.get(key[0], key[0]), key[1], f"`{r.exp}`", format_value(speed),
+                     f"{speed / base:.2f}×" if base else MISSING, f"{100 * wait:.1f} %" if wait is not None else MISSING,
+                     format_value(m.get("perf/step_time_p50_s")), format_value(m.get("perf/step_time_p99_s")),
+                     f"{100 * mfu:.2f} %" if mfu is not None else MISSING, format_value(m.get("perf/peak_mem_gb")),
+                     format_value(m.get("perf/device_hours"))])
+    head = ["Stage", "Dataset", "Experiment", "samples/s per device", "vs first", "waiting for data",
+            "step p50 (s)", "step p99 (s)", "MFU", "peak memory (GB)", "device-hours"]
+    return _md_table(head, rows, range(3, len(head))) + [
+        "", "MFU is against the device's measured matmul peak in the training dtype; on CPU the peak "
+        "memory is the process's resident set. `vs first`: samples/s against the first experiment's same "
+        f"stage. Metrics: {', '.join(f'`{k}`' for k in PERF)}.", ""]
 
 
 def _runs_md(data: ReportData) -> list[str]:
@@ -120,6 +147,7 @@ def render_summary(data: ReportData, skipped_curves: list[str]) -> str:
     lines += ["## Transcript sorting: TVTS vs the text-only baseline", "", *_sort_md(data), ""]
     if not data.show_paper:
         lines += ["## Paper reference", "", f"{CITATION}.", "", *_paper_reference_md(), ""]
+    lines += ["## Throughput: where the training time went", "", *_throughput_md(data), ""]
     lines += ["## Plots", "", f"![Pretraining curves]({PRETRAIN_PNG})", "",
               f"![Retrieval]({RETRIEVAL_PNG})", "", f"![Classification]({CLASSIFICATION_PNG})", ""]
     if skipped_curves:
