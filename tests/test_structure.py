@@ -121,3 +121,12 @@ def test_loading_a_model_for_evaluation_does_not_import_the_training_loop(entry)
             "('tvts.train.trainer', 'tvts.train.pretrain', 'tvts.train.pretext', 'tvts.train.data')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_workflow_config_check_loads_no_torch():
+    """Snakemake checks the config at every parse (even a no-op `-n`): that must not import torch,
+    timm, transformers or mlflow, which cost seconds."""
+    code = ("import sys, tvts.workflow_config, tvts.grid, tvts.tracking; "
+            "print(sorted(m for m in ('torch', 'timm', 'transformers', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

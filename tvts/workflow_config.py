@@ -17,11 +17,10 @@ from tvts.config import ConfigError, from_dict, load_yaml, require
 from tvts.data.config import AlignConfig, ShardConfig, WindowConfig
 from tvts.data.demo import DemoConfig
 from tvts.data.formats import CLASSIFICATION, RETRIEVAL
-from tvts.eval.config import LinearConfig, ViewsConfig, ZeroShotV2VConfig, dataset_spec, eval_part
-from tvts.eval.finetune import FinetuneConfig
-from tvts.eval.t2v import T2VConfig
+from tvts.eval.config import (FinetuneConfig, LinearConfig, T2VConfig, ViewsConfig, ZeroShotV2VConfig, dataset_spec,
+                              eval_part)
 from tvts.grid import OVERRIDABLE, grid_of, method_config
-from tvts.select import SelectConfig
+from tvts.select_config import SelectConfig
 from tvts.train.config import PretrainConfig
 
 # Top-level sections that map onto a stage dataclass.

@@ -156,3 +156,147 @@ def load_dataset_split(spec: DatasetSpec, split: str) -> VideoSet:
     if spec.max_videos > 0:
         vset.items = vset.items[:spec.max_videos]
     return vset
+
+
+NO_FLIP_FORMATS = ("ssv2", "ssv2_list")  # their classes name left/right: a flip would change the label
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """`eval.finetune`: the fine-tuning recipe. Defaults are the paper's (see the module docstring)."""
+
+    # optimiser and schedule
+    lr: float = 1e-3                 # base lr per `lr_batch` clips of the global batch
+    lr_batch: int = 256              # peak lr = lr * global_batch / lr_batch; 0 = use lr as given
+    min_lr: float = 1e-6             # the cosine's end (scaled by layer decay like the peak)
+    betas: tuple[float, ...] = (0.9, 0.999)
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    epochs: int = 50
+    warmup_epochs: int = 5
+    batch_size: int = 8              # clips per process and micro-batch; global = x ranks x grad_accum
+    grad_accum: int = 1
+    clip_grad: float = 0.0           # 0 = no clipping
+    label_smoothing: float = 0.1
+    # model
+    drop_path: float = 0.1
+    pool: str = "cls"                # cls: final-norm CLS; mean: mean of the final-norm patch tokens
+    head_dropout: float = 0.0
+    head_init_scale: float = 0.001
+    grad_checkpointing: bool = False
+    # augmentation
+    rand_augment: str = "rand-m7-n4-mstd0.5-inc1"   # "" = none
+    reprob: float = 0.25             # random erasing probability
+    crop_scale: tuple[float, ...] = (0.08, 1.0)
+    crop_ratio: tuple[float, ...] = (0.75, 1.3333)
+    flip: str = "auto"               # auto: flip except on SSV2; on; off
+    train_mask_ratio: float = 0.0    # tube masking while training (demo speed-up; the paper: 0)
+    # runtime
+    amp: str = "bf16"                # autocast on GPU ("off" = float32); ignored on CPU
+    seed: int = 0
+    workers: int = 4                 # DataLoader workers for training clips
+    ckpt_every: int = 500            # optimiser steps between step checkpoints
+    keep_last: int = 2               # step (and epoch-end) checkpoints kept
+    log_every: int = 10
+    val_every: int = 0               # evaluate the test split every N epochs (val/top1); 0 = at the end only
+    threads: int = 0                 # torch CPU threads; 0 = torch's default
+
+    def check(self, where: str) -> None:
+        require(self.lr > 0, where, "lr", "must be > 0")
+        require(self.lr_batch >= 0, where, "lr_batch", "must be >= 0")
+        require(self.min_lr >= 0, where, "min_lr", "must be >= 0")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas",
+                "must be two numbers in [0, 1)")
+        require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
+        require(0 < self.layer_decay <= 1, where, "layer_decay", "must be in (0, 1]")
+        require(self.epochs >= 1, where, "epochs", "must be >= 1")
+        require(0 <= self.warmup_epochs <= self.epochs, where, "warmup_epochs", "must be in 0..epochs")
+        require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
+        require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
+        require(self.clip_grad >= 0, where, "clip_grad", "must be >= 0")
+        require(0 <= self.label_smoothing < 1, where, "label_smoothing", "must be in [0, 1)")
+        require(0 <= self.drop_path < 1, where, "drop_path", "must be in [0, 1)")
+        require(self.pool in ("cls", "mean"), where, "pool", "must be cls or mean")
+        require(0 <= self.head_dropout < 1, where, "head_dropout", "must be in [0, 1)")
+        require(self.head_init_scale > 0, where, "head_init_scale", "must be > 0")
+        require(self.rand_augment == "" or self.rand_augment.startswith("rand-"), where, "rand_augment",
+                "must be a timm RandAugment string like rand-m7-n4-mstd0.5-inc1, or empty")
+        require(0 <= self.reprob <= 1, where, "reprob", "must be in [0, 1]")
+        require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, where,
+                "crop_scale", "must be (min, max) with 0 < min <= max <= 1")
+        require(len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1], where,
+                "crop_ratio", "must be (min, max) with 0 < min <= max")
+        require(self.flip in ("auto", "on", "off"), where, "flip", "must be auto, on or off")
+        require(0 <= self.train_mask_ratio < 1, where, "train_mask_ratio", "must be in [0, 1)")
+        require(self.amp in ("bf16", "fp16", "off"), where, "amp", "must be bf16, fp16 or off")
+        for key in ("workers", "val_every", "threads"):
+            require(getattr(self, key) >= 0, where, key, "must be >= 0")
+        for key in ("ckpt_every", "keep_last", "log_every"):
+            require(getattr(self, key) >= 1, where, key, "must be >= 1")
+
+    def uses_flip(self, fmt: str) -> bool:
+        """Whether training flips clips of a dataset in reader format `fmt`."""
+        return self.flip == "on" or (self.flip == "auto" and fmt not in NO_FLIP_FORMATS)
+
+    def peak_lr(self, global_batch: int) -> float:
+        return self.lr * global_batch / self.lr_batch if self.lr_batch else self.lr
+
+
+@dataclass(frozen=True)
+class T2VConfig:
+    """`eval.t2v`: zero-shot evaluation, then `epochs` of contrastive fine-tuning (0 = zero-shot only)."""
+
+    epochs: int = 5
+    warmup_epochs: int = 1
+    lr: float = 3e-5                  # peak lr (not scaled by batch), per-step warm-up then cosine
+    min_lr: float = 0.0
+    betas: tuple[float, ...] = (0.9, 0.999)
+    weight_decay: float = 0.01        # AdamW, not on biases and norms
+    batch_size: int = 16              # pairs per process; the loss's negatives are the global batch
+    grad_accum: int = 1
+    clip_grad: float = 0.0
+    temperature: float = 0.0          # 0 = the checkpoint's pretraining temperature (0.05)
+    max_length: int = 0               # caption tokens; 0 = the checkpoint's text max_length
+    test_captions: str = "auto"       # first | all | auto (all for msvd, first otherwise)
+    test_views: str = "center"        # center | views (eval.views temporal x spatial, embeddings averaged)
+    train_captions: str = "random"    # random: one caption per (epoch, video), seeded; first: always the first
+    train_mask_ratio: float = 0.0     # tube masking of training clips (demo speed-up; 0 = full input)
+    text_batch_size: int = 256        # captions per text-encoder forward at test time
+    amp: str = "bf16"
+    seed: int = 0
+    workers: int = 4
+    ckpt_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    threads: int = 0
+
+    def check(self, where: str) -> None:
+        require(self.epochs >= 0, where, "epochs", "must be >= 0")
+        require(self.warmup_epochs >= 0 and (self.epochs == 0 or self.warmup_epochs <= self.epochs), where,
+                "warmup_epochs", "must be in 0..epochs")
+        require(self.lr > 0, where, "lr", "must be > 0")
+        require(self.min_lr >= 0, where, "min_lr", "must be >= 0")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas",
+                "must be two numbers in [0, 1)")
+        require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
+        require(self.batch_size >= 2, where, "batch_size", "must be >= 2 (in-batch negatives)")
+        require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
+        require(self.clip_grad >= 0, where, "clip_grad", "must be >= 0")
+        require(self.temperature >= 0, where, "temperature", "must be >= 0 (0 = the checkpoint's)")
+        require(self.max_length == 0 or self.max_length >= 4, where, "max_length", "must be 0 or >= 4")
+        require(self.test_captions in ("first", "all", "auto"), where, "test_captions", "must be first, all or auto")
+        require(self.test_views in ("center", "views"), where, "test_views", "must be center or views")
+        require(self.train_captions in ("random", "first"), where, "train_captions", "must be random or first")
+        require(0 <= self.train_mask_ratio < 1, where, "train_mask_ratio", "must be in [0, 1)")
+        require(self.text_batch_size >= 1, where, "text_batch_size", "must be >= 1")
+        require(self.amp in ("bf16", "fp16", "off"), where, "amp", "must be bf16, fp16 or off")
+        for key in ("workers", "threads"):
+            require(getattr(self, key) >= 0, where, key, "must be >= 0")
+        for key in ("ckpt_every", "keep_last", "log_every"):
+            require(getattr(self, key) >= 1, where, key, "must be >= 1")
+
+    def query_mode(self, fmt: str) -> str:
+        """"first" or "all" for a dataset in reader format `fmt`."""
+        if self.test_captions != "auto":
+            return self.test_captions
+        return "all" if fmt == "msvd" else "first"

@@ -21,7 +21,7 @@ demos cheaper; it is not part of the paper's recipe (0 there). Test views are ne
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -29,10 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from tvts.config import require
 from tvts.data.formats.common import VideoItem
 from tvts.data.video import decode_frames, open_video, resize_short_side
 from tvts.eval.augment import ClipAugment
+from tvts.eval.config import FinetuneConfig
 from tvts.eval.metrics import average_views, topk_accuracy
 from tvts.eval.tuning import masked_share, view_outputs
 from tvts.eval.views import ClipDataset, clip_indices
@@ -40,89 +40,7 @@ from tvts.io import RejectError
 from tvts.models.video_vit import VideoViT, tube_keep_indices
 from tvts.train import distributed as dist
 
-NO_FLIP_FORMATS = ("ssv2", "ssv2_list")  # their classes name left/right: a flip would change the label
 NO_DECAY = ("cls_token", "pos_embed", "temporal_embed")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """`eval.finetune`: the fine-tuning recipe. Defaults are the paper's (see the module docstring)."""
-
-    # optimiser and schedule
-    lr: float = 1e-3                 # base lr per `lr_batch` clips of the global batch
-    lr_batch: int = 256              # peak lr = lr * global_batch / lr_batch; 0 = use lr as given
-    min_lr: float = 1e-6             # the cosine's end (scaled by layer decay like the peak)
-    betas: tuple[float, ...] = (0.9, 0.999)
-    weight_decay: float = 0.05
-    layer_decay: float = 0.75
-    epochs: int = 50
-    warmup_epochs: int = 5
-    batch_size: int = 8              # clips per process and micro-batch; global = x ranks x grad_accum
-    grad_accum: int = 1
-    clip_grad: float = 0.0           # 0 = no clipping
-    label_smoothing: float = 0.1
-    # model
-    drop_path: float = 0.1
-    pool: str = "cls"                # cls: final-norm CLS; mean: mean of the final-norm patch tokens
-    head_dropout: float = 0.0
-    head_init_scale: float = 0.001
-    grad_checkpointing: bool = False
-    # augmentation
-    rand_augment: str = "rand-m7-n4-mstd0.5-inc1"   # "" = none
-    reprob: float = 0.25             # random erasing probability
-    crop_scale: tuple[float, ...] = (0.08, 1.0)
-    crop_ratio: tuple[float, ...] = (0.75, 1.3333)
-    flip: str = "auto"               # auto: flip except on SSV2; on; off
-    train_mask_ratio: float = 0.0    # tube masking while training (demo speed-up; the paper: 0)
-    # runtime
-    amp: str = "bf16"                # autocast on GPU ("off" = float32); ignored on CPU
-    seed: int = 0
-    workers: int = 4                 # DataLoader workers for training clips
-    ckpt_every: int = 500            # optimiser steps between step checkpoints
-    keep_last: int = 2               # step (and epoch-end) checkpoints kept
-    log_every: int = 10
-    val_every: int = 0               # evaluate the test split every N epochs (val/top1); 0 = at the end only
-    threads: int = 0                 # torch CPU threads; 0 = torch's default
-
-    def check(self, where: str) -> None:
-        require(self.lr > 0, where, "lr", "must be > 0")
-        require(self.lr_batch >= 0, where, "lr_batch", "must be >= 0")
-        require(self.min_lr >= 0, where, "min_lr", "must be >= 0")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas",
-                "must be two numbers in [0, 1)")
-        require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
-        require(0 < self.layer_decay <= 1, where, "layer_decay", "must be in (0, 1]")
-        require(self.epochs >= 1, where, "epochs", "must be >= 1")
-        require(0 <= self.warmup_epochs <= self.epochs, where, "warmup_epochs", "must be in 0..epochs")
-        require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
-        require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
-        require(self.clip_grad >= 0, where, "clip_grad", "must be >= 0")
-        require(0 <= self.label_smoothing < 1, where, "label_smoothing", "must be in [0, 1)")
-        require(0 <= self.drop_path < 1, where, "drop_path", "must be in [0, 1)")
-        require(self.pool in ("cls", "mean"), where, "pool", "must be cls or mean")
-        require(0 <= self.head_dropout < 1, where, "head_dropout", "must be in [0, 1)")
-        require(self.head_init_scale > 0, where, "head_init_scale", "must be > 0")
-        require(self.rand_augment == "" or self.rand_augment.startswith("rand-"), where, "rand_augment",
-                "must be a timm RandAugment string like rand-m7-n4-mstd0.5-inc1, or empty")
-        require(0 <= self.reprob <= 1, where, "reprob", "must be in [0, 1]")
-        require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, where,
-                "crop_scale", "must be (min, max) with 0 < min <= max <= 1")
-        require(len(self.crop_ratio) == 2 and 0 < self.crop_ratio[0] <= self.crop_ratio[1], where,
-                "crop_ratio", "must be (min, max) with 0 < min <= max")
-        require(self.flip in ("auto", "on", "off"), where, "flip", "must be auto, on or off")
-        require(0 <= self.train_mask_ratio < 1, where, "train_mask_ratio", "must be in [0, 1)")
-        require(self.amp in ("bf16", "fp16", "off"), where, "amp", "must be bf16, fp16 or off")
-        for key in ("workers", "val_every", "threads"):
-            require(getattr(self, key) >= 0, where, key, "must be >= 0")
-        for key in ("ckpt_every", "keep_last", "log_every"):
-            require(getattr(self, key) >= 1, where, key, "must be >= 1")
-
-    def uses_flip(self, fmt: str) -> bool:
-        """Whether training flips clips of a dataset in reader format `fmt`."""
-        return self.flip == "on" or (self.flip == "auto" and fmt not in NO_FLIP_FORMATS)
-
-    def peak_lr(self, global_batch: int) -> float:
-        return self.lr * global_batch / self.lr_batch if self.lr_batch else self.lr
 
 
 # ---- model -----------------------------------------------------------------------------------------

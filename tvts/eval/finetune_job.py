@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from tvts import io
+from tvts.eval.config import FinetuneConfig
 from tvts.eval.features import file_digest, video_list_digest
-from tvts.eval.finetune import (AugmentedClips, FinetuneConfig, accuracy, build_augment, build_classifier,
-                                build_optimizer, classification_loss, predict)
+from tvts.eval.finetune import (AugmentedClips, accuracy, build_augment, build_classifier, build_optimizer,
+                                classification_loss, predict)
 from tvts.eval.job import TuningJob
 from tvts.eval.tuning import TuneState, build_scheduler, run_key, steps_per_epoch, train, training_fields
 from tvts.eval.views import ClipDataset

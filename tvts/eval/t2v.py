@@ -24,7 +24,6 @@ crop (tvts.eval.views); no RandAugment. The loop is tvts.eval.tuning's (resumabl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,8 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from tvts.config import require
 from tvts.data.formats.common import VideoItem
+from tvts.eval.config import T2VConfig
 from tvts.eval.metrics import t2v_metrics
 from tvts.eval.tuning import masked_share, view_outputs
 from tvts.eval.views import ClipDataset
@@ -43,66 +42,6 @@ from tvts.models.video_vit import tube_keep_indices
 from tvts.train import distributed as dist
 
 CAPTION_STREAM = 7  # the caption draw's RNG is seeded (seed, epoch, index, CAPTION_STREAM): apart from the frames'
-
-
-@dataclass(frozen=True)
-class T2VConfig:
-    """`eval.t2v`: zero-shot evaluation, then `epochs` of contrastive fine-tuning (0 = zero-shot only)."""
-
-    epochs: int = 5
-    warmup_epochs: int = 1
-    lr: float = 3e-5                  # peak lr (not scaled by batch), per-step warm-up then cosine
-    min_lr: float = 0.0
-    betas: tuple[float, ...] = (0.9, 0.999)
-    weight_decay: float = 0.01        # AdamW, not on biases and norms
-    batch_size: int = 16              # pairs per process; the loss's negatives are the global batch
-    grad_accum: int = 1
-    clip_grad: float = 0.0
-    temperature: float = 0.0          # 0 = the checkpoint's pretraining temperature (0.05)
-    max_length: int = 0               # caption tokens; 0 = the checkpoint's text max_length
-    test_captions: str = "auto"       # first | all | auto (all for msvd, first otherwise)
-    test_views: str = "center"        # center | views (eval.views temporal x spatial, embeddings averaged)
-    train_captions: str = "random"    # random: one caption per (epoch, video), seeded; first: always the first
-    train_mask_ratio: float = 0.0     # tube masking of training clips (demo speed-up; 0 = full input)
-    text_batch_size: int = 256        # captions per text-encoder forward at test time
-    amp: str = "bf16"
-    seed: int = 0
-    workers: int = 4
-    ckpt_every: int = 500
-    keep_last: int = 2
-    log_every: int = 10
-    threads: int = 0
-
-    def check(self, where: str) -> None:
-        require(self.epochs >= 0, where, "epochs", "must be >= 0")
-        require(self.warmup_epochs >= 0 and (self.epochs == 0 or self.warmup_epochs <= self.epochs), where,
-                "warmup_epochs", "must be in 0..epochs")
-        require(self.lr > 0, where, "lr", "must be > 0")
-        require(self.min_lr >= 0, where, "min_lr", "must be >= 0")
-        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas",
-                "must be two numbers in [0, 1)")
-        require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
-        require(self.batch_size >= 2, where, "batch_size", "must be >= 2 (in-batch negatives)")
-        require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
-        require(self.clip_grad >= 0, where, "clip_grad", "must be >= 0")
-        require(self.temperature >= 0, where, "temperature", "must be >= 0 (0 = the checkpoint's)")
-        require(self.max_length == 0 or self.max_length >= 4, where, "max_length", "must be 0 or >= 4")
-        require(self.test_captions in ("first", "all", "auto"), where, "test_captions", "must be first, all or auto")
-        require(self.test_views in ("center", "views"), where, "test_views", "must be center or views")
-        require(self.train_captions in ("random", "first"), where, "train_captions", "must be random or first")
-        require(0 <= self.train_mask_ratio < 1, where, "train_mask_ratio", "must be in [0, 1)")
-        require(self.text_batch_size >= 1, where, "text_batch_size", "must be >= 1")
-        require(self.amp in ("bf16", "fp16", "off"), where, "amp", "must be bf16, fp16 or off")
-        for key in ("workers", "threads"):
-            require(getattr(self, key) >= 0, where, key, "must be >= 0")
-        for key in ("ckpt_every", "keep_last", "log_every"):
-            require(getattr(self, key) >= 1, where, key, "must be >= 1")
-
-    def query_mode(self, fmt: str) -> str:
-        """"first" or "all" for a dataset in reader format `fmt`."""
-        if self.test_captions != "auto":
-            return self.test_captions
-        return "all" if fmt == "msvd" else "first"
 
 
 class RetrievalModel(nn.Module):

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from tvts import io
+from tvts.eval.config import T2VConfig
 from tvts.eval.features import file_digest, video_list_digest
-from tvts.eval.t2v import (CaptionedClips, RetrievalModel, T2VConfig, build_optimizer, queries, retrieval_loss,
-                           retrieval_scores, text_embeddings, video_embeddings)
+from tvts.eval.t2v import (CaptionedClips, RetrievalModel, build_optimizer, queries, retrieval_loss, retrieval_scores,
+                           text_embeddings, video_embeddings)
 from tvts.eval.job import TuningJob
 from tvts.eval.tuning import TuneState, build_scheduler, run_key, steps_per_epoch, train, training_fields
 from tvts.eval.views import ClipDataset

@@ -7,7 +7,6 @@ attention is permutation-equivariant, so their input order carries no informatio
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -15,14 +14,8 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
+from tvts.models.config import SortConfig
 from tvts.models.video_vit import _init_weights
-
-
-@dataclass(frozen=True)
-class SortConfig:
-    depth: int = 2
-    heads: int = 12
-    mlp_ratio: float = 4.0
 
 
 class SortHead(nn.Module):

@@ -15,30 +15,10 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-from tvts.config import require
+from tvts.models.config import TextConfig
 
 SCRATCH = "scratch"
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    model: str = "distilbert-base-uncased"  # or "scratch"
-    max_length: int = 50
-    pool: str = "cls"    # the paper: CLS of last_hidden_state; "mean" = masked mean of the tokens
-    # Used by "scratch" only:
-    vocab_size: int = 2000
-    dim: int = 768
-    depth: int = 6
-    heads: int = 12
-    hidden_dim: int = 3072
-    dropout: float = 0.1
-
-    def check(self, where: str) -> None:
-        require(self.max_length >= 4, where, "max_length", "must be >= 4")
-        require(self.pool in ("cls", "mean"), where, "pool", "must be cls or mean")
-        require(self.dim % self.heads == 0, where, "dim", "must be a multiple of heads")
-        require(self.vocab_size >= 100, where, "vocab_size", "must be >= 100")
 
 
 @dataclass(frozen=True)

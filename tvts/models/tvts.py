@@ -6,59 +6,17 @@ encoder by masked reconstruction instead (the VideoMAE baseline, `pretrain.metho
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tvts.config import require
-from tvts.models.sort_head import SortConfig, SortHead
-from tvts.models.text import TextConfig, TextEncoder, TextSpec
-from tvts.models.video_vit import MASK_KINDS, VideoConfig, VideoViT
-from tvts.models.videomae import VideoMAEConfig, VideoMAEDecoder
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    video: VideoConfig = field(default_factory=VideoConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    sort: SortConfig = field(default_factory=SortConfig)
-    k: int = 4                 # transcripts per sample
-    embed_dim: int = 256       # contrastive projection size
-    mask_ratio: float = 0.75   # tube masking while pretraining
-    mask_kind: str = "per_tube"  # per_tube: each tube its own patches (TVTS); shared: one mask for all tubes (VideoMAE)
-
-    def check(self, where: str) -> None:
-        require(self.k >= 2, where, "k", "must be >= 2")
-        require(0.0 <= self.mask_ratio < 1.0, where, "mask_ratio", "must be in [0, 1)")
-        require(self.mask_kind in MASK_KINDS, where, "mask_kind", f"must be one of {', '.join(MASK_KINDS)}, "
-                f"got {self.mask_kind!r}")
-
-
-REDUCTIONS = ("sum", "mean")
-GATHER_GRADS = ("local", "exact")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    temperature: float = 0.05
-    align_weight: float = 1.0   # contrastive term; 0 = sort-only variant
-    sort_weight: float = 2.0    # sort cross-entropy; 0 = contrastive-only variant
-    sort_video: bool = True     # False: the text-only sort baseline (the head sees no video)
-    detach_text: bool = True    # the paper: the sort loss trains only the video side
-    # "sum": v->t + t->v cross-entropy, as the official code; "mean": their mean (half the weight)
-    align_reduction: str = "sum"
-    # "local": the official all-gather: every rank computes the full-batch loss and keeps only its
-    # own slice of the gradient, so on W ranks the contrastive gradient is 1/W of the full-batch
-    # one. "exact": the full-batch gradient. One process: both are the same.
-    gather_grad: str = "local"
-
-    def check(self, where: str) -> None:
-        require(self.temperature > 0, where, "temperature", "must be > 0")
-        require(self.align_reduction in REDUCTIONS, where, "align_reduction", f"must be one of {', '.join(REDUCTIONS)}")
-        require(self.gather_grad in GATHER_GRADS, where, "gather_grad", f"must be one of {', '.join(GATHER_GRADS)}")
-        require(self.align_weight > 0 or self.sort_weight > 0, where, "sort_weight", "one loss weight must be > 0")
+from tvts.models.config import LossConfig, ModelConfig, VideoMAEConfig
+from tvts.models.sort_head import SortHead
+from tvts.models.text import TextEncoder, TextSpec
+from tvts.models.video_vit import VideoViT
+from tvts.models.videomae import VideoMAEDecoder
 
 
 @dataclass

@@ -8,7 +8,6 @@ sample (`shared`, VideoMAE's tube masking); the indices come from the data worke
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -18,43 +17,12 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
-from tvts.config import require
+from tvts.models.config import MASK_KINDS, VideoConfig
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)  # ImageNet: the normalisation of every frame the encoder sees
 PIXEL_STD = (0.229, 0.224, 0.225)
 MEAN = np.array(PIXEL_MEAN, dtype=np.float32)  # the same, for normalising decoded uint8 frames in numpy
 STD = np.array(PIXEL_STD, dtype=np.float32)
-MASK_KINDS = ("per_tube", "shared")
-
-
-@dataclass(frozen=True)
-class VideoConfig:
-    """Video encoder size. Paper: ViT-B/16 at 16x224^2 with 2x16x16 tubelets."""
-
-    img_size: int = 224
-    patch_size: int = 16
-    tubelet: int = 2
-    num_frames: int = 16
-    dim: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    drop_path: float = 0.0
-    temporal_init_std: float = 0.0  # the paper zero-inits the temporal embedding (see VideoViT)
-
-    @property
-    def tubes(self) -> int:
-        return self.num_frames // self.tubelet
-
-    @property
-    def patches(self) -> int:
-        return (self.img_size // self.patch_size) ** 2
-
-    def check(self, where: str) -> None:
-        require(self.img_size % self.patch_size == 0, where, "img_size", "must be a multiple of patch_size")
-        require(self.num_frames % self.tubelet == 0, where, "num_frames", "must be a multiple of tubelet")
-        require(self.dim % self.heads == 0, where, "dim", "must be a multiple of heads")
-        require(self.depth >= 1, where, "depth", "must be >= 1")
 
 
 def tube_keep_indices(rng: np.random.Generator, tubes: int, patches: int, mask_ratio: float,

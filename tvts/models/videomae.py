@@ -15,7 +15,6 @@ tube t, and patch n = row * (img / patch) + column, the order of the encoder's C
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -23,27 +22,8 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
-from tvts.config import require
-from tvts.models.video_vit import PIXEL_MEAN, PIXEL_STD, VideoConfig, _init_weights
-
-
-@dataclass(frozen=True)
-class VideoMAEConfig:
-    """The decoder (VideoMAE ViT-B: 384 wide, 4 blocks, 6 heads) and the reconstruction target."""
-
-    decoder_dim: int = 384
-    decoder_depth: int = 4
-    decoder_heads: int = 6
-    mlp_ratio: float = 4.0
-    norm_pix_loss: bool = True   # target: each tubelet's pixels normalised per channel (the paper's best)
-
-    def check(self, where: str) -> None:
-        require(self.decoder_heads >= 1, where, "decoder_heads", "must be >= 1")
-        require(self.decoder_dim % self.decoder_heads == 0, where, "decoder_dim", "must be a multiple of decoder_heads")
-        require(self.decoder_dim >= 6 and self.decoder_dim % 2 == 0, where, "decoder_dim",
-                "must be even and >= 6 (3D sin-cos position embedding)")
-        require(self.decoder_depth >= 1, where, "decoder_depth", "must be >= 1")
-        require(self.mlp_ratio > 0, where, "mlp_ratio", "must be > 0")
+from tvts.models.config import VideoConfig, VideoMAEConfig
+from tvts.models.video_vit import PIXEL_MEAN, PIXEL_STD, _init_weights
 
 
 # ---- positions and masks ------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tvts import io, tracking
 from tvts.config import load_sections
-from tvts.select import SelectConfig, pick, recorded_scores, score_candidates, write_best
+from tvts.select import pick, recorded_scores, score_candidates, write_best
+from tvts.select_config import SelectConfig
 from tvts.stages.common import add_common_args, command
 from tvts.train import distributed as dist
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvts.config import require
-from tvts.models.tvts import LossConfig, ModelConfig
-from tvts.models.videomae import VideoMAEConfig
+from tvts.models.config import LossConfig, ModelConfig, VideoMAEConfig
+
 
 METHODS = ("tvts", "videomae")
 EPOCHS = ("video", "window")

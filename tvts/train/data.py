@@ -24,8 +24,9 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from tvts.data.shards import iter_tar_members, list_shards, tsn_indices
+from tvts.models.config import VideoConfig
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
-from tvts.models.video_vit import MEAN, STD, VideoConfig, all_patches, tube_keep_indices
+from tvts.models.video_vit import MEAN, STD, all_patches, tube_keep_indices
 
 EVAL_EPOCH = 2**31 - 1  # RNG stream of the deterministic evaluation views
 

@@ -14,12 +14,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from tvts.models.tvts import TVTS, LossConfig, Outputs, contrastive_loss, full_precision, sort_accuracy, sort_loss
+from tvts.models.config import LossConfig
+from tvts.models.tvts import TVTS, Outputs, contrastive_loss, full_precision, sort_accuracy, sort_loss
 from tvts.train import distributed as dist
 from tvts.train import schedule
 from tvts.train.config import PretrainConfig
 from tvts.train.data import ResumableBatchSampler, ViewConfig, WindowDataset
-
 
 
 def view_config(cfg: PretrainConfig) -> ViewConfig:
