@@ -5,6 +5,7 @@ VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
@@ -15,6 +16,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test]"
+	touch $(TEST_STAMP)
 
 setup: $(STAMP)
 
@@ -30,7 +35,7 @@ science: data
 	snakemake --configfile config/science.yaml --cores $(CORES)
 	@echo "Report: results/science/report/summary.md  Compare: tvts compare 'tvts-s*' 'videomae-s*' --by-method"
 
-test: data
+test: data $(TEST_STAMP)
 	pytest -q -ra
 
 bench: data

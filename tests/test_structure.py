@@ -130,3 +130,15 @@ def test_the_workflow_config_check_loads_no_torch():
             "print(sorted(m for m in ('torch', 'timm', 'transformers', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_test_only_dependencies_are_an_extra():
+    """`make run` and a cluster install get the package without pytest; `make test` adds `.[test]`."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[=<>\[ ]", d)[0] for d in project["dependencies"]]
+    assert "pytest" not in names and any(d.startswith("pytest==") for d in project["optional-dependencies"]["test"])
+    makefile = (ROOT / "Makefile").read_text()
+    assert '".[test]"' in makefile and not re.search(r"(?m)^run:.*TEST_STAMP", makefile)
+    assert not [p for p in (ROOT / "tvts").rglob("*.py") if re.search(r"(?m)^\s*import pytest", p.read_text())]

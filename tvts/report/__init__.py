@@ -7,6 +7,7 @@ The output file names are fixed: the Snakemake rule declares them.
 
     content   what the report shows (`ReportData`, `collect`) and the selections it shares
     summary   the Markdown of summary.md
+    page      summary.html: that Markdown as a page, the plots inline
     plots     the PNGs
 """
 from __future__ import annotations
@@ -16,12 +17,13 @@ from pathlib import Path
 from tvts import io
 from tvts.grid import is_grid
 from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PLOTS, PRETRAIN_PNG, RETRIEVAL_PNG, SUMMARY,
-                                 ReportData, collect, comparison_columns, headline_table, method_cells,
+                                 SUMMARY_HTML, ReportData, collect, comparison_columns, headline_table, method_cells,
                                  missing_runs)
+from tvts.report.page import render_html
 from tvts.report.plots import plot_classification, plot_methods, plot_pretrain, plot_retrieval
 from tvts.report.summary import render_summary
 
-__all__ = ["CLASSIFICATION_PNG", "METHODS_PNG", "PLOTS", "PRETRAIN_PNG", "RETRIEVAL_PNG", "SUMMARY",
+__all__ = ["CLASSIFICATION_PNG", "METHODS_PNG", "PLOTS", "PRETRAIN_PNG", "RETRIEVAL_PNG", "SUMMARY", "SUMMARY_HTML",
            "ReportData", "as_json", "collect", "render_summary", "write_report"]
 
 
@@ -35,7 +37,7 @@ def as_json(data: ReportData, skipped_curves: list[str]) -> dict:
     return {"exps": data.exps, "where": data.where, "show_paper": data.show_paper, "empty": not data.latest,
             "methods": _methods_json(data),
             "headline": rows, "runs": runs, "missing": missing_runs(data), "skipped_curves": skipped_curves,
-            "plots": list(PLOTS), "summary": SUMMARY}
+            "plots": list(PLOTS), "summary": SUMMARY, "summary_html": SUMMARY_HTML}
 
 
 def _methods_json(data: ReportData) -> dict:
@@ -48,7 +50,7 @@ def _methods_json(data: ReportData) -> dict:
 
 
 def write_report(data: ReportData, out: str | Path) -> dict:
-    """Write summary.md and the plots under `out` (each atomically). Returns `as_json`."""
+    """Write summary.md, summary.html and the plots under `out` (each atomically). Returns `as_json`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     empty_text = "no runs" if not data.latest else None
@@ -56,5 +58,7 @@ def write_report(data: ReportData, out: str | Path) -> dict:
     plot_retrieval(data, out / RETRIEVAL_PNG, empty_text or "no retrieval runs")
     plot_classification(data, out / CLASSIFICATION_PNG, empty_text or "no classification runs")
     plot_methods(data, out / METHODS_PNG, empty_text or "no methods x seeds grid in these experiments")
-    io.atomic_write_text(out / SUMMARY, render_summary(data, skipped))
+    summary = render_summary(data, skipped)
+    io.atomic_write_text(out / SUMMARY, summary)
+    io.atomic_write_text(out / SUMMARY_HTML, render_html(summary))
     return as_json(data, skipped)

@@ -14,6 +14,7 @@ from tvts.grid import Aggregate, aggregate, group_by_method
 from tvts.tracking import RunRecord
 
 SUMMARY = "summary.md"
+SUMMARY_HTML = "summary.html"  # the same, as a page with the plots inline
 PRETRAIN_PNG = "pretrain_curves.png"
 RETRIEVAL_PNG = "retrieval.png"
 CLASSIFICATION_PNG = "classification.png"
