@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tvts.tracking.store import experiment_name, safe_key, tracking_uri
+from tvts.tracking.store import client, experiment_name, safe_key, tracking_uri
 
 _TERMINAL_OK = "FINISHED"
 
@@ -46,9 +46,7 @@ class RunRecord:
 
 
 def _reader(uri: str | None = None):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri or tracking_uri())
+    return client(uri)
 
 
 def store_exists(uri: str | None = None) -> bool:

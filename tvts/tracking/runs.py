@@ -1,26 +1,32 @@
 """Writing runs: the workflow's parent run, one child run per stage job, params, metrics, models.
 
 Every run carries the tags a user filters on (`base_tags`): experiment name, rule, git
-commit and the `data.dvc` md5. A run that raises is marked FAILED (KILLED on a signal), so
-a crashed job is visible in MLflow.
+commit and the `data.dvc` md5, plus the host and pid that own it (`owner_tags`, which
+`mark_stale_runs_killed` reads). A run that raises is marked FAILED (KILLED on a signal), so
+a crashed job is visible in MLflow. Every write goes through `spool.RunRef.send`: while the
+store is away it lands in the run's spool file instead, and the job carries on.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
 from tvts.io import dumps
-from tvts.tracking.store import (COMMIT_ENV, PAPER_CONFIG_ENV, PARENT_ENV, connect_mlflow, init_store,
-                                 retry_if_locked, safe_key, tracking_off)
+from tvts.tracking.spool import LINK, RunRef, replay_spool, resolve_id
+from tvts.tracking.store import COMMIT_ENV, PAPER_CONFIG_ENV, PARENT_ENV, experiment_name, safe_key, tracking_off
+from tvts.tracking.system import start_system_metrics
 from tvts.train.preemption import Preempted
+
+PARAMS_PER_CALL = 100  # MLflow's log_batch limit for params
+METRICS_PER_CALL = 1000
 
 
 def git_commit(cwd: str | Path = ".") -> str:
@@ -52,22 +58,73 @@ def base_tags(exp: str, rule: str | None = None) -> dict[str, str]:
     return tags
 
 
+
+
+def process_start(pid: int) -> str:
+    """When process `pid` started (seconds since boot, from /proc), or "" where that is unknown;
+    with the pid it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]  # field 22, starttime in clock ticks
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_tags() -> dict[str, str]:
+    """Who writes the run: host, pid (and its start) and the Slurm job, if any."""
+    tags = {"tvts.host": socket.gethostname(), "tvts.pid": str(os.getpid()),
+            "tvts.pid_start": process_start(os.getpid())}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["tvts.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def open_run(tags: dict[str, str], params: dict | None = None, experiment: str | None = None) -> RunRef:
+    """Create a run with `tags` and its params (flattened): one create and one batch per 100 params."""
+    ref = RunRef(None)
+    ref.send({"op": "create", "experiment": experiment or experiment_name(), "tags": tags, "start": _now_ms()})
+    send_params(ref, params or {})
+    return ref
+
+
+def send_params(ref: RunRef, params: dict) -> None:
+    """A nested config as flat `a.b` params, in batches (MLflow caps a batch at 100)."""
+    plain = json.loads(dumps(params))  # dataclasses and paths -> plain values
+    items = {safe_key(k): str(v)[:6000] for k, v in sorted(flatten(plain).items())}
+    keys = list(items)
+    for i in range(0, len(keys), PARAMS_PER_CALL):
+        ref.send({"op": "batch", "params": {k: items[k] for k in keys[i:i + PARAMS_PER_CALL]}})
+
+
 def start_parent_run(exp: str, params: dict | None = None, command: str = "") -> str:
-    """Open the parent run of one workflow invocation; returns its id (left open)."""
-    mlflow = connect_mlflow()
-    client = mlflow.MlflowClient()
+    """Open the parent run of one workflow invocation; returns its id (left open).
+
+    While the store is away the id is a local one: the jobs tag their runs with it, and the
+    replay maps it to the store's id.
+    """
     tags = base_tags(exp) | {"mlflow.runName": f"{exp}-workflow", "tvts.kind": "workflow",
                              "tvts.command": command[:5000]}
-    run = retry_if_locked(lambda: client.create_run(init_store(), tags=tags))
-    if params:
-        log_params(run.info.run_id, params)
-    return run.info.run_id
+    replay_spool()
+    ref = open_run(tags, params)
+    ref.release()
+    return ref.id
+
+
+def _ref_for(run_id: str) -> RunRef:
+    """A handle on an existing run: the store's id, or the spool file of a run still only local."""
+    real = resolve_id(run_id)
+    return (RunRef.adopt(real) if real.startswith("local-") else None) or RunRef(real)
 
 
 def end_run(run_id: str, ok: bool = True) -> None:
     """Mark a run FINISHED, or FAILED when not `ok`."""
-    client = connect_mlflow().MlflowClient()
-    retry_if_locked(lambda: client.set_terminated(run_id, "FINISHED" if ok else "FAILED"))
+    ref = _ref_for(run_id)
+    ref.send({"op": "end", "status": "FINISHED" if ok else "FAILED", "end": _now_ms()})
+    ref.release()
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -84,34 +141,31 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def log_params(run_id: str, params: dict) -> None:
     """Log a nested config as flat `a.b` params, in batches (MLflow caps a batch at 100)."""
-    from mlflow.entities import Param
-
-    client = connect_mlflow().MlflowClient()
-    plain = json.loads(dumps(params))  # dataclasses and paths -> plain values
-    items = [Param(safe_key(k), str(v)[:6000]) for k, v in sorted(flatten(plain).items())]
-    for i in range(0, len(items), 100):
-        retry_if_locked(lambda: client.log_batch(run_id, params=items[i:i + 100]))
+    ref = _ref_for(run_id)
+    send_params(ref, params)
+    ref.release()
 
 
-@dataclass
 class StageRun:
-    """Handle on a job's child run."""
+    """Handle on a job's child run. `run_id` is the store's id (a local one while the store
+    has not yet seen the run)."""
 
-    run_id: str
+    def __init__(self, ref: RunRef | None) -> None:
+        self.ref = ref
+
+    @property
+    def run_id(self) -> str:
+        return self.ref.id if self.ref else ""
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
-        client = connect_mlflow().MlflowClient()
-        now = int(time.time() * 1000)
-        batch = [Metric(safe_key(k), float(v), now, step) for k, v in sorted(flatten(metrics).items())
+        now = _now_ms()
+        batch = [[safe_key(k), float(v), now, step] for k, v in sorted(flatten(metrics).items())
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        for i in range(0, len(batch), 500):
-            retry_if_locked(lambda: client.log_batch(self.run_id, metrics=batch[i:i + 500]))
+        for i in range(0, len(batch), METRICS_PER_CALL):
+            self.ref.send({"op": "batch", "metrics": batch[i:i + METRICS_PER_CALL]})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        client = connect_mlflow().MlflowClient()
-        retry_if_locked(lambda: client.log_artifact(self.run_id, str(path), artifact_path))
+        self.ref.send({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
 
 
 class _OffRun(StageRun):
@@ -132,57 +186,63 @@ def stage_run(stage: str, exp: str, params: dict, rule: str | None = None,
 
     The run is marked FAILED if the body raises (KILLED if it exits on a signal), so a
     crashed job is visible in MLflow. `resume_run_id` reopens an earlier run (a resumed
-    training job continues its curves) when that run still exists.
+    training job continues its curves) when that run still exists. Spool files that
+    earlier jobs left are replayed first. With `TVTS_SYSTEM_METRICS=on` the run also gets
+    MLflow's system metrics.
     """
     if tracking_off():
-        yield _OffRun("")
+        yield _OffRun(None)
         return
-    client = connect_mlflow().MlflowClient()
-    handle = _reopen(client, resume_run_id) if resume_run_id else None
+    replay_spool()
+    handle = _reopen(resume_run_id) if resume_run_id else None
     if handle is None:
         tags = base_tags(exp, rule or stage) | {"tvts.stage": stage, "mlflow.runName": run_name or f"{exp}/{stage}"}
         if os.environ.get(PARENT_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-        tags |= extra_tags or {}
-        run = retry_if_locked(lambda: client.create_run(init_store(), tags=tags))
-        handle = StageRun(run.info.run_id)
-        log_params(handle.run_id, params)
+        tags |= owner_tags() | (extra_tags or {})
+        handle = StageRun(open_run(tags, params))
+    monitor = start_system_metrics(handle, resumed=resume_run_id is not None)
+    status = "FAILED"
     try:
         yield handle
+        status = "FINISHED"
     except (SystemExit, KeyboardInterrupt, Preempted) as err:  # stopped on request: KILLED, not FAILED
-        ok = isinstance(err, SystemExit) and not err.code
-        retry_if_locked(lambda: client.set_terminated(handle.run_id, "FINISHED" if ok else "KILLED"))
+        status = "FINISHED" if isinstance(err, SystemExit) and not err.code else "KILLED"
         raise
-    except BaseException:
-        end_run(handle.run_id, ok=False)
-        raise
-    end_run(handle.run_id, ok=True)
+    finally:
+        if monitor is not None:
+            monitor.finish()
+        handle.ref.send({"op": "end", "status": status, "end": _now_ms()})
+        handle.ref.release()
 
 
-def _reopen(client, run_id: str) -> StageRun | None:
+def _reopen(run_id: str) -> StageRun | None:
+    """The earlier run, RUNNING again and owned by this process; None when the store no longer has it."""
+    ref = _ref_for(run_id)
     try:
-        retry_if_locked(lambda: client.update_run(run_id, status="RUNNING"))
+        ref.send({"op": "status", "status": "RUNNING"})
     except Exception:  # noqa: BLE001 - the run is gone (another store, deleted): start a new one
+        ref.release()
         return None
-    return StageRun(run_id)
+    ref.send({"op": "batch", "tags": owner_tags()})
+    return StageRun(ref)
 
 
 def register_model(run_id: str, path: str | Path, name: str, alias: str = "best",
                    tags: dict[str, str] | None = None) -> str:
     """Log `path` under the run's `model/` artifacts and register that folder as a new version
-    of `name` with `alias` pointing at it. Returns the version number ("" when tracking is off)."""
+    of `name` with `alias` pointing at it. Returns the version number ("" when tracking is off,
+    and while the store is away: the registration is then spooled and done at replay)."""
     if tracking_off() or not run_id:
         return ""
-    from mlflow.exceptions import MlflowException
+    from tvts.tracking import spool
 
-    client = connect_mlflow().MlflowClient()
-    retry_if_locked(lambda: client.log_artifact(run_id, str(path), "model"))
-    source = f"{client.get_run(run_id).info.artifact_uri}/model"  # a folder: `models:/name@alias` downloads it
-    try:
-        retry_if_locked(lambda: client.create_registered_model(name))
-    except MlflowException as err:
-        if "already exists" not in str(err).lower():
-            raise
-    version = retry_if_locked(lambda: client.create_model_version(name, source, run_id=run_id, tags=tags or {}))
-    retry_if_locked(lambda: client.set_registered_model_alias(name, alias, version.version))
-    return str(version.version)
+    op = {"op": "register", "path": str(Path(path).resolve()), "name": name, "alias": alias, "tags": tags or {}}
+    ref = _ref_for(run_id)
+    if ref.path is None and ref.run_id and LINK.usable():
+        done, version = LINK.timed(lambda: spool.register(spool.client(), ref.run_id, op))
+        if done:
+            return version
+    ref.send(op)
+    ref.release()
+    return ""
