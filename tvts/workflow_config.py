@@ -48,6 +48,7 @@ def validate_workflow_config(config: dict, schema_path: str | Path) -> None:
         check_grid_section(config)
     if "eval" in config:
         check_eval_section(config["eval"])
+    check_inputs(config)
 
 
 def check_schema(config: dict, schema: dict) -> None:
@@ -97,3 +98,56 @@ def check_eval_section(section: dict[str, Any]) -> None:
             fmt = dataset_spec(section, name).format
             require(fmt in allowed, f"eval.tasks.{task}", name,
                     f"is a {fmt} dataset; {task} needs a {TASK_KINDS[task]} format ({', '.join(allowed)})")
+
+
+# A list larger than this is not read when the DAG is built (the paper's has millions of rows):
+# its split check would cost every `snakemake` call seconds.
+_SPLIT_CHECK_MAX_BYTES = 10 * 2**20
+
+
+def check_inputs(config: dict) -> None:
+    """The raw inputs exist, and the list gives both splits videos, wherever the data is here.
+
+    A path whose folder exists but which itself does not (a typo, a file not unpacked yet) is
+    an error now, not when its job fails minutes in. A path whose folder is absent is data that
+    lives on another machine (config/paper.yaml on a laptop): the DAG still builds, so
+    `snakemake -n` works anywhere, and a job that reads it fails with 'not found'.
+
+    Raises:
+        ConfigError: naming the key of the first missing input or empty split.
+    """
+    video_list = (config.get("data") or {}).get("yttemporal_list")
+    if video_list:
+        check_present(video_list, "data.yttemporal_list")
+    for name, spec in ((config.get("eval") or {}).get("datasets") or {}).items():
+        if isinstance(spec, dict) and spec.get("root"):
+            check_present(spec["root"], f"eval.datasets.{name}.root")
+    if video_list and Path(video_list).is_file() and Path(video_list).stat().st_size <= _SPLIT_CHECK_MAX_BYTES:
+        check_splits(video_list, from_dict(ShardConfig, config.get("shard_clips"), "shard_clips").val_fraction)
+
+
+def check_present(path: str, key: str) -> None:
+    """Raises ConfigError when `path` is missing but its folder exists (see `check_inputs`)."""
+    if Path(path).parent.is_dir() and not Path(path).exists():
+        raise ConfigError(f"{key}: {path} not found (its folder {Path(path).parent} exists)")
+
+
+def check_splits(video_list: str, val_fraction: float) -> None:
+    """At least one listed video falls in each split (by the hash shard_clips splits with).
+
+    Raises:
+        ConfigError: `data.yttemporal_list` when the list does not parse, or
+            `shard_clips.val_fraction` when a split would be empty.
+    """
+    from tvts.data.formats.yttemporal import read_video_list  # deferred: parse time stays short
+    from tvts.data.shards import split_of
+
+    try:
+        ids = {entry.video_id for entry in read_video_list(video_list)}
+    except ValueError as err:
+        raise ConfigError(f"data.yttemporal_list: {err}") from None
+    splits = {split_of(video_id, val_fraction) for video_id in ids}
+    for split in ("train", "val"):
+        if ids and split not in splits:
+            raise ConfigError(f"shard_clips.val_fraction: none of the {len(ids)} listed videos falls in the "
+                              f"{split} split with val_fraction {val_fraction:g} ({video_list})")

@@ -199,6 +199,44 @@ def check_transcript(asr_words: Sequence[str], den_words: Sequence[str], cfg: Al
         raise RejectError("denoised_length_mismatch", f"{len(den_words)} denoised vs {len(asr_words)} ASR words")
 
 
+def check_words(asr_words: Sequence[str], asr_times: np.ndarray, den_words: Sequence[str],
+                cfg: AlignConfig) -> None:
+    """Reject word lists that no speech gives: times that go back, or words of absurd length.
+
+    Unordered times are rejected rather than sorted: the words carry the order of speech, and
+    sorting them by time would make up a transcript nobody said, in exactly the clip order the
+    pretext task learns. YouTube's ASR times never decrease, so a decrease is a damaged file.
+
+    Args:
+        asr_words, asr_times: cleaned ASR words and their times (`clean_asr_words`).
+        den_words: denoised words (`denoised_words`).
+        cfg: `max_word_chars`.
+    Raises:
+        RejectError: unordered_asr_times (naming the first word whose time goes back) or
+            word_too_long.
+    """
+    back = np.flatnonzero(np.diff(asr_times) < 0)
+    if back.size:
+        i = int(back[0]) + 1
+        raise RejectError("unordered_asr_times", f"ASR word {i + 1} at {asr_times[i]:g}s comes after "
+                                                 f"word {i} at {asr_times[i - 1]:g}s")
+    for name, words in (("ASR", asr_words), ("denoised", den_words)):
+        longest = max(words, key=len, default="")
+        if len(longest) > cfg.max_word_chars:
+            raise RejectError("word_too_long", f"a {name} word of {len(longest)} characters > {cfg.max_word_chars} "
+                                               f"({longest[:40]!r}...)")
+
+
+def check_alignment(alignment: Alignment, cfg: AlignConfig) -> None:
+    """Reject a denoised text that is not a transcript of the ASR (e.g. another language).
+
+    Raises:
+        RejectError: asr_mismatch when the mean DTW cost per path step exceeds `max_cost_per_word`.
+    """
+    if alignment.cost > cfg.max_cost_per_word:
+        raise RejectError("asr_mismatch", f"DTW cost {alignment.cost:.2f} per word > {cfg.max_cost_per_word}")
+
+
 # --------------------------------------------------------------------------- alignment
 
 

@@ -16,6 +16,11 @@ class AlignConfig:
     max_length_ratio: float = 3.0  # denoised/asr word-count ratio beyond which a video is rejected
     max_garbled_fraction: float = 0.3  # share of non-Latin / mis-encoded words beyond which ASR is garbled
     min_asr_words: int = 8
+    max_word_chars: int = 64       # a longer word (ASR or denoised) rejects the video: no spoken word is
+    max_cost_per_word: float = 3.0  # mean DTW cost per path step above which the two texts do not match
+    max_duration_s: float = 10800.0  # hard cap on a video's length: window planning is linear in it
+    duration_tolerance_s: float = 5.0  # info.duration may differ this much from the container's
+    allow_outside_root: bool = False  # list names may point outside the corpus root (absolute, ../)
 
     def check(self, where: str) -> None:
         require(self.band_min >= 1, where, "band_min", "must be >= 1")
@@ -24,6 +29,10 @@ class AlignConfig:
         require(0 <= self.max_garbled_fraction <= 1, where, "max_garbled_fraction", "must be in [0, 1]")
         require(self.outside_cost > 0, where, "outside_cost", "must be > 0")
         require(self.min_asr_words >= 0, where, "min_asr_words", "must be >= 0")
+        require(self.max_word_chars >= 1, where, "max_word_chars", "must be >= 1")
+        require(self.max_cost_per_word > 0, where, "max_cost_per_word", "must be > 0")
+        require(self.max_duration_s > 0, where, "max_duration_s", "must be > 0")
+        require(self.duration_tolerance_s >= 0, where, "duration_tolerance_s", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class ShardConfig:
         require(self.frames_per_window >= 1, where, "frames_per_window", "must be >= 1")
         require(self.short_side >= 8, where, "short_side", "must be >= 8")
         require(1 <= self.jpeg_quality <= 100, where, "jpeg_quality", "must be in [1, 100]")
-        require(0 <= self.val_fraction < 1, where, "val_fraction", "must be in [0, 1)")
+        # 0 would leave select_ckpt (and the trainer's validation) no val split to score on
+        require(0 < self.val_fraction < 1, where, "val_fraction",
+                "must be in (0, 1): the val split scores the checkpoints")
         require(self.samples_per_shard >= 1, where, "samples_per_shard", "must be >= 1")
         require(self.workers >= 1, where, "workers", "must be >= 1")

@@ -105,10 +105,26 @@ def iter_videos(rows: list[dict], cfg: ShardConfig, workers: int):
         i = failed + 1
 
 
+def unique_videos(rows: list[dict], rejects: io.Rejects) -> list[dict]:
+    """The rows whose sample keys are their own: the first row of each key stem, in order.
+
+    align_asr drops a repeated id within one part; across parts (or for ids that give one key,
+    `a.b` and `a_b`) the repeats meet only here, and would write duplicate sample keys.
+    """
+    first: dict[str, dict] = {}
+    for row in rows:
+        taken = first.setdefault(shards.key_stem(row["id"]), row)
+        if taken is not row:
+            rejects.add(row["id"], "duplicate_id",
+                        f"{row['video']}: its keys are those of {taken['id']} ({taken['video']})")
+    return [r for r in rows if first[shards.key_stem(r["id"])] is r]
+
+
 def write_shards(rows: list[dict], out_dir: Path, cfg: ShardConfig, workers: int
                  ) -> tuple[dict[str, shards.ShardSink], io.Rejects]:
     sinks = {s: shards.ShardSink(out_dir, s, cfg.samples_per_shard) for s in shards.SPLITS}
     rejects = io.Rejects("shard_clips")
+    rows = unique_videos(rows, rejects)
     for row, (samples, bad) in zip(rows, tqdm(iter_videos(rows, cfg, workers), total=len(rows),
                                                desc="shard_clips", unit="video", mininterval=2)):
         for item, reason, detail in bad:

@@ -27,9 +27,14 @@ def split_of(video_id: str, val_fraction: float) -> str:
     return "val" if h < val_fraction else "train"
 
 
+def key_stem(video_id: str) -> str:
+    """The video's part of its sample keys: WebDataset keys may not hold dots, so ids that
+    differ only in such characters (`a.b`, `a_b`) share a stem."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in video_id)
+
+
 def sample_key(video_id: str, window_index: int) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in video_id)
-    return f"{safe}_w{window_index:03d}"
+    return f"{key_stem(video_id)}_w{window_index:03d}"
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:

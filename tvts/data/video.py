@@ -41,6 +41,25 @@ def open_video(path: str | Path):
         raise RejectError("video_unreadable", f"{path}: {err}") from err
 
 
+def probe_duration(path: str | Path) -> float | None:
+    """A video's length in seconds from its container header (PyAV; nothing is decoded).
+
+    Returns:
+        The duration, or None when the container cannot be opened or gives none (a corrupt
+        file is shard_clips' reject, `video_unreadable`, as before).
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if container.duration:
+                return container.duration / av.time_base
+            stream = container.streams.video[0]
+            return float(stream.duration * stream.time_base) if stream.duration else None
+    except Exception:  # noqa: BLE001 - FFmpeg's errors, a file without a video stream, ...
+        return None
+
+
 def video_meta(vr) -> VideoMeta:
     return VideoMeta(fps=float(vr.get_avg_fps()), n_frames=len(vr))
 

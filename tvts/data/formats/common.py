@@ -6,6 +6,7 @@ that each listed video exists. A missing video is never dropped silently: it is 
 """
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,6 +83,22 @@ def keep_existing(candidates: list[VideoItem], dataset: str, split: str,
 SPLITS = ("train", "test")
 
 
+def read_text(path: str | Path) -> str:
+    """A text file decoded as UTF-8 (a byte-order mark removed).
+
+    Raises:
+        FormatError: naming the file, the line and the byte when it is not UTF-8 (Python's
+            own error names neither the file nor the line).
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        byte = data[err.start:err.start + 1].hex()
+        raise FormatError(path, f"not UTF-8 (byte 0x{byte} at offset {err.start}: {err.reason})", line) from None
+
+
 def read_lines(path: str | Path) -> list[tuple[int, str]]:
     """Read a text annotation file as (1-based line number, stripped line), blank lines skipped.
 
@@ -92,13 +109,13 @@ def read_lines(path: str | Path) -> list[tuple[int, str]]:
     Returns:
         The non-blank lines with their line numbers, so errors can name the line.
     """
-    with open(path, encoding="utf-8-sig") as f:
-        return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    lines = io.StringIO(read_text(path), newline=None)  # universal newlines, as open() reads them
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def load_json(path: str | Path) -> object:
     """Parse a JSON file; a syntax error becomes a FormatError naming the file and line."""
-    text = Path(path).read_text(encoding="utf-8-sig")
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -117,7 +134,7 @@ def read_json_list(path: str | Path) -> list[tuple[int, object]]:
     Returns:
         (1-based line, entry) for every element of the top-level list, in order.
     """
-    text = Path(path).read_text(encoding="utf-8-sig")
+    text = read_text(path)
     decoder, lines = json.JSONDecoder(), _LineCounter(text)
     pos = _skip_space(text, 0)
     if not text.startswith("[", pos):

@@ -12,10 +12,11 @@ of the train CSV, so train and test share it; a test label absent from train is 
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from tvts.data.formats.common import FormatError, VideoItem, VideoSet, keep_existing, videos_dir
+from tvts.data.formats.common import FormatError, VideoItem, VideoSet, keep_existing, read_text, videos_dir
 
 COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 CSV_NAMES = {"train": ("train.csv",), "test": ("val.csv", "validate.csv")}
@@ -69,12 +70,11 @@ def read_csv(path: Path) -> list[Row]:
     Raises:
         FormatError: a missing column, an empty label or id, or non-numeric times.
     """
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise FormatError(path, f"header lacks columns {missing} (got {reader.fieldnames})", 1)
-        return [_row(row, path, reader.line_num) for row in reader]
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise FormatError(path, f"header lacks columns {missing} (got {reader.fieldnames})", 1)
+    return [_row(row, path, reader.line_num) for row in reader]
 
 
 def _row(row: dict, path: Path, line: int) -> Row:

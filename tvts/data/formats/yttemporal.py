@@ -6,11 +6,13 @@ by a TSV whose `Name` column holds `<subset>/data/<id>.mp4`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from tvts.data.formats.common import FormatError, read_text
 from tvts.io import RejectError
 
 
@@ -20,6 +22,15 @@ class VideoEntry:
 
     video_id: str
     name: str  # as in the list, relative to the corpus root
+
+    def inside_root(self) -> bool:
+        """True when the name stays under the corpus root: relative, and no `..` part.
+
+        Lexical on purpose: a root that is (or holds) a symlink, as a DVC cache can make it,
+        is still the root.
+        """
+        name = PurePosixPath(self.name)
+        return not name.is_absolute() and ".." not in name.parts
 
     def video_path(self, root: Path) -> Path:
         return root / self.name
@@ -44,15 +55,13 @@ def read_video_list(path: str | Path) -> list[VideoEntry]:
     """Read the tab-separated list; one `VideoEntry` per row, in file order.
 
     Raises:
-        ValueError: naming the file (and line) when the header has no `Name` column
-            or a row has an empty or malformed name.
+        ValueError: naming the file (and line) when the file is not UTF-8, the header has no
+            `Name` column or a row has an empty or malformed name.
     """
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        if reader.fieldnames is None or "Name" not in reader.fieldnames:
-            raise ValueError(f"{path}: no 'Name' column in the header (got {reader.fieldnames})")
-        entries = [_entry(row.get("Name"), path, reader.line_num) for row in reader]
-    return entries
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t")
+    if reader.fieldnames is None or "Name" not in reader.fieldnames:
+        raise ValueError(f"{path}: no 'Name' column in the header (got {reader.fieldnames})")
+    return [_entry(row.get("Name"), path, reader.line_num) for row in reader]
 
 
 def _entry(name: str | None, path: str | Path, line: int) -> VideoEntry:
@@ -66,13 +75,17 @@ def load_annotation(entry: VideoEntry, root: Path) -> Annotation:
     """Load and check one annotation JSON.
 
     Raises:
-        RejectError: missing_annotation, unreadable_annotation, bad_annotation, zero_duration.
+        RejectError: missing_annotation, invalid_utf8, unreadable_annotation, bad_annotation,
+            zero_duration.
     """
     path = entry.annotation_path(root)
     if not path.exists():
         raise RejectError("missing_annotation", str(path))
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8-sig", errors="replace"))
+        # Strict decoding: replacing bad bytes would pass mis-encoded words on as text.
+        raw = json.loads(read_text(path))
+    except FormatError as err:
+        raise RejectError("invalid_utf8", str(err)) from err
     except (json.JSONDecodeError, OSError) as err:
         raise RejectError("unreadable_annotation", f"{path}: {err}") from err
     if not isinstance(raw, dict):
