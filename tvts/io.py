@@ -112,6 +112,38 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded safely; the message names the file."""
+
+
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """`torch.load(weights_only=True)`: the one place any checkpoint is unpickled.
+
+    No pickled code ever runs. PyTorch's own error for a file that needs more than weights
+    advises `weights_only=False`, which is exactly what must not be done with a file of unknown
+    origin, so both failures get our message and PyTorch's is kept only as the cause.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a pickle that is not weights-only, or a truncated or corrupt file.
+    """
+    import pickle
+
+    import torch  # deferred: most stages never load a checkpoint
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        detail = next((ln.strip() for ln in str(err).splitlines() if "Unsupported" in ln), "")
+        raise CheckpointError(f"{path}: not a tvts checkpoint, or not a weights-only file; refusing to unpickle"
+                              + (f" ({detail})" if detail else "")) from None
+    except Exception as err:  # noqa: BLE001 - a damaged zip raises RuntimeError, random bytes KeyError, ...
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupt: {first})") from err
+
+
 class RejectError(Exception):
     """A sample that is skipped and counted in rejects.jsonl, never fatal for the stage."""
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from tvts.io import load_weights
+
 
 class InitError(ValueError):
     """A checkpoint that does not fit the configured model; the message names the key."""
@@ -27,12 +29,10 @@ def parse_init(spec: str) -> tuple[str, Path | None]:
 
 
 def _load(path: Path) -> dict:
+    """Raises InitError when the file is absent, CheckpointError (tvts.io) when it is unsafe or damaged."""
     if not path.is_file():
         raise InitError(f"init: checkpoint {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unreadable or unsafe pickles
-        raise InitError(f"init: cannot read {path} with weights_only=True: {err}") from err
+    return load_weights(path)
 
 
 def _strip_module(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tvts.io import atomic_path
+from tvts.io import atomic_path, load_weights
 from tvts.train import distributed as dist
 
 log = logging.getLogger("tvts.checkpoint")
@@ -59,7 +59,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with `weights_only=True` (no pickled code runs). Raises on a truncated or foreign file."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = load_weights(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a tvts-workflow checkpoint")
     return state
