@@ -3,7 +3,9 @@
 Writes `<out>/ckpt/` (step and epoch-end checkpoints), `<out>/log.jsonl` (every logged
 metric) and, when training completes, `<out>/manifest.json` (the rule's declared output).
 Rerunning an interrupted job resumes from the newest valid checkpoint of the same config
-and data; a completed run, or one with another config, starts afresh (tvts.train.pretrain).
+and data; one that died after its final checkpoint only writes its manifest. A finalised run
+(manifest written, then deleted: `snakemake -R pretrain`), or one with another config, starts
+afresh (tvts.train.pretrain).
 Exit code 75 means "preempted, checkpoint written: run me again".
 """
 from __future__ import annotations

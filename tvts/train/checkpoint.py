@@ -16,12 +16,15 @@ from typing import Any
 
 import torch
 
-from tvts.io import atomic_path, load_weights
+from tvts.io import atomic_path, atomic_write_json, load_weights
 from tvts.train import distributed as dist
 
 log = logging.getLogger("tvts.checkpoint")
 FORMAT = "tvts-workflow/1"
 _NAME = re.compile(r"^(?:epoch-(\d+)_)?step-(\d+)\.pt$")
+# Written once a run's outputs are (its manifest): a complete checkpoint without it belongs to a
+# run that died at its very end, and is finished, not retrained.
+FINALISED = "finalised.json"
 
 
 def step_name(step: int) -> str:
@@ -126,17 +129,28 @@ class CheckpointManager:
         """The newest valid checkpoint of this run, or None after clearing the folder (start afresh).
 
         Args:
-            resume_complete: whether a finished run's final checkpoint counts (then it is only
-                evaluated again); if not, a finished run trains again from the start.
+            resume_complete: whether a finished run's final checkpoint counts once the run was
+                finalised (`finalise`; then it is only evaluated again). If not, a finalised run
+                trains again from the start (`snakemake -R pretrain` deleted its manifest), while
+                a finished run that died before `finalise` resumes at its end, with nothing left
+                to train but its manifest to write.
         """
         found = newest_valid(self.folder, self.key) if self.folder.exists() else None
-        if found and (resume_complete or not found[1]["complete"]):
+        finalised = (self.folder / FINALISED).exists()
+        dist.barrier()  # every rank has looked before rank 0 clears anything
+        if found and (resume_complete or not (found[1]["complete"] and finalised)):
             return found
         if self.env.is_main and self.folder.exists():
             for p in candidates(self.folder):
                 p.unlink()
+            (self.folder / FINALISED).unlink(missing_ok=True)
         dist.barrier()
         return None
+
+    def finalise(self) -> None:
+        """Mark the run finished with its outputs written (rank 0); `find` then starts afresh."""
+        if self.env.is_main:
+            atomic_write_json(self.folder / FINALISED, {"run_key": self.key})
 
     def save_step(self, state, force: bool = False) -> None:
         """A step checkpoint every `every` steps, or now (`force`, the same on every rank)."""

@@ -2,7 +2,8 @@
 
 Writes `<out>/ckpt/` (step and epoch-end checkpoints), `<out>/log.jsonl` (every logged metric)
 and, when training completes, `<out>/manifest.json`. A rerun resumes from the newest valid
-checkpoint of the same run key (config + shards); a completed run, or one with another key,
+checkpoint of the same run key (config + shards), a run that died after its final checkpoint
+only writes its manifest; a finalised run (`checkpoint.FINALISED`), or one with another key,
 starts afresh. Only rank 0 writes files and talks to MLflow.
 """
 from __future__ import annotations
@@ -87,6 +88,9 @@ class PretrainJob:
         self.resume = self.ckpts.find(resume_complete=False)
         if self.resume is None and env.is_main:
             (self.out / "log.jsonl").unlink(missing_ok=True)
+        if self.resume and self.resume[1]["complete"]:
+            log.info("finalising: %s is this run's final checkpoint; only the manifest is left to write",
+                     self.resume[0].name)
         spec = TextSpec(**self.resume[1]["text_spec"]) if self.resume else None
         self.train_ds, self.val_ds, self.spec = build_data(self.shard_dir, cfg, env, spec)
         self.videos = self.train_ds.videos()   # sample indices per video: the epoch's groups, and a count
@@ -192,6 +196,7 @@ class PretrainJob:
             mlrun.log_metrics({f"final/{k}": v for k, v in final.items()}, step=state.step)
         manifest = self.manifest()
         io.atomic_write_json(self.out / "manifest.json", manifest)
+        self.ckpts.finalise()
         if mlrun:
             mlrun.log_artifact(self.out / "manifest.json")
         return manifest
