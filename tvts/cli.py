@@ -1,7 +1,9 @@
 """`tvts <stage> ...`: one subcommand per workflow stage, each a module with `main(argv=None)`."""
 from __future__ import annotations
 
+import ctypes
 import importlib
+import signal
 import sys
 
 COMMANDS = {
@@ -29,7 +31,31 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Have Linux send `sig` to this process when its parent dies (prctl PR_SET_PDEATHSIG).
+
+    A job's process is its `tvts` (every rule `exec`s it), so a job gets SIGTERM when Snakemake
+    dies, by SIGKILL too: a stage ends, a trainer checkpoints and exits 75 (tvts.train.preemption)
+    instead of writing on for nobody. The setting survives exec, so the torchrun that `tvts launch`
+    becomes has it, and torchrun's workers run this entry point themselves.
+
+    Returns:
+        Whether the kernel took it (False off Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command line, not a call in-process (tests)
+        die_with_parent()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
