@@ -9,8 +9,12 @@ in the MLflow model registry with the alias `best`.
 """
 from __future__ import annotations
 
+import logging
+import zipfile
 from pathlib import Path
+from typing import Callable
 
+from tvts.io import CheckpointError
 from tvts.models.load import model_from_state
 from tvts.models.text import TextSpec
 from tvts.select_config import METRICS, SelectConfig
@@ -18,6 +22,8 @@ from tvts.train import checkpoint
 from tvts.train import distributed as dist
 from tvts.train.data import ResumableBatchSampler, WindowDataset
 from tvts.train.pretext import evaluate, make_loader, view_config
+
+log = logging.getLogger("tvts.select")
 
 
 def score(path: Path, shard_dir: Path, env: dist.DistEnv, workers: int | None = None) -> dict[str, float]:
@@ -43,18 +49,52 @@ def recorded_scores(manifest: dict, shards: str | Path) -> dict[int, dict[str, f
             for h in manifest.get("history", [])}
 
 
-def score_candidates(candidates: list[Path], recorded: dict[int, dict[str, float]], shard_dir: Path,
-                     env: dist.DistEnv, workers: int | None = None) -> tuple[dict[str, dict], dict[str, str]]:
-    """Every candidate's scores (by file name) and where each came from ("trainer" or "scored").
+def check_readable(path: Path) -> None:
+    """Cheap check that a checkpoint is whole: its zip directory (the file's end) reads.
 
-    A candidate the trainer validated (`recorded`, by step) keeps those scores; others are scored here.
+    A file truncated after the trainer validated it keeps its recorded scores, so without this
+    it could win and fail only when `best.pt` is written.
+
+    Raises:
+        CheckpointError: naming the file.
     """
-    scores, source = {}, {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupt: {err})") from err
+
+
+def score_candidates(candidates: list[Path], recorded: dict[int, dict[str, float]], shard_dir: Path,
+                     env: dist.DistEnv | None, workers: int | None = None
+                     ) -> tuple[dict[str, dict], dict[str, str], dict[str, str]]:
+    """Every readable candidate's scores (by file name), where each came from, and the unreadable.
+
+    A candidate the trainer validated (`recorded`, by step) keeps those scores; others are scored
+    here. An unreadable one is skipped with a warning, never scored.
+
+    Returns:
+        (scores, source: "trainer" or "scored", unreadable: name -> why).
+    """
+    scores, source, unreadable = {}, {}, {}
     for path in candidates:
         kept = recorded.get(checkpoint.step_of(path.name))
-        source[path.name] = "trainer" if kept is not None else "scored"
-        scores[path.name] = kept if kept is not None else score(path, shard_dir, env, workers)
-    return scores, source
+        try:
+            scores[path.name] = _candidate_score(path, kept, shard_dir, env, workers)
+        except (CheckpointError, FileNotFoundError) as err:
+            log.warning("skipping unreadable checkpoint %s: %s", path.name, err)
+            unreadable[path.name] = str(err)
+            continue
+        source[path.name] = "scored" if kept is None else "trainer"
+    return scores, source, unreadable
+
+
+def _candidate_score(path: Path, kept: dict[str, float] | None, shard_dir: Path, env: dist.DistEnv | None,
+                     workers: int | None) -> dict[str, float]:
+    if kept is None:
+        return score(path, shard_dir, env, workers)
+    check_readable(path)
+    return kept
 
 
 def pick(scores: dict[str, dict[str, float]], cfg: SelectConfig) -> str:
@@ -67,6 +107,34 @@ def pick(scores: dict[str, dict[str, float]], cfg: SelectConfig) -> str:
         raise ValueError(f"select.metric: {lacking[0]} has no {cfg.metric!r} score (it has: {have}); "
                          "pick a metric its pretraining method reports")
     return max(names, key=lambda n: (sign * scores[n][cfg.metric], -names.index(n)))
+
+
+def choose_best(scores: dict[str, dict[str, float]], unreadable: dict[str, str], cfg: SelectConfig,
+                ckpt_dir: Path, dst: Path, write: Callable[[Path, Path, str, float], None] | None = None
+                ) -> tuple[str, dict[str, str]]:
+    """Pick the best checkpoint and write it to `dst`; one that fails to load there is skipped.
+
+    Args:
+        scores, unreadable: from `score_candidates`.
+        ckpt_dir: the folder of the checkpoint files.
+        write: how the winner is written (default `write_best`).
+    Returns:
+        The winner's name, and every unreadable checkpoint (those found here added).
+    Raises:
+        CheckpointError: when no candidate is readable.
+    """
+    write = write or write_best
+    left, unreadable = dict(scores), dict(unreadable)
+    while left:
+        best = pick(left, cfg)
+        try:
+            write(ckpt_dir / best, dst, cfg.metric, left[best][cfg.metric])
+            return best, unreadable
+        except CheckpointError as err:
+            log.warning("skipping unreadable checkpoint %s: %s", best, err)
+            unreadable[best] = str(err)
+            del left[best]
+    raise CheckpointError(f"{ckpt_dir}: no readable candidate checkpoint ({len(unreadable)} unreadable)")
 
 
 def write_best(src: Path, dst: Path, metric: str, value: float) -> None:

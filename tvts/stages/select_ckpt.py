@@ -4,8 +4,8 @@ Scores come from the trainer's own validation pass before each checkpoint when t
 manifest holds one for these shards (`select.rescore: true` scores everything again).
 
 Writes `<out>/best.pt` (weights only), `<out>/selection.json` (every candidate and its
-scores, the winner, the metric), logs each score to MLflow (step = epoch) and registers
-the winner as a model version with alias `best`.
+scores, the winner, the metric, the unreadable checkpoints skipped), logs each score to MLflow
+(step = epoch) and registers the winner as a model version with alias `best`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tvts import io, tracking
 from tvts.config import load_sections
-from tvts.select import pick, recorded_scores, score_candidates, write_best
+from tvts.io import CheckpointError
+from tvts.select import choose_best, recorded_scores, score_candidates
 from tvts.select_config import SelectConfig
 from tvts.stages.common import add_common_args, command
 from tvts.train import distributed as dist
@@ -47,19 +48,26 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with tracking.stage_run("select_ckpt", args.exp, {"select": cfg}, rule=args.rule) as mlrun:
         recorded = {} if cfg.rescore else recorded_scores(manifest, args.shards)
-        scores, source = score_candidates(candidates, recorded, Path(args.shards), env, args.workers)
+        scores, source, unreadable = score_candidates(candidates, recorded, Path(args.shards), env, args.workers)
         for epoch, path in enumerate(candidates):
-            mlrun.log_metrics({f"candidate/{k}": v for k, v in scores[path.name].items()}, step=epoch)
-            log.info("%s: %s=%.4f (%s)", path.name, cfg.metric, scores[path.name][cfg.metric], source[path.name])
-        best = pick(scores, cfg)
-        write_best(pre / "ckpt" / best, out / "best.pt", cfg.metric, scores[best][cfg.metric])
+            if path.name in scores:
+                mlrun.log_metrics({f"candidate/{k}": v for k, v in scores[path.name].items()}, step=epoch)
+                log.info("%s: %s=%.4f (%s)", path.name, cfg.metric, scores[path.name][cfg.metric], source[path.name])
+        try:
+            best, unreadable = choose_best(scores, unreadable, cfg, pre / "ckpt", out / "best.pt")
+        except CheckpointError as err:
+            raise SystemExit(f"select_ckpt: {err}: {unreadable}") from None
+        scores = {n: v for n, v in scores.items() if n not in unreadable}
         selection = {"metric": cfg.metric, "higher_is_better": cfg.higher_is_better, "best": best,
                      "best_score": scores[best][cfg.metric], "best_metrics": scores[best],
                      "candidates": [{"checkpoint": n, **scores[n]} for n in sorted(scores)],
                      "scores_from": {n: source[n] for n in sorted(scores)},  # trainer's val pass or scored here
+                     "unreadable": dict(sorted(unreadable.items())),  # skipped with a warning, never the winner
+                     "counts": {"candidates": len(candidates), "scored": len(scores), "unreadable": len(unreadable)},
                      "split": "val of the pretraining shards", "shards": args.shards}
         io.atomic_write_json(out / "selection.json", selection)
-        mlrun.log_metrics({f"best/{k}": v for k, v in scores[best].items()})
+        mlrun.log_metrics({f"best/{k}": v for k, v in scores[best].items()}
+                          | {"unreadable_checkpoints": len(unreadable)})
         mlrun.log_artifact(out / "selection.json")
         if cfg.register:
             name = cfg.model_name or f"tvts-{args.exp}"
