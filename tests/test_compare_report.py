@@ -225,4 +225,16 @@ def test_throughput_side_by_side(tmp_path, monkeypatch, capsys):
     assert "## Throughput: where the training time went" in summary
     assert md_row(summary, "Pretraining (TVTS)", "", "`b`")[:3] == ["18", "1.80×", "40.0 %"]
     assert md_row(summary, "Pretraining (TVTS)", "", "`a`")[:3] == ["10", "1.00×", "10.0 %"]
-    assert md_row(summary, "Pretraining (TVTS)", "", "perf/mfu") == ["0.1", "0.18"]   # and in the headline table
+    assert "perf/mfu" not in summary.split("## Throughput")[0]         # not in the headline table
+
+
+def test_a_no_pretraining_baseline_misses_no_training_stages(tmp_path, monkeypatch):
+    own_store(monkeypatch, tmp_path, "tvts-missing-test")
+    pretrain_run("a")
+    with tracking.stage_run("init_model", "base", {}):
+        pass
+    eval_run("a", "linear", "ssv2", {"top1": 1.0})
+    eval_run("base", "linear", "ssv2", {"top1": 1.0})
+    from tvts.report.content import collect, missing_runs
+
+    assert missing_runs(collect(["a", "base"])) == ["`a`: select_ckpt"]

@@ -7,7 +7,7 @@ The output file names are fixed: the Snakemake rule declares them.
 
     content   what the report shows (`ReportData`, `collect`) and the selections it shares
     summary   the Markdown of summary.md
-    page      summary.html: that Markdown as a page, the plots inline
+    page      summary.html: that Markdown as a standalone page, the plots embedded
     plots     the PNGs
 """
 from __future__ import annotations
@@ -60,5 +60,5 @@ def write_report(data: ReportData, out: str | Path) -> dict:
     plot_methods(data, out / METHODS_PNG, empty_text or "no methods x seeds grid in these experiments")
     summary = render_summary(data, skipped)
     io.atomic_write_text(out / SUMMARY, summary)
-    io.atomic_write_text(out / SUMMARY_HTML, render_html(summary))
+    io.atomic_write_text(out / SUMMARY_HTML, render_html(summary, out))
     return as_json(data, skipped)

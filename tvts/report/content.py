@@ -28,6 +28,8 @@ CURVES = ("train/loss_sort", "val/sort_exact")
 # Stages every experiment is expected to have; the evaluations are expected where another shown
 # experiment has them (an experiment is "missing" what its neighbours have).
 CORE_STAGES = ("pretrain", "select_ckpt")
+# What a no-pretraining baseline (`init_model`) does not run.
+TRAINING_STAGES = frozenset({"pretrain", "text_only_baseline", "select_ckpt", "align_asr", "shard_clips"})
 
 
 @dataclass
@@ -68,7 +70,11 @@ def collect(exps: list[str] | None, experiment: str | None = None, uri: str | No
 
 
 def missing_runs(data: ReportData) -> list[str]:
-    """One line per experiment and expected stage/evaluation that has no finished run."""
+    """One line per experiment and expected stage/evaluation that has no finished run.
+
+    A no-pretraining baseline (an experiment with an `init_model` run) is not expected to have
+    the training stages, nor a pretrained experiment an `init_model` run.
+    """
     expected = {(s, "") for s in CORE_STAGES}
     expected |= {(section_of(r), r.dataset) for r in data.latest if not r.part}
     lines = []
@@ -76,8 +82,9 @@ def missing_runs(data: ReportData) -> list[str]:
         if not any(r.exp == exp for r in data.records):
             lines.append(f"`{exp}`: no runs at all")
             continue
+        baseline = any(r.exp == exp and r.stage == "init_model" for r in data.records)
         for section, dataset in sorted(expected, key=lambda k: row_sort_key(RowKey(k[0], k[1], ""))):
-            if data.run(exp, section, dataset):
+            if data.run(exp, section, dataset) or (section in TRAINING_STAGES if baseline else section == "init_model"):
                 continue
             name = f"{section}/{dataset}" if dataset else section
             tried = sorted({r.status for r in data.records if r.exp == exp and section_of(r) == section
