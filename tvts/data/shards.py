@@ -21,6 +21,42 @@ from PIL import Image
 SPLITS = ("train", "val")
 
 
+class ShardError(ValueError):
+    """A malformed sample in a shard: the message names the shard and the member."""
+
+    def __init__(self, shard: str | Path, member: str, msg: str):
+        super().__init__(f"{shard}: {member}: {msg}")
+
+
+def parse_meta(data: bytes | None, shard: str | Path, key: str) -> dict:
+    """A sample's `json` member as a dict.
+
+    Raises:
+        ShardError: the member is absent, not JSON, or holds no `clips` list.
+    """
+    if data is None:
+        raise ShardError(shard, key, "no json member")
+    try:
+        meta = json.loads(data)
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ShardError(shard, f"{key}.json", f"invalid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("clips"), list):
+        raise ShardError(shard, f"{key}.json", "not a window sample (no 'clips' list)")
+    return meta
+
+
+def open_jpeg(data: bytes, shard: str | Path, member: str) -> Image.Image:
+    """One stored frame as an RGB image.
+
+    Raises:
+        ShardError: naming the member when it does not decode.
+    """
+    try:
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise ShardError(shard, member, f"not a readable JPEG ({err})") from None
+
+
 def split_of(video_id: str, val_fraction: float) -> str:
     """Train/val split by a hash of the video id: stable, and never splits one video."""
     h = int.from_bytes(hashlib.md5(video_id.encode("utf-8")).digest()[:8], "little") / 2**64
@@ -118,13 +154,22 @@ def tsn_indices(n_stored: int, n_frames: int, rng: np.random.Generator | None) -
     return np.clip(np.floor(pos).astype(np.int64), 0, n_stored - 1)
 
 
-def decode_sample(sample: dict[str, bytes], n_frames: int, rng: np.random.Generator | None = None
-                  ) -> tuple[np.ndarray, dict]:
-    """Decode a window sample into (n_frames, H, W, 3) uint8 frames sampled TSN-style, and its meta."""
-    meta = json.loads(sample["json"])
+def decode_sample(sample: dict[str, bytes], n_frames: int, rng: np.random.Generator | None = None,
+                  where: str | Path = "<shard>") -> tuple[np.ndarray, dict]:
+    """Decode a window sample into (n_frames, H, W, 3) uint8 frames sampled TSN-style, and its meta.
+
+    Args:
+        where: the shard the sample came from, for error messages.
+    Raises:
+        ShardError: a missing or malformed member, named.
+    """
+    key = str(sample.get("__key__"))
+    meta = parse_meta(sample.get("json"), where, key)
     names = sorted(k for k in sample if k.endswith(".jpg"))
+    if not names:
+        raise ShardError(where, key, "no .jpg frame members")
     idx = tsn_indices(len(names), n_frames, rng)
-    frames = np.stack([np.asarray(Image.open(io.BytesIO(sample[names[i]])).convert("RGB")) for i in idx])
+    frames = np.stack([np.asarray(open_jpeg(sample[names[i]], where, f"{key}.{names[i]}")) for i in idx])
     return frames, meta
 
 

@@ -10,8 +10,6 @@ shuffle, tube mask) is drawn in the worker from an RNG seeded by (seed, epoch, i
 """
 from __future__ import annotations
 
-import io
-import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from tvts.data.shards import iter_tar_members, list_shards, tsn_indices
+from tvts.data.shards import ShardError, iter_tar_members, list_shards, open_jpeg, parse_meta, tsn_indices
 from tvts.models.config import VideoConfig
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
 from tvts.models.video_vit import MEAN, STD, all_patches, tube_keep_indices
@@ -88,8 +86,14 @@ class WindowDataset(Dataset):
 
     def read_field(self, index: int, name: str) -> bytes:
         """One member's bytes. `pread` has no shared file offset, so forked workers that
-        inherited this process's descriptors can read concurrently."""
+        inherited this process's descriptors can read concurrently.
+
+        Raises:
+            ShardError: the sample has no such member (naming the shard and the sample).
+        """
         ref = self.refs[index]
+        if name not in ref.members:
+            raise ShardError(ref.shard, ref.key, f"no {name} member")
         offset, size = ref.members[name]
         return os.pread(self._fd(ref.shard), size, offset)
 
@@ -101,7 +105,7 @@ class WindowDataset(Dataset):
         return {name: self.read_field(index, name) for name in self.refs[index].members}
 
     def meta(self, index: int) -> dict:
-        return json.loads(self.read_field(index, "json"))
+        return parse_meta(self.read_field(index, "json"), self.refs[index].shard, self.refs[index].key)
 
     def videos(self) -> list[list[int]]:
         """The sample indices of each video, videos in first-seen (shard) order."""
@@ -121,10 +125,11 @@ class WindowDataset(Dataset):
             self._tok = load_tokenizer(self.spec, self.view.max_length)
         train = epoch != EVAL_EPOCH
         rng = np.random.default_rng([self.seed, epoch, index])
-        sample = self.read(index)
-        meta = json.loads(sample["json"])
+        sample, ref = self.read(index), self.refs[index]
+        meta = parse_meta(sample.get("json"), ref.shard, ref.key)
         order = rng.permutation(self.view.k)  # input slot i holds the transcript at time order[i]
-        frames = load_frames(sample, self.view, rng if train else None) if self.view.frames else torch.zeros(0)
+        frames = (load_frames(sample, self.view, rng if train else None, ref.shard, ref.key) if self.view.frames
+                  else torch.zeros(0))
         ids, mask = tokenize(self._tok, [meta["clips"][j]["text"] for j in order])
         v = self.view.video
         if self.view.mask_ratio > 0 and (train or self.view.eval_mask):
@@ -136,15 +141,20 @@ class WindowDataset(Dataset):
                 "index": torch.tensor(index)}
 
 
-def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None) -> torch.Tensor:
+def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None,
+                shard: str = "<shard>", key: str = "<sample>") -> torch.Tensor:
     """TSN frames, short-side resize, crop (random if `rng`, else centre), ImageNet normalisation.
 
+    Args:
+        shard, key: where the sample is, for the message of a member that does not decode.
     Returns:
         (3, T, S, S) float32.
     """
     names = sorted(k for k in sample if k.endswith(".jpg"))
+    if not names:
+        raise ShardError(shard, key, "no .jpg frame members")
     idx = tsn_indices(len(names), view.video.num_frames, rng)
-    imgs = [Image.open(io.BytesIO(sample[names[i]])).convert("RGB") for i in idx]
+    imgs = [open_jpeg(sample[names[i]], shard, f"{key}.{names[i]}") for i in idx]
     if view.short_side:
         imgs = [resize_short(im, view.short_side) for im in imgs]
     w, h = imgs[0].size
