@@ -58,7 +58,7 @@ def test_profile_dry_run_shows_the_papers_slurm_resources(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert "Using profile slurm" in out
+    assert "Using profiles slurm and workflow specific profile" in out  # + profiles/default
     block = out.split("rule pretrain:")[1].split("rule ")[0]
     resources = re.search(r"resources: (.*)", block).group(1)
     for item in ("nodes=4", "tasks=4", "mpi=srun", "gres=gpu:8", "slurm_partition=gpu-long", "runtime=4320",

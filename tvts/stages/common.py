@@ -4,12 +4,46 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-from typing import Callable
+import os
+import sys
+from typing import Callable, Mapping
 
 from tvts.config import ConfigError
 from tvts.train.preemption import PREEMPTED, Preempted
 
 log = logging.getLogger("tvts")
+
+# The CPU kernels' instruction set, per library: ATen's vectorised ops, oneDNN (convolutions and
+# more) and MKL's BLAS. Each reads its variable when torch first calls it. On the smoke config
+# oneDNN's AVX-512 kernels are the ones that changed the weights (an AMD CPU; measured);
+# MKL picks its code path by CPU vendor as well, so all three are pinned.
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}}
+
+
+def cpu_isa_env(isa: str) -> dict[str, str]:
+    """The environment that pins torch's CPU kernels to `isa` (config `cpu_isa`); {} for "", the
+    best the CPU has.
+
+    Raises:
+        ConfigError: for an ISA not in `ISA_ENV`.
+    """
+    if isa and isa not in ISA_ENV:
+        raise ConfigError(f"cpu_isa: {isa!r} is not one of {sorted(ISA_ENV)} or \"\"")
+    return dict(ISA_ENV.get(isa, {}))
+
+
+def job_environment(isa: str, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What the Snakefile adds to every job's environment.
+
+    PATH starts with the bin folder of the interpreter running Snakemake, so jobs run its `tvts`
+    and `torchrun` whether or not the venv is activated (`--sdm conda` puts its env's bin first
+    in each job's shell, so that env's `tvts` wins there); `cpu_isa_env(isa)` pins the kernels.
+    """
+    path = env.get("PATH", "")
+    bindir = os.path.dirname(sys.executable)
+    if path.split(os.pathsep)[0] != bindir:
+        path = os.pathsep.join([bindir, path]) if path else bindir
+    return {"PATH": path} | cpu_isa_env(isa)
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

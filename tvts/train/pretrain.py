@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -223,7 +224,14 @@ class PretrainJob:
         return {"stage": self.stage, "inputs": {"shards": str(self.shard_dir)},
                 "config": {"pretrain": cfg, "text_only": self.text_only}, "counts": counts,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"},
-                "history": state.history, "versions": io.library_versions()}
+                "history": state.history, "versions": io.library_versions(), "cpu": cpu_record()}
+
+
+def cpu_record() -> dict:
+    """The CPU kernels this run computed with: the ISA ATen dispatched to, and any pins that the
+    job's environment set (config `cpu_isa`), which oneDNN and MKL read."""
+    pins = {k: v for k, v in os.environ.items() if k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")}
+    return {"capability": torch.backends.cpu.get_cpu_capability(), "pins": pins}
 
 
 def initial_state(cfg: PretrainConfig, shard_dir: Path, env: dist.DistEnv) -> dict:

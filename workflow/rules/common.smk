@@ -1,4 +1,5 @@
-# Shared helpers: config validation, stage-config params, resources, MLflow handlers. No rules.
+# Shared helpers: config validation, stage-config params, job environment, resources, MLflow handlers. No rules.
+import hashlib
 import json
 import os
 import shlex
@@ -8,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from tvts import grid, tracking
 from tvts.config import ConfigError
+from tvts.stages.common import job_environment
 from tvts.workflow_config import validate_workflow_config
 
 try:
@@ -22,6 +24,11 @@ except ConfigError as err:
     sys.exit(f"Config error: {err}")
 
 
+# Every job inherits this environment (on a Slurm node from the job's own Snakemake, which
+# parses this file there too): the interpreter's bin folder first on PATH and `cpu_isa`'s pins.
+os.environ.update(job_environment(config.get("cpu_isa", "")))
+
+
 wildcard_constraints:
     exp=r"[A-Za-z0-9_\-]+",
     part=r"\d+",
@@ -34,6 +41,33 @@ def stage_json(*sections):
     As a rule param, any change to these sections re-triggers the rule.
     """
     return json.dumps({s: config.get(s, {}) for s in sections}, sort_keys=True)
+
+
+DATA_SECTIONS = ("align_asr", "windows", "shard_clips")
+
+
+def upstream(exp, *sections):
+    """A hash of the config sections (and data version) that a job's inputs were made with: the
+    rule param `upstream` of every rule that reads another rule's output.
+
+    Why: Snakemake records a job's params on its outputs only. When a rerun of that job dies,
+    its outputs are deleted with that record, and a consumer whose own params did not change
+    counts as up to date: the next run plans nothing (snakemake/snakemake#1978). With the
+    upstream sections in each consumer's params, a changed key keeps every job below it planned
+    until each has run, whatever a killed job left.
+    """
+    return hashlib.sha256((exp_json(exp, *sections) + data_version()).encode()).hexdigest()[:16]
+
+
+def model_sections(exp):
+    """The sections behind an experiment's evaluated model: selection is not one for the baseline."""
+    return DATA_SECTIONS + (("pretrain",) if is_baseline(exp) else ("pretrain", "select"))
+
+
+def report_upstream():
+    """`upstream` of the report: every evaluated experiment's, and the `eval` section."""
+    each = " ".join(upstream(e, *model_sections(e), "eval") for e in experiments())
+    return hashlib.sha256(each.encode()).hexdigest()[:16]
 
 
 def res(rule_name, key, fallback=None):
@@ -176,6 +210,7 @@ onstart:
     os.environ[tracking.COMMIT_ENV] = tracking.git_commit(workflow.basedir)
     os.environ[tracking.PAPER_CONFIG_ENV] = str(config["tracking"].get("paper_config", False)).lower()
     tracking.init_store()
+    tracking.mark_stale_runs_killed(config["tracking"]["experiment"])  # RUNNING runs of dead jobs
     command = shlex.join(sys.argv)
     os.environ[tracking.PARENT_ENV] = tracking.start_parent_run(EXP, {"config": config}, command)
 

@@ -1,4 +1,5 @@
-# Data stages: ASR alignment (N parallel parts) and clip sharding.
+# Data stages: ASR alignment (N parallel parts) and clip sharding. Every rule `exec`s its command:
+# the job's process is the `tvts` process, which dies with Snakemake (tvts/cli.py).
 
 
 rule align_asr:
@@ -20,7 +21,7 @@ rule align_asr:
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts align-asr --list {input.video_list:q} --part {wildcards.part}"
+        "exec tvts align-asr --list {input.video_list:q} --part {wildcards.part}"
         " --parts {params.parts} --exp {wildcards.exp} --rule align_asr --config-json {params.cfg:q}"
         " --out {output.jsonl} > {log} 2>&1"
 
@@ -34,11 +35,12 @@ rule shard_clips:
         "logs/{exp}/shard_clips.log",
     params:
         cfg=stage_json("shard_clips"),
+        upstream=lambda wc: upstream(wc.exp, "align_asr", "windows"),
     threads: res("shard_clips", "threads")
     resources:
         **job_resources("shard_clips"),
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts shard-clips --asr {input.asr} --workers {threads}"
+        "exec tvts shard-clips --asr {input.asr} --workers {threads}"
         " --exp {wildcards.exp} --rule shard_clips --config-json {params.cfg:q} --out {output} > {log} 2>&1"

@@ -12,13 +12,14 @@ rule init_model:
         "logs/{exp}/init_model.log",
     params:
         cfg=lambda wc: exp_json(wc.exp, "pretrain"),
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS),
     threads: res("init_model", "threads")
     resources:
         **job_resources("init_model"),
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts init-model --shards {input.shards} --out {output} --exp {wildcards.exp} --rule init_model"
+        "exec tvts init-model --shards {input.shards} --out {output} --exp {wildcards.exp} --rule init_model"
         " --config-json {params.cfg:q} > {log} 2>&1"
 
 
@@ -32,13 +33,14 @@ rule eval_zeroshot_v2v:
         "logs/{exp}/eval_zeroshot_v2v/{dataset}.log",
     params:
         cfg=stage_json("eval"),
+        upstream=lambda wc: upstream(wc.exp, *model_sections(wc.exp)),
     threads: res("eval_zeroshot_v2v", "threads")
     resources:
         **job_resources("eval_zeroshot_v2v"),
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts eval-zeroshot-v2v --model {input.model} --dataset {wildcards.dataset} --out {output}"
+        "exec tvts eval-zeroshot-v2v --model {input.model} --dataset {wildcards.dataset} --out {output}"
         " --exp {wildcards.exp} --rule eval_zeroshot_v2v --config-json {params.cfg:q} > {log} 2>&1"
 
 
@@ -52,13 +54,14 @@ rule eval_linear:
         "logs/{exp}/eval_linear/{dataset}.log",
     params:
         cfg=stage_json("eval"),
+        upstream=lambda wc: upstream(wc.exp, *model_sections(wc.exp)),
     threads: res("eval_linear", "threads")
     resources:
         **job_resources("eval_linear"),
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts eval-linear --model {input.model} --dataset {wildcards.dataset} --out {output}"
+        "exec tvts eval-linear --model {input.model} --dataset {wildcards.dataset} --out {output}"
         " --features results/{wildcards.exp}/features --exp {wildcards.exp} --rule eval_linear"
         " --config-json {params.cfg:q} > {log} 2>&1"
 
@@ -73,6 +76,7 @@ rule eval_finetune:
         "logs/{exp}/eval_finetune/{dataset}.log",
     params:
         cfg=stage_json("eval"),
+        upstream=lambda wc: upstream(wc.exp, *model_sections(wc.exp)),
         launch=lambda wc, threads: launcher("eval_finetune"),
     threads: res("eval_finetune", "threads")
     resources:
@@ -95,6 +99,7 @@ rule eval_t2v:
         "logs/{exp}/eval_t2v/{dataset}.log",
     params:
         cfg=stage_json("eval"),
+        upstream=lambda wc: upstream(wc.exp, *model_sections(wc.exp)),
         launch=lambda wc, threads: launcher("eval_t2v"),
     threads: res("eval_t2v", "threads")
     resources:

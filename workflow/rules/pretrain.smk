@@ -10,6 +10,7 @@ rule pretrain:
         "logs/{exp}/pretrain.log",
     params:
         cfg=lambda wc: exp_json(wc.exp, "pretrain"),
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS),
         launch=lambda wc, threads: launcher("pretrain"),
     threads: res("pretrain", "threads")
     resources:
@@ -30,6 +31,7 @@ rule text_only_baseline:
         "logs/{exp}/text_only_baseline.log",
     params:
         cfg=stage_json("pretrain"),
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS),
         launch=lambda wc, threads: launcher("text_only_baseline"),
     threads: res("text_only_baseline", "threads")
     resources:
@@ -52,12 +54,13 @@ rule select_ckpt:
         "logs/{exp}/select_ckpt.log",
     params:
         cfg=lambda wc: exp_json(wc.exp, "select"),
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS, "pretrain"),
     threads: res("select_ckpt", "threads")
     resources:
         **job_resources("select_ckpt"),
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "tvts select-ckpt --pretrain results/{wildcards.exp}/pretrain --shards {input.shards}"
+        "exec tvts select-ckpt --pretrain results/{wildcards.exp}/pretrain --shards {input.shards}"
         " --out results/{wildcards.exp}/select --exp {wildcards.exp} --rule select_ckpt"
         " --config-json {params.cfg:q} > {log} 2>&1"
