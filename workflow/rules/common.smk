@@ -50,11 +50,11 @@ def upstream(exp, *sections):
     """A hash of the config sections (and data version) that a job's inputs were made with: the
     rule param `upstream` of every rule that reads another rule's output.
 
-    Why: Snakemake records a job's params on its outputs only. When a rerun of that job dies,
-    its outputs are deleted with that record, and a consumer whose own params did not change
-    counts as up to date: the next run plans nothing (snakemake/snakemake#1978). With the
-    upstream sections in each consumer's params, a changed key keeps every job below it planned
-    until each has run, whatever a killed job left.
+    Why: Snakemake checks a job's params against the record of its outputs. When a rerun of
+    that job dies, its outputs are deleted, and a consumer whose own params did not change
+    counts as up to date beside the missing file: the next run plans nothing
+    (snakemake/snakemake#1978). With the upstream sections in each consumer's params, a changed
+    key keeps every job below it planned until each has run, whatever a killed job left.
     """
     return hashlib.sha256((exp_json(exp, *sections) + data_version()).encode()).hexdigest()[:16]
 
