@@ -6,6 +6,7 @@ killed mid-write never leaves a partial file that Snakemake would take as comple
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
@@ -30,6 +31,21 @@ def _tmp_sibling(path: Path) -> Path:
 
 
 @contextlib.contextmanager
+def disk_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Re-raise a full disk (ENOSPC) as one OSError that says so and names `path`.
+
+    Python's own error names no file, and a writer torn down after it (a tar stream, a buffered
+    file) can bury it under a later error such as 'write to closed file'.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise OSError(errno.ENOSPC, f"No space left on device: {path}") from err
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success.
 
@@ -37,14 +53,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path: the final file name.
     Yields:
         A temporary file path to write to (it exists and is empty).
+    Raises:
+        OSError: `No space left on device: <path>` when the disk fills (the temporary file removed).
     """
     final = Path(path)
-    tmp = _tmp_sibling(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with disk_errors(final):
+        tmp = _tmp_sibling(final)
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

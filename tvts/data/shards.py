@@ -18,6 +18,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from tvts.io import disk_errors
+
 SPLITS = ("train", "val")
 
 
@@ -88,14 +90,28 @@ def make_sample(key: str, meta: dict, frames: np.ndarray, quality: int) -> dict[
 
 
 def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> int:
+    """Write one shard; a full disk raises `No space left on device: <path>` (tvts.io.disk_errors)."""
     import webdataset as wds
 
-    with open(path, "wb") as f:
+    with disk_errors(path), open(path, "wb") as f:
         writer = wds.TarWriter(f, user="tvts", group="tvts", mtime=0, encoder=False)
-        for s in samples:
-            writer.write(s)
-        writer.close()
+        try:
+            for s in samples:
+                writer.write(s)
+            writer.close()
+        except BaseException:
+            _abandon(writer.tarstream, f)
+            raise
     return path.stat().st_size
+
+
+def _abandon(tar: tarfile.TarFile, f) -> None:
+    """Drop a tar stream that failed mid-write without finishing it: left alone, it writes its
+    end blocks at garbage collection into the file already closed, and 'ValueError: write to
+    closed file' is the last line a user sees instead of the real error."""
+    tar.closed = True
+    if tar.fileobj is not f:  # stream mode wraps f in a tarfile._Stream, which closes itself on __del__
+        tar.fileobj.closed = True
 
 
 class ShardSink:
