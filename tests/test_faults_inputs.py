@@ -91,6 +91,20 @@ def test_list_rows_outside_the_root_are_rejected_unless_allowed(tmp_path, video_
     assert [r["id"] for r in rows] == ["good", "up", "abs"] and not len(rejects)
 
 
+def test_downstream_list_entries_outside_the_videos_folder_are_missing_not_read(tmp_path):
+    from tvts.data.formats import read_split
+
+    root = tmp_path / "ssv2"
+    (root / "20bn-something-something-v2").mkdir(parents=True)
+    (root / "20bn-something-something-v2" / "1.webm").write_bytes(b"x")
+    for outside in (tmp_path / "up.webm", tmp_path / "abs.webm"):
+        outside.write_bytes(b"x")
+    (root / "val.csv").write_text(f"1.webm 0\n../../up.webm 1\n{tmp_path / 'abs.webm'} 2\n")
+    vset = read_split("ssv2_list", root, "test")
+    assert [i.video_id for i in vset.items] == ["1"]
+    assert {m.video_id: m.reason for m in vset.missing} == {"up": "outside_root", "abs": "outside_root"}
+
+
 def test_a_duplicate_video_id_is_rejected(tmp_path, video_bytes):
     names = [add_video(tmp_path, video_bytes, "dup", subset=s) for s in ("s0", "s1")]
     rows, rejects, _ = align(names, tmp_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class VideoItem:
 class Missing:
     video_id: str
     path: Path
-    reason: str  # "missing_video" | "video_unreadable" | ...
+    reason: str  # "missing_video" | "outside_root" | "video_unreadable" | ...
 
 
 @dataclass
@@ -68,15 +69,31 @@ class VideoSet:
 
 
 def keep_existing(candidates: list[VideoItem], dataset: str, split: str,
-                  classes: tuple[str, ...] = ()) -> VideoSet:
-    """Split listed items into those whose file exists and the missing ones (counted)."""
+                  classes: tuple[str, ...] = (), folder: Path | None = None) -> VideoSet:
+    """Split listed items into those whose file exists and the missing ones (counted).
+
+    Args:
+        folder: the videos folder; an item whose path leaves it (an absolute name, or `..`
+            in an annotation file) is missing as `outside_root`, never read.
+    """
     items, missing = [], []
     for item in candidates:
-        if item.path.is_file():
+        if folder is not None and not inside(item.path, folder):
+            missing.append(Missing(item.video_id, item.path, "outside_root"))
+        elif item.path.is_file():
             items.append(item)
         else:
             missing.append(Missing(item.video_id, item.path, "missing_video"))
     return VideoSet(dataset, split, items, classes, missing)
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies under `folder`, lexically: symlinks inside a dataset are its own."""
+    path_n, folder_n = os.path.normpath(path), os.path.normpath(folder)
+    try:
+        return os.path.commonpath([path_n, folder_n]) == folder_n and path_n != folder_n
+    except ValueError:  # one absolute, one relative
+        return False
 
 
 # ----------------------------------------------------------------------------- reader helpers
@@ -218,4 +235,4 @@ def listed_retrieval_split(dataset: str, split: str, list_path: Path, captions: 
     """
     candidates = [retrieval_item(video_id, captions, folder / f"{video_id}{suffix}", list_path, line)
                   for line, video_id in read_id_list(list_path)]
-    return keep_existing(candidates, dataset, split)
+    return keep_existing(candidates, dataset, split, folder=folder)

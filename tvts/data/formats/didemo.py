@@ -36,7 +36,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     folder = videos_dir(root, videos, VIDEOS)
     candidates = [VideoItem(name, _video_path(folder, name), captions=(text,))
                   for name, text in paragraphs.items()]
-    return keep_existing(candidates, "didemo", split)
+    return keep_existing(candidates, "didemo", split, folder=folder)
 
 
 def read_paragraphs(path: Path) -> dict[str, str]:

@@ -44,7 +44,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     for label, name in enumerate(classes):
         for video in _videos_marked(files[name], MARKS[split]):
             candidates.append(VideoItem(Path(video).stem, folder / name / video, label=label))
-    return keep_existing(candidates, "hmdb51", split, classes)
+    return keep_existing(candidates, "hmdb51", split, classes, folder=folder)
 
 
 def split_files(folder: Path, fold: int) -> dict[str, Path]:

@@ -52,7 +52,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     folder = videos_dir(root, videos, VIDEO_FOLDERS[split])
     index = {name: i for i, name in enumerate(classes)}
     candidates = [_item(row, index, folder, path) for row in rows]
-    return keep_existing(candidates, "kinetics400", split, classes)
+    return keep_existing(candidates, "kinetics400", split, classes, folder=folder)
 
 
 def find_csv(root: Path, split: str) -> Path:

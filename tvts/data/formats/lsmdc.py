@@ -38,7 +38,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     folder = videos_dir(root, videos, VIDEOS)
     candidates = [VideoItem(clip, folder / movie_of(clip) / f"{clip}.avi", captions=tuple(sentences))
                   for clip, sentences in captions.items()]
-    return keep_existing(candidates, "lsmdc", split)
+    return keep_existing(candidates, "lsmdc", split, folder=folder)
 
 
 def read_annotations(path: Path) -> dict[str, list[str]]:

@@ -48,7 +48,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     classes, index = read_labels(root / LABELS_FILE)
     path, folder = root / SPLIT_FILES[split], videos_dir(root, videos, VIDEOS)
     candidates = [_json_item(entry, index, folder, path, line) for line, entry in read_json_list(path)]
-    return keep_existing(candidates, "ssv2", split, classes)
+    return keep_existing(candidates, "ssv2", split, classes, folder=folder)
 
 
 def read_labels(path: Path) -> tuple[tuple[str, ...], dict[str, int]]:
@@ -102,7 +102,7 @@ def read_list(root: str | Path, split: str, fold: int = 1, *, videos: str | Path
     path = root / list_file if list_file is not None else _list_file(root, LIST_FILES[split])
     folder = videos_dir(root, videos, VIDEOS)
     candidates = [_list_item(text, len(classes), folder, path, line) for line, text in read_lines(path)]
-    return keep_existing(candidates, "ssv2_list", split, classes)
+    return keep_existing(candidates, "ssv2_list", split, classes, folder=folder)
 
 
 def _list_file(root: Path, names: tuple[str, ...]) -> Path:

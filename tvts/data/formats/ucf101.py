@@ -43,7 +43,7 @@ def read(root: str | Path, split: str, fold: int = 1, *, videos: str | Path | No
     index = {name.lower(): i for i, name in enumerate(classes)}
     lengths = (2,) if split == "train" else (1, 2)  # test lists carry no label; tolerate one
     candidates = [_item(text, index, folder, path, line, lengths) for line, text in read_lines(path)]
-    return keep_existing(candidates, "ucf101", split, classes)
+    return keep_existing(candidates, "ucf101", split, classes, folder=folder)
 
 
 def read_class_index(path: Path) -> tuple[str, ...]:
