@@ -131,6 +131,24 @@ def with_info(ann: dict, **info) -> dict:
     return {**ann, "info": {**ann["info"], **info}}
 
 
+def short_video(seconds: float, fps: int = 8) -> bytes:
+    """A real video of `seconds` (align_asr checks info.duration against the container's)."""
+    import tempfile
+
+    import av
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "short.mp4"
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("libx264", rate=fps)
+            stream.width = stream.height = 32
+            stream.pix_fmt = "yuv420p"
+            for _ in range(int(seconds * fps)):
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")))
+            out.mux(stream.encode())
+        return path.read_bytes()
+
+
 BAD_CASES = {
     "corrupt": lambda v, a: (b"\x00not a video" * 500, a),
     "truncated": lambda v, a: (v[: len(v) // 3], a),
@@ -143,13 +161,15 @@ BAD_CASES = {
     "denoised_too_long": lambda v, a: (v, {**a, "denoised": a["denoised"] * 10}),
     "denoised_too_short": lambda v, a: (v, {**a, "denoised": a["denoised"][:1]}),
     "zero_duration": lambda v, a: (v, with_info(a, duration=0)),
-    "shorter_than_window": lambda v, a: (v, with_info(a, duration=9.0)),
+    "shorter_than_window": lambda v, a: (short_video(9.0), with_info(a, duration=9.0)),
+    "duration_beyond_the_video": lambda v, a: (v, with_info(a, duration=1e7)),
 }
 EXPECTED = {"corrupt": "video_unreadable", "truncated": ("video_unreadable", "window_beyond_video_end"),
             "missing_annotation": "missing_annotation", "missing_video": "missing_video", "empty_asr": "empty_asr",
             "garbled": "garbled_asr", "mis_encoded_bytes": "garbled_asr",
             "denoised_too_long": "denoised_length_mismatch", "denoised_too_short": "denoised_length_mismatch",
-            "zero_duration": "zero_duration", "shorter_than_window": "video_shorter_than_window"}
+            "zero_duration": "zero_duration", "shorter_than_window": "video_shorter_than_window",
+            "duration_beyond_the_video": "duration_mismatch"}
 
 
 @pytest.fixture(scope="module")
