@@ -20,7 +20,8 @@ from typing import Any, Iterator
 import yaml
 
 from tvts.io import dumps
-from tvts.tracking.spool import LINK, RunRef, replay_spool, resolve_id
+from tvts.tracking import spool
+from tvts.tracking.spool import RunRef, replay_spool, resolve_id
 from tvts.tracking.store import COMMIT_ENV, PAPER_CONFIG_ENV, PARENT_ENV, experiment_name, safe_key, tracking_off
 from tvts.tracking.system import start_system_metrics
 from tvts.train.preemption import Preempted
@@ -235,12 +236,10 @@ def register_model(run_id: str, path: str | Path, name: str, alias: str = "best"
     and while the store is away: the registration is then spooled and done at replay)."""
     if tracking_off() or not run_id:
         return ""
-    from tvts.tracking import spool
-
     op = {"op": "register", "path": str(Path(path).resolve()), "name": name, "alias": alias, "tags": tags or {}}
     ref = _ref_for(run_id)
-    if ref.path is None and ref.run_id and LINK.usable():
-        done, version = LINK.timed(lambda: spool.register(spool.client(), ref.run_id, op))
+    if ref.path is None and ref.run_id and spool.LINK.usable():
+        done, version = spool.LINK.timed(lambda: spool.register(spool.client(), ref.run_id, op))
         if done:
             return version
     ref.send(op)
