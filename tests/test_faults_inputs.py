@@ -313,6 +313,46 @@ def test_an_unreadable_checkpoint_is_skipped_counted_and_never_wins(tmp_path, ca
     assert best == good.name and written == [good] and list(unreadable) == [bad.name]
 
 
+def fake_pretraining(root: Path, best_is_corrupt: bool = True) -> Path:
+    """A pretraining folder whose manifest recorded both epochs' val scores; epoch 1 scored best."""
+    from tvts.train import checkpoint
+
+    pre = root / "pretrain"
+    names = ["ckpt/epoch-0000_step-00000002.pt", "ckpt/epoch-0001_step-00000004.pt"]
+    for step, name in ((2, names[0]), (4, names[1])):
+        checkpoint.save(pre / name, {"model": {}, "config": {}, "text_spec": {}, "step": step,
+                                     "steps_per_epoch": 2, "run_key": "k"})
+    for name in names[1:] if best_is_corrupt else names:
+        (pre / name).write_bytes((pre / name).read_bytes()[:200])
+    history = [{"epoch": 0, "step": 2, "sort_exact": 0.1}, {"epoch": 1, "step": 4, "sort_exact": 0.9}]
+    (root / "shards").mkdir()
+    (pre / "manifest.json").write_text(json.dumps({"inputs": {"shards": str(root / "shards")}, "history": history,
+                                                   "outputs": {"epoch_checkpoints": names}}))
+    return pre
+
+
+def select(root: Path, pre: Path) -> int:
+    from tvts.stages import select_ckpt
+
+    cfg = json.dumps({"select": {"register": False, "metric": "sort_exact"}})
+    return select_ckpt.main(["--pretrain", str(pre), "--shards", str(root / "shards"), "--out", str(root / "select"),
+                             "--exp", "faults", "--config-json", cfg])
+
+
+def test_select_ckpt_never_lets_a_corrupt_checkpoint_win(tmp_path):
+    assert select(tmp_path, fake_pretraining(tmp_path)) == 0
+    selection = json.loads((tmp_path / "select/selection.json").read_text())
+    assert selection["best"] == "epoch-0000_step-00000002.pt"
+    assert list(selection["unreadable"]) == ["epoch-0001_step-00000004.pt"]
+    assert selection["counts"] == {"candidates": 2, "scored": 1, "unreadable": 1}
+    assert [c["checkpoint"] for c in selection["candidates"]] == ["epoch-0000_step-00000002.pt"]
+
+
+def test_select_ckpt_with_no_readable_checkpoint_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="select_ckpt: .*no readable candidate checkpoint"):
+        select(tmp_path, fake_pretraining(tmp_path, best_is_corrupt=False))
+
+
 # ----------------------------------------------------------------------------- shard members
 def write_tar(path: Path, members: dict[str, bytes]) -> Path:
     with tarfile.open(path, "w") as tar:
