@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from tvts.tracking.records import (RunRecord, latest_runs, list_exps, metric_history, pick_latest,
                                    search_stage_runs, store_exists)
-from tvts.tracking.runs import (StageRun, base_tags, data_md5, end_run, flatten, git_commit, log_params,
+from tvts.tracking.runs import (StageRun, base_tags, data_md5, end_run, flatten, git_commit, init_store, log_params,
                                 owner_tags, register_model, stage_run, start_parent_run)
 from tvts.tracking.spool import replay_spool, spool_dir
 from tvts.tracking.stale import mark_stale_runs_killed
 from tvts.tracking.store import (COMMIT_ENV, DEFAULT_EXPERIMENT, DEFAULT_URI, EXPERIMENT_ENV, PAPER_CONFIG_ENV,
-                                 PARENT_ENV, artifact_root, experiment_name, init_store, safe_key, tracking_off,
+                                 PARENT_ENV, artifact_root, experiment_name, safe_key, tracking_off,
                                  tracking_uri)
 from tvts.tracking.system import system_metrics_enabled
 

@@ -22,7 +22,8 @@ import yaml
 from tvts.io import dumps
 from tvts.tracking import spool
 from tvts.tracking.spool import RunRef, replay_spool, resolve_id
-from tvts.tracking.store import COMMIT_ENV, PAPER_CONFIG_ENV, PARENT_ENV, experiment_name, safe_key, tracking_off
+from tvts.tracking.store import (COMMIT_ENV, PAPER_CONFIG_ENV, PARENT_ENV, experiment_id, experiment_name, is_transient,
+                                 safe_key, tracking_off)
 from tvts.tracking.system import start_system_metrics
 from tvts.train.preemption import Preempted
 
@@ -99,6 +100,24 @@ def send_params(ref: RunRef, params: dict) -> None:
     keys = list(items)
     for i in range(0, len(keys), PARAMS_PER_CALL):
         ref.send({"op": "batch", "params": {k: items[k] for k in keys[i:i + PARAMS_PER_CALL]}})
+
+
+def init_store(name: str | None = None) -> str:
+    """Create the store (running its schema migration once) and the experiment.
+
+    Called from the Snakefile's `onstart`, before any job. A tracking server that does not
+    answer is not an error here: the runs are spooled (see `tvts.tracking.spool`).
+
+    Returns:
+        The experiment id ("" while the server is unreachable).
+    """
+    try:
+        return experiment_id(name)
+    except Exception as err:  # noqa: BLE001 - only a store that is away is forgiven
+        if not is_transient(err):
+            raise
+        spool.LINK.failed(err, 0.0)
+        return ""
 
 
 def start_parent_run(exp: str, params: dict | None = None, command: str = "") -> str:

@@ -157,26 +157,6 @@ def _experiment_id(uri: str, name: str) -> str:
         return mlc.get_experiment_by_name(name).experiment_id
 
 
-def init_store(name: str | None = None) -> str:
-    """Create the store (running its schema migration once) and the experiment.
-
-    Called from the Snakefile's `onstart`, before any job. A tracking server that does not
-    answer is not an error here: the runs are spooled (see `tvts.tracking.spool`).
-
-    Returns:
-        The experiment id ("" while the server is unreachable).
-    """
-    from tvts.tracking import spool
-
-    try:
-        return experiment_id(name)
-    except Exception as err:  # noqa: BLE001 - only a store that is away is forgiven
-        if not is_transient(err):
-            raise
-        spool.LINK.failed(err, 0.0)
-        return ""
-
-
 def safe_key(key: str) -> str:
     """MLflow keys allow letters, digits, `_-. /` only (config keys can be free text)."""
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)[:250]
