@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tvts import tracking
-from tvts.tracking import spool, store
+from tvts.tracking import agent, runs, spool, store
 
 from conftest import own_store
 
@@ -78,6 +78,7 @@ def http_store(server, tmp_path, monkeypatch):
     monkeypatch.setenv("TVTS_MLFLOW_EXPERIMENT", EXPERIMENT)
     monkeypatch.setenv("TVTS_GIT_COMMIT", "test")
     monkeypatch.setenv(spool.SPOOL_ENV, str(tmp_path / "spool"))
+    monkeypatch.setenv(agent.AGENT_ENV, "off")  # this process talks to the server itself
     monkeypatch.delenv("TVTS_PARENT_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(spool, "LINK", spool.Link())
@@ -150,6 +151,7 @@ def test_server_back_mid_run_replays_before_the_next_write(tmp_path, monkeypatch
     """The store answers again while the job runs: the spooled writes go first, in order."""
     own_store(monkeypatch, tmp_path, EXPERIMENT)
     monkeypatch.setenv(spool.SPOOL_ENV, str(tmp_path / "spool"))
+    monkeypatch.setenv(agent.AGENT_ENV, "off")
     monkeypatch.setattr(spool, "LINK", spool.Link())
     monkeypatch.setattr(spool, "PROBE_FIRST_S", 0.0)
     real_apply, away = spool._apply, {"on": False}
@@ -186,19 +188,42 @@ PARALLEL_JOB = textwrap.dedent("""
     from tvts import tracking
     with tracking.stage_run("align_asr", "par", {"part": int(sys.argv[1])}, run_name=f"par/part-{sys.argv[1]}") as run:
         run.log_metrics({"videos": 1.0})
+    print(run.run_id, "mlflow" in sys.modules)
 """)
 
 
-def test_parallel_jobs_on_a_fresh_sqlite_store_lose_no_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("via_agent", ["off", "on"])
+def test_parallel_jobs_on_a_fresh_sqlite_store_lose_no_run(tmp_path, monkeypatch, via_agent):
+    """off: each job migrates and writes the store itself (under the schema lock); on: short jobs
+    never import mlflow, the agent writes their runs before they exit."""
     uri = own_store(monkeypatch, tmp_path, EXPERIMENT)
     monkeypatch.setenv(spool.SPOOL_ENV, str(tmp_path / "spool"))
+    monkeypatch.setenv(agent.AGENT_ENV, via_agent)
     procs = [subprocess.Popen([sys.executable, "-c", PARALLEL_JOB, str(i)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(8)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(outs)[-4000:]
-    runs = tracking.search_stage_runs(["par"], ("FINISHED",), EXPERIMENT, uri)
-    assert sorted(r.params["part"] for r in runs) == [str(i) for i in range(8)]
-    assert not list((tmp_path / "spool").glob("*.jsonl"))
+    found = tracking.search_stage_runs(["par"], ("FINISHED",), EXPERIMENT, uri)
+    assert sorted(r.params["part"] for r in found) == [str(i) for i in range(8)]
+    assert {r.run_id for r in found} == {out.split()[-2] for out in outs}  # the jobs saw the store's ids
+    assert {out.split()[-1] for out in outs} == {"True" if via_agent == "off" else "False"}
+    assert not [p for p in (tmp_path / "spool").glob("*.jsonl") if p.name != "ids.jsonl"]
+
+
+def test_a_deferred_job_that_runs_long_shows_up_running(tmp_path, monkeypatch):
+    own_store(monkeypatch, tmp_path, EXPERIMENT)
+    monkeypatch.setenv(spool.SPOOL_ENV, str(tmp_path / "spool"))
+    monkeypatch.setattr(runs, "_may_defer", lambda: True)
+    monkeypatch.setattr(runs, "DEFER_S", 0.5)
+    with tracking.stage_run("eval_linear", "defer", {"lr": 1}) as run:
+        assert run.ref.run_id is None  # spooled, not yet in the store
+        deadline = time.monotonic() + 120  # going live imports mlflow in the timer's thread
+        while run.ref.run_id is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert run.ref.run_id and store.client().get_run(run.ref.run_id).info.status == "RUNNING"
+        run.log_metrics({"top1": 1.0})
+    got = store.client().get_run(run.run_id)
+    assert got.info.status == "FINISHED" and got.data.metrics == {"top1": 1.0} and got.data.params == {"lr": "1"}
 
 
 def test_mark_stale_runs_killed_kills_dead_jobs_only(tmp_path, monkeypatch):

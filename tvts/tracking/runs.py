@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,14 +21,15 @@ from typing import Any, Iterator
 import yaml
 
 from tvts.io import dumps
-from tvts.tracking import spool
+from tvts.tracking import agent, spool
 from tvts.tracking.spool import RunRef, replay_spool, resolve_id
 from tvts.tracking.store import (COMMIT_ENV, PAPER_CONFIG_ENV, PARENT_ENV, experiment_id, experiment_name, is_transient,
                                  safe_key, tracking_off)
-from tvts.tracking.system import start_system_metrics
+from tvts.tracking.system import start_system_metrics, system_metrics_enabled
 from tvts.train.preemption import Preempted
 
 PARAMS_PER_CALL = 100  # MLflow's log_batch limit for params
+DEFER_S = 10.0  # a job still running after this talks to the store itself (live curves)
 METRICS_PER_CALL = 1000
 
 
@@ -85,9 +87,13 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def open_run(tags: dict[str, str], params: dict | None = None, experiment: str | None = None) -> RunRef:
-    """Create a run with `tags` and its params (flattened): one create and one batch per 100 params."""
+def open_run(tags: dict[str, str], params: dict | None = None, experiment: str | None = None,
+             defer: bool = False) -> RunRef:
+    """Create a run with `tags` and its params (flattened): one create and one batch per 100 params.
+    With `defer`, the writes wait in the spool for `DEFER_S` (see `tvts.tracking.agent`)."""
     ref = RunRef(None)
+    if defer:
+        ref.defer(DEFER_S)
     ref.send({"op": "create", "experiment": experiment or experiment_name(), "tags": tags, "start": _now_ms()})
     send_params(ref, params or {})
     return ref
@@ -140,11 +146,24 @@ def _ref_for(run_id: str) -> RunRef:
     return (RunRef.adopt(real) if real.startswith("local-") else None) or RunRef(real)
 
 
+@contextlib.contextmanager
+def _existing(run_id: str) -> Iterator[RunRef]:
+    """`_ref_for(run_id)`, or this process's own open handle on that run (its spool file is ours)."""
+    mine = spool.OPEN.get(run_id)
+    if mine is not None:
+        yield mine
+        return
+    ref = _ref_for(run_id)
+    try:
+        yield ref
+    finally:
+        ref.release()
+
+
 def end_run(run_id: str, ok: bool = True) -> None:
     """Mark a run FINISHED, or FAILED when not `ok`."""
-    ref = _ref_for(run_id)
-    ref.send({"op": "end", "status": "FINISHED" if ok else "FAILED", "end": _now_ms()})
-    ref.release()
+    with _existing(run_id) as ref:
+        ref.send({"op": "end", "status": "FINISHED" if ok else "FAILED", "end": _now_ms()})
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -161,9 +180,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def log_params(run_id: str, params: dict) -> None:
     """Log a nested config as flat `a.b` params, in batches (MLflow caps a batch at 100)."""
-    ref = _ref_for(run_id)
-    send_params(ref, params)
-    ref.release()
+    with _existing(run_id) as ref:
+        send_params(ref, params)
 
 
 class StageRun:
@@ -175,7 +193,10 @@ class StageRun:
 
     @property
     def run_id(self) -> str:
-        return self.ref.id if self.ref else ""
+        if self.ref is None:
+            return ""
+        self.ref.go_live()  # whoever needs the id (a checkpoint, the registry) needs the store's
+        return self.ref.id
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         now = _now_ms()
@@ -213,14 +234,16 @@ def stage_run(stage: str, exp: str, params: dict, rule: str | None = None,
     if tracking_off():
         yield _OffRun(None)
         return
-    replay_spool()
+    defer = not resume_run_id and _may_defer()
+    if not defer:
+        replay_spool()  # deferred jobs leave that to the agent
     handle = _reopen(resume_run_id) if resume_run_id else None
     if handle is None:
         tags = base_tags(exp, rule or stage) | {"tvts.stage": stage, "mlflow.runName": run_name or f"{exp}/{stage}"}
         if os.environ.get(PARENT_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
         tags |= owner_tags() | (extra_tags or {})
-        handle = StageRun(open_run(tags, params))
+        handle = StageRun(open_run(tags, params, defer=defer))
     monitor = start_system_metrics(handle, resumed=resume_run_id is not None)
     status = "FAILED"
     try:
@@ -233,7 +256,31 @@ def stage_run(stage: str, exp: str, params: dict, rule: str | None = None,
         if monitor is not None:
             monitor.finish()
         handle.ref.send({"op": "end", "status": status, "end": _now_ms()})
+        _hand_off(handle.ref)
         handle.ref.release()
+
+
+def _may_defer() -> bool:
+    """A job that has not imported mlflow spools its run and hands it to the agent at the end."""
+    return agent.agent_enabled() and "mlflow" not in sys.modules and not system_metrics_enabled()
+
+
+def _hand_off(ref: RunRef) -> None:
+    """Have the agent replay the job's spool file (or replay it here): the run is in the store
+    when the job ends, and `ref.run_id` is the store's id."""
+    with ref.lock:
+        if ref.deferred_until is None:  # not deferred, or gone live meanwhile
+            return
+        ref.deferred_until = None
+        if ref.timer is not None:
+            ref.timer.cancel()
+    ref.release()
+    reply = agent.ask({"path": str(ref.path), "local_id": ref.local_id})
+    if not reply or not reply.get("ok"):
+        replay_spool()
+    resolved = resolve_id(ref.local_id)
+    if not resolved.startswith(spool.LOCAL_PREFIX):
+        ref.run_id = resolved
 
 
 def _reopen(run_id: str) -> StageRun | None:
@@ -256,11 +303,11 @@ def register_model(run_id: str, path: str | Path, name: str, alias: str = "best"
     if tracking_off() or not run_id:
         return ""
     op = {"op": "register", "path": str(Path(path).resolve()), "name": name, "alias": alias, "tags": tags or {}}
-    ref = _ref_for(run_id)
-    if ref.path is None and ref.run_id and spool.LINK.usable():
-        done, version = spool.LINK.timed(lambda: spool.register(spool.client(), ref.run_id, op))
-        if done:
-            return version
-    ref.send(op)
-    ref.release()
+    with _existing(run_id) as ref:
+        ref.go_live()
+        if ref.path is None and ref.run_id and spool.LINK.usable():
+            done, version = spool.LINK.timed(lambda: spool.register(spool.client(), ref.run_id, op))
+            if done:
+                return version
+        ref.send(op)
     return ""

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tvts.tracking.store import client, experiment_id, is_http, is_transient, retry_if_locked, tracking_uri
+from tvts.tracking.store import (artifact_root, client, experiment_id, is_http, is_transient, retry_if_locked,
+                                 sqlite_path, tracking_uri)
 
 log = logging.getLogger("tvts.tracking")
 SPOOL_ENV = "TVTS_SPOOL_DIR"
@@ -41,8 +42,11 @@ MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
 
 def spool_dir() -> Path:
-    """`TVTS_SPOOL_DIR`, else `logs/tracking-spool/` under the working directory (git-ignored)."""
-    return Path(os.environ.get(SPOOL_ENV) or DEFAULT_SPOOL).resolve()
+    """`TVTS_SPOOL_DIR`; else beside a SQLite store (`mlartifacts/.tvts-spool/`, with its artifacts),
+    else `logs/tracking-spool/` under the working directory (both git-ignored)."""
+    if os.environ.get(SPOOL_ENV):
+        return Path(os.environ[SPOOL_ENV]).resolve()
+    return artifact_root() / ".tvts-spool" if sqlite_path(tracking_uri()) else DEFAULT_SPOOL.resolve()
 
 
 class Link:
@@ -96,6 +100,7 @@ class Link:
 
 
 LINK = Link()
+OPEN: dict[str, RunRef] = {}  # this process's runs with an open spool file, by local id
 
 
 def probe(uri: str) -> bool:
@@ -117,6 +122,8 @@ class RunRef:
     run_id: str | None
     local_id: str = field(default_factory=lambda: LOCAL_PREFIX + uuid.uuid4().hex)
     path: Path | None = None
+    deferred_until: float | None = None  # until then every write goes to the spool (see `agent`)
+    timer: threading.Timer | None = None  # ends the deferral of a job that runs long
     lock: threading.RLock = field(default_factory=threading.RLock)  # the system-metrics thread writes too
     _file: Any = None
 
@@ -128,6 +135,10 @@ class RunRef:
     def send(self, op: dict) -> None:
         """Write `op` to the store, or to the spool while the store is away or older ops wait there."""
         with self.lock:
+            if self.deferred_until is not None and time.monotonic() < self.deferred_until:
+                self._spool(op)
+                return
+            self.deferred_until = None  # a long job: it talks to the store itself from now on
             if self.path is not None and LINK.usable():
                 replay_spool(own=self)
             if self.path is None:
@@ -136,6 +147,23 @@ class RunRef:
                     return
             self._spool(op)
 
+    def defer(self, seconds: float) -> None:
+        """Spool every write for `seconds`; then (or at the first write after) talk to the store."""
+        self.deferred_until = time.monotonic() + seconds
+        self.timer = threading.Timer(seconds, self.go_live)  # a silent long job still shows up RUNNING
+        self.timer.daemon = True
+        self.timer.start()
+
+    def go_live(self) -> None:
+        """Stop deferring: replay what waits in the spool now, if the store answers."""
+        if self.timer is not None and self.timer is not threading.current_thread():
+            self.timer.cancel()
+        with self.lock:
+            if self.deferred_until is not None:
+                self.deferred_until = None
+                if self.path is not None and LINK.usable():
+                    replay_spool(own=self)
+
     def _spool(self, op: dict) -> None:
         if self._file is None:
             folder = spool_dir()
@@ -143,6 +171,7 @@ class RunRef:
             self.path = folder / f"{time.time_ns()}-{os.getpid()}-{self.id}.jsonl"
             self._file = open(self.path, "a", encoding="utf-8")
             fcntl.flock(self._file, fcntl.LOCK_EX)  # ours while the job runs: nobody else replays it
+            OPEN[self.local_id] = self
             header = {"uri": tracking_uri(), "run_id": self.run_id, "local_id": self.local_id}
             self._file.write(json.dumps(header) + "\n")
         self._file.write(json.dumps(op) + "\n")
@@ -162,6 +191,7 @@ class RunRef:
     def release(self) -> None:
         """The job is over: let the next stage start (or `replay_spool`) replay what is left."""
         with self.lock:
+            OPEN.pop(self.local_id, None)
             if self._file is not None:
                 self._file.close()
                 self._file = None
