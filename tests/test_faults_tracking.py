@@ -21,7 +21,7 @@ import requests
 from tvts import tracking
 from tvts.tracking import agent, runs, spool, store
 
-from conftest import own_store
+from conftest import SMOKE, own_store
 
 EXPERIMENT = "tvts-faults-tracking"
 
@@ -106,7 +106,7 @@ def test_http_artifacts_land_in_the_server_store(http_store, tmp_path):
     assert store.client().get_run(run.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
 
-def test_server_killed_mid_run_spools_and_replays_in_order(http_store, tmp_path):
+def test_server_killed_mid_run_spools_and_replays_in_order(http_store, tmp_path, smoke_corpus):
     blocked: list[float] = []
     with tracking.stage_run("pretrain", "faults", {"pretrain": {"steps": 30}}) as run:
         for step in range(10):
@@ -128,6 +128,11 @@ def test_server_killed_mid_run_spools_and_replays_in_order(http_store, tmp_path)
         timed(blocked, tracking.end_run, parent)
     assert sum(blocked) <= 30.0, blocked
     assert list((tmp_path / "spool").glob("*.jsonl"))
+    job = subprocess.run(["tvts", "align-asr", "--list", str(smoke_corpus / "yttemporal" / "videos.tsv"),
+                          "--config", str(SMOKE), "--exp", "faults", "--out", str(tmp_path / "part-0.jsonl")],
+                         capture_output=True, text=True, timeout=600)  # a whole stage job while the server is away
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert job.stderr.count(f"MLflow tracking store {http_store.uri} is unreachable") == 1
 
     http_store.start()
     spool.LINK = spool.Link()  # the next stage start: a new process
@@ -145,6 +150,8 @@ def test_server_killed_mid_run_spools_and_replays_in_order(http_store, tmp_path)
     assert late.data.tags["mlflow.parentRunId"] == real_parent
     assert late.data.tags["tvts.task"] == "linear" and late.data.params == {"eval.lr": "0.1"}
     assert late.data.metrics == {"top1": 42.0}
+    aligned = tracking.search_stage_runs(["faults"], ("FINISHED",), EXPERIMENT)
+    assert [r.metrics["videos_in"] for r in aligned if r.stage == "align_asr" and "videos_in" in r.metrics]
 
 
 def test_server_back_mid_run_replays_before_the_next_write(tmp_path, monkeypatch):

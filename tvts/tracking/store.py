@@ -49,15 +49,6 @@ def bound_http_retries() -> None:
         os.environ.setdefault(key, value)
 
 
-def connect_mlflow():
-    """The `mlflow` module, pointed at `tracking_uri()` (the writers' way in)."""
-    bound_http_retries()  # before mlflow reads them
-    import mlflow  # imported lazily: it costs seconds and most CLI paths never need it
-
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow
-
-
 def client(uri: str | None = None):
     """The process's `MlflowClient` for `uri` (default `tracking_uri()`)."""
     return _client(uri or tracking_uri())
