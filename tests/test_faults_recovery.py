@@ -109,7 +109,9 @@ def test_a_killed_rerun_leaves_the_job_and_everything_downstream_planned(smoke_d
     assert not wait_gone([worker], 20), "the trainer outlived its torchrun agent"
     assert not (work / "results/smoke/pretrain/manifest.json").exists()
     # every job that reads the pretrain section, the ones downstream of the killed job included
-    assert planned_jobs(snakemake(work, "-n", configfile=cfg)) == TRAIN
+    dry = snakemake(work, "-n", configfile=cfg)
+    assert planned_jobs(dry) == TRAIN
+    assert "results/smoke/pretrain/manifest.json is missing but results/smoke/select/best.pt exists" in dry.stderr
 
 
 def test_a_trainer_dies_with_a_sigkilled_snakemake_after_a_checkpoint(smoke_dag_done, tmp_path, monkeypatch):

@@ -81,6 +81,23 @@ def data_version():
     return tracking.data_md5("data.dvc")
 
 
+WARNED_MISSING = set()
+
+
+def rule_output(path, producer, consumer):
+    """`path`, an output of rule `producer`, as an input of the job that writes `consumer`.
+
+    Missing beside an existing `consumer`, it is the output of a job that died; when that rerun
+    had a trigger that `upstream` does not carry (`-R`, a changed rule), Snakemake plans nothing
+    (it does not rebuild a missing intermediate file), so this says so, once per file.
+    """
+    if path not in WARNED_MISSING and not os.path.exists(path) and os.path.exists(consumer):
+        WARNED_MISSING.add(path)
+        print(f"Warning: {path} is missing but {consumer} exists: a {producer} job did not finish; "
+              f"if nothing is planned, `snakemake -R {producer}` reruns it and everything below it.", file=sys.stderr)
+    return path
+
+
 def raw_input(path):
     """A raw dataset file outside DVC (e.g. the paper's YT-Temporal list) is an input when
     present; when absent, the DAG still builds (dry-run anywhere) and the job fails with a

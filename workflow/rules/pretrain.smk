@@ -45,7 +45,8 @@ rule text_only_baseline:
 
 rule select_ckpt:
     input:
-        pretrain="results/{exp}/pretrain/manifest.json",
+        pretrain=lambda wc: rule_output(f"results/{wc.exp}/pretrain/manifest.json", "pretrain",
+                                        f"results/{wc.exp}/select/best.pt"),
         shards=lambda wc: shards_of(wc.exp),
     output:
         best="results/{exp}/select/best.pt",
