@@ -32,6 +32,40 @@ def test_index_matches_the_tar_contents(smoke_shards):
         assert ds.read(i) == {k: v for k, v in sample.items() if k != "__key__"}
 
 
+def test_shard_clips_writes_the_index_every_rank_reads(smoke_shards, caplog):
+    from tvts.train.data import load_refs
+
+    with caplog.at_level("WARNING", logger="tvts.data.shards"):
+        for split in ("train", "val"):
+            assert (smoke_shards / f"{split}-index.json").is_file()
+            assert load_refs(smoke_shards, split) == index_shards(list_shards(smoke_shards, split))
+    assert not caplog.records                                   # read, not rebuilt
+
+
+def test_a_stale_or_missing_index_is_rebuilt_with_a_warning(smoke_shards, tmp_path, caplog):
+    import shutil
+
+    from tvts.train.data import load_refs
+
+    shards = tmp_path / "shards"
+    shutil.copytree(smoke_shards, shards)
+    first = list_shards(shards, "train")[0]
+    shutil.copy(first, shards / "train-000099.tar")             # a shard the index does not list
+    with caplog.at_level("WARNING", logger="tvts.data.shards"):
+        refs = load_refs(shards, "train")
+    assert "is stale" in caplog.text and refs == index_shards(list_shards(shards, "train"))
+    caplog.clear()
+    assert load_refs(shards, "train") == refs and not caplog.records   # the rebuilt index was saved
+    (shards / "val-index.json").unlink()
+    with caplog.at_level("WARNING", logger="tvts.data.shards"):
+        assert load_refs(shards, "val") == index_shards(list_shards(shards, "val"))
+    assert "is missing" in caplog.text
+    (shards / "val-index.json").write_text("{not json")
+    with caplog.at_level("WARNING", logger="tvts.data.shards"):
+        assert load_refs(shards, "val") == index_shards(list_shards(shards, "val"))
+    assert "is unreadable" in caplog.text
+
+
 def test_item_shapes_mask_and_transcript_order(dataset):
     item = dataset[(0, 0)]
     assert item["frames"].shape == (3, 8, 32, 32) and item["frames"].dtype == torch.float32

@@ -134,6 +134,7 @@ def write_shards(rows: list[dict], out_dir: Path, cfg: ShardConfig, workers: int
             sinks[split].add(s)
     for sink in sinks.values():
         sink.flush()
+        sink.write_index()
     return sinks, rejects
 
 

@@ -5,12 +5,18 @@ One sample per window, key `<video_id>_wNNN` (WebDataset keys may not contain do
     <key>.fNNN.jpg    the stored frames, in time order
 Shards are byte-reproducible: fixed tar metadata (mtime 0, fixed owner) and deterministic
 JPEG encoding, written in a fixed sample order.
+
+Beside each split's shards, `<split>-index.json` holds every sample's member offsets and sizes
+(written by `shard_clips` as it writes the shards), so a trainer's ranks read it instead of
+scanning every tar header at start-up. A missing or stale index (shards added, removed or of
+another size) is rebuilt from the headers with a warning.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import tarfile
 from pathlib import Path
 from typing import Iterator
@@ -18,9 +24,12 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from tvts.io import disk_errors
+from tvts.io import atomic_write_json, disk_errors
 
 SPLITS = ("train", "val")
+INDEX_VERSION = 1
+log = logging.getLogger("tvts.data.shards")
+Members = dict[str, tuple[int, int]]  # field -> (offset, size) of its data inside the tar
 
 
 class ShardError(ValueError):
@@ -115,12 +124,14 @@ def _abandon(tar: tarfile.TarFile, f) -> None:
 
 
 class ShardSink:
-    """Writes samples of one split into `<split>-NNNNNN.tar`, never an empty shard."""
+    """Writes samples of one split into `<split>-NNNNNN.tar`, never an empty shard, and keeps
+    each written shard's index entry (`write_index` saves them)."""
 
     def __init__(self, out_dir: Path, split: str, samples_per_shard: int):
         self.out_dir, self.split, self.per_shard = out_dir, split, samples_per_shard
         self.buffer: list[dict[str, bytes]] = []
         self.shards: list[str] = []
+        self.index: list[dict] = []
         self.n_samples = 0
         self.n_bytes = 0
 
@@ -136,7 +147,12 @@ class ShardSink:
         name = f"{self.split}-{len(self.shards):06d}.tar"
         self.n_bytes += _write_tar(self.out_dir / name, self.buffer)
         self.shards.append(name)
+        self.index.append(index_entry(self.out_dir / name))
         self.buffer = []
+
+    def write_index(self) -> None:
+        atomic_write_json(index_path(self.out_dir, self.split), {"version": INDEX_VERSION, "split": self.split,
+                                                                  "shards": self.index})
 
 
 def iter_tar_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
@@ -191,4 +207,55 @@ def decode_sample(sample: dict[str, bytes], n_frames: int, rng: np.random.Genera
 
 def list_shards(shard_dir: str | Path, split: str) -> list[Path]:
     return sorted(Path(shard_dir).glob(f"{split}-*.tar"))
+
+
+def index_path(shard_dir: str | Path, split: str) -> Path:
+    return Path(shard_dir) / f"{split}-index.json"
+
+
+def tar_members(path: str | Path) -> list[tuple[str, Members]]:
+    """Scan one tar's headers (not its data): (key, members) per sample, in order."""
+    with tarfile.open(path, "r") as tar:
+        return [(key, {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members})
+                for key, members in iter_tar_members(tar)]
+
+
+def index_entry(path: Path) -> dict:
+    return {"name": path.name, "size": path.stat().st_size,
+            "samples": [[key, members] for key, members in tar_members(path)]}
+
+
+def read_index(shard_dir: str | Path, split: str) -> list[tuple[Path, str, Members]]:
+    """(shard, key, members) of every sample of a split, in shard order, from `<split>-index.json`;
+    rebuilt from the tar headers (with a warning) when the index is missing or stale."""
+    paths = list_shards(shard_dir, split)
+    where = index_path(shard_dir, split)
+    entries, why = _load_index(where, paths)
+    if why:
+        log.warning("shard index %s %s; rebuilding it from the tar headers", where, why)
+        entries = [index_entry(p) for p in paths]
+        try:
+            atomic_write_json(where, {"version": INDEX_VERSION, "split": split, "shards": entries})
+        except OSError:  # a read-only shard folder: use the rebuilt index without saving it
+            pass
+    return [(path, key, {f: (int(o), int(n)) for f, (o, n) in members.items()})
+            for path, entry in zip(paths, entries) for key, members in entry["samples"]]
+
+
+def _load_index(where: Path, paths: list[Path]) -> tuple[list[dict], str]:
+    """The index's entries, or [] and why it cannot be used."""
+    if not where.is_file():
+        return [], "is missing"
+    try:
+        index = json.loads(where.read_text(encoding="utf-8"))
+        entries = index["shards"]
+        if index.get("version") != INDEX_VERSION:
+            return [], f"has version {index.get('version')!r}, not {INDEX_VERSION}"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return [], f"is unreadable ({err})"
+    listed = [(e["name"], e["size"]) for e in entries]
+    found = [(p.name, p.stat().st_size) for p in paths]
+    if listed != found:
+        return [], f"is stale (it lists {len(listed)} shards, the folder holds {len(found)}, or their sizes differ)"
+    return entries, ""
 

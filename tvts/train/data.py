@@ -11,7 +11,6 @@ shuffle, tube mask) is drawn in the worker from an RNG seeded by (seed, epoch, i
 from __future__ import annotations
 
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from tvts.data.shards import ShardError, iter_tar_members, list_shards, open_jpeg, parse_meta, tsn_indices
+from tvts.data.shards import ShardError, open_jpeg, parse_meta, read_index, tar_members, tsn_indices
 from tvts.models.config import VideoConfig
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
 from tvts.models.video_vit import MEAN, STD, all_patches, tube_keep_indices
@@ -42,12 +41,12 @@ class SampleRef:
 
 def index_shards(paths: list[Path]) -> list[SampleRef]:
     """Scan tar headers (not data) into one SampleRef per sample, in shard order."""
-    refs: list[SampleRef] = []
-    for path in paths:
-        with tarfile.open(path, "r") as tar:
-            refs += [SampleRef(str(path), key, {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members})
-                     for key, members in iter_tar_members(tar)]
-    return refs
+    return [SampleRef(str(path), key, members) for path in paths for key, members in tar_members(path)]
+
+
+def load_refs(shard_dir: str | Path, split: str) -> list[SampleRef]:
+    """One SampleRef per sample of a split, from the shard index `shard_clips` wrote."""
+    return [SampleRef(str(path), key, members) for path, key, members in read_index(shard_dir, split)]
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class WindowDataset(Dataset):
     """Map-style dataset over one split's shards. Items are `(epoch, index)`; epoch = EVAL_EPOCH for eval views."""
 
     def __init__(self, shard_dir: str | Path, split: str, view: ViewConfig, text_spec: TextSpec, seed: int):
-        self.refs = index_shards(list_shards(shard_dir, split))
+        self.refs = load_refs(shard_dir, split)
         if not self.refs:
             raise FileNotFoundError(f"no {split} shards in {shard_dir}")
         self.view, self.spec, self.seed = view, text_spec, seed
