@@ -268,3 +268,10 @@ def test_system_metrics_behind_the_switch(tmp_path, monkeypatch, switch):
         assert len(history(run.run_id, "system/cpu_utilization_percentage")) >= 2
     else:
         assert not system
+
+
+def test_the_config_switch_becomes_every_jobs_environment():
+    assert tracking.system_metrics_env({"experiment": "tvts"}) == {}          # unset: the environment decides
+    assert tracking.system_metrics_env({"system_metrics": True, "system_metrics_interval": 5}) == {
+        "TVTS_SYSTEM_METRICS": "on", "TVTS_SYSTEM_METRICS_INTERVAL": "5.0"}
+    assert tracking.system_metrics_env({"system_metrics": False}) == {"TVTS_SYSTEM_METRICS": "off"}

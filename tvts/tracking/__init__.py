@@ -22,11 +22,11 @@ from tvts.tracking.stale import mark_stale_runs_killed
 from tvts.tracking.store import (COMMIT_ENV, DEFAULT_EXPERIMENT, DEFAULT_URI, EXPERIMENT_ENV, PAPER_CONFIG_ENV,
                                  PARENT_ENV, artifact_root, experiment_name, safe_key, tracking_off,
                                  tracking_uri)
-from tvts.tracking.system import system_metrics_enabled
+from tvts.tracking.system import system_metrics_enabled, system_metrics_env
 
 __all__ = ["COMMIT_ENV", "DEFAULT_EXPERIMENT", "DEFAULT_URI", "EXPERIMENT_ENV", "PAPER_CONFIG_ENV", "PARENT_ENV",
            "RunRecord", "StageRun", "artifact_root", "base_tags", "data_md5", "end_run", "experiment_name",
            "flatten", "git_commit", "init_store", "latest_runs", "list_exps", "log_params", "mark_stale_runs_killed",
            "metric_history", "owner_tags", "pick_latest", "register_model", "replay_spool", "safe_key",
            "search_stage_runs", "spool_dir", "stage_run", "start_parent_run", "store_exists",
-           "system_metrics_enabled", "tracking_off", "tracking_uri"]
+           "system_metrics_enabled", "system_metrics_env", "tracking_off", "tracking_uri"]

@@ -28,6 +28,17 @@ def system_metrics_enabled() -> bool:
     return os.environ.get(SWITCH_ENV, "").strip().lower() in ("on", "true", "1", "yes")
 
 
+def system_metrics_env(section: dict) -> dict[str, str]:
+    """The environment that turns a workflow config's `tracking.system_metrics` (and its
+    `system_metrics_interval`) into every job's switch; {} where the config leaves them unset."""
+    env = {}
+    if "system_metrics" in section:
+        env[SWITCH_ENV] = "on" if section["system_metrics"] else "off"
+    if "system_metrics_interval" in section:
+        env[INTERVAL_ENV] = str(float(section["system_metrics_interval"]))
+    return env
+
+
 def sampling_interval() -> float:
     """`TVTS_SYSTEM_METRICS_INTERVAL` in seconds (default 10)."""
     return float(os.environ.get(INTERVAL_ENV) or DEFAULT_INTERVAL_S)

@@ -25,8 +25,9 @@ except ConfigError as err:
 
 
 # Every job inherits this environment (on a Slurm node from the job's own Snakemake, which
-# parses this file there too): the interpreter's bin folder first on PATH and `cpu_isa`'s pins.
-os.environ.update(job_environment(config.get("cpu_isa", "")))
+# parses this file there too): the interpreter's bin folder first on PATH, `cpu_isa`'s pins and
+# the system-metrics switch (`tracking.system_metrics`).
+os.environ.update(job_environment(config.get("cpu_isa", "")) | tracking.system_metrics_env(config["tracking"]))
 
 
 wildcard_constraints:
