@@ -421,3 +421,33 @@ def test_disk_full_in_an_atomic_write_names_the_path_and_leaves_no_tmp(tmp_path,
     assert err.value.errno == errno.ENOSPC
     assert f"No space left on device: {tmp_path / 'out.json'}" in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_saving_a_checkpoint_says_so_and_leaves_no_tmp(tmp_path, monkeypatch):
+    import errno
+    import io as _io
+
+    import torch
+
+    from tvts.train import checkpoint
+
+    class FullDisk(_io.RawIOBase):
+        written = 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            FullDisk.written += len(b)
+            if FullDisk.written > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return len(b)
+
+    real_open = open
+    monkeypatch.setattr(checkpoint, "open", lambda p, mode="r", *a, **k: FullDisk() if "w" in mode
+                        else real_open(p, mode, *a, **k), raising=False)
+    target = tmp_path / "ckpt" / "step-00000001.pt"
+    target.parent.mkdir()
+    with pytest.raises(OSError, match=r"No space left on device: .*step-00000001\.pt"):
+        checkpoint.save(target, {"model": {"w": torch.zeros(100_000)}})
+    assert list(target.parent.iterdir()) == []

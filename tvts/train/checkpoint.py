@@ -55,9 +55,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` atomically (temp file + rename): a killed writer leaves no `*.pt`."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    """Write `state` atomically (temp file + rename): a killed writer leaves no `*.pt`, and a full
+    disk says `No space left on device: <path>` (through `atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save({"format": FORMAT, **state}, f)
+        except RuntimeError as err:
+            # torch reports a failed write as "unexpected pos ..."; the OSError it hides says why
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from err
+            raise
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
