@@ -415,3 +415,28 @@ def test_every_text_reader_strips_a_utf8_byte_order_mark(tmp_path):
     csv_path = root / "annotations" / "train.csv"
     csv_path.write_text(bom + csv_path.read_text(encoding="utf-8"), encoding="utf-8")
     assert read_split("kinetics400", root, "train").classes
+
+
+TEXT_SUFFIXES = (".txt", ".csv", ".json", ".tsv")
+
+
+@pytest.mark.parametrize("fmt", sorted(BUILDERS))
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_byte_order_mark_on_every_annotation_file_changes_nothing(tmp_path, fmt, split):
+    """Files saved by Windows tools start with a BOM. Read whole, it would glue itself to the first
+    entry (an SSV2 list's or an HMDB split's first video goes missing) or break the parse (the
+    JSONs, the K400 header, UCF's classInd): every reader must read the same split either way."""
+    plain = read_split(fmt, BUILDERS[fmt](tmp_path / "plain"), split)
+    root = BUILDERS[fmt](tmp_path / "bom")
+    annotations = [p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES and p.stat().st_size]
+    assert annotations
+    for path in annotations:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with_bom = read_split(fmt, root, split)
+    assert summary(with_bom, root) == summary(plain, tmp_path / "plain")
+
+
+def summary(vs, root: Path) -> tuple:
+    """What a reader read, with paths relative to the dataset root (to compare two copies)."""
+    items = [(i.video_id, i.path.relative_to(root), i.label, i.captions) for i in vs.items]
+    return items, vs.classes, [m.video_id for m in vs.missing]

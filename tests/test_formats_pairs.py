@@ -284,3 +284,10 @@ def test_a_truncated_tar_counts_its_unread_rest(tmp_path):
         # the second sample may go on past the cut, so it is counted with the rest, not passed on
         assert [i.id for i in items] == ["0"], where
         assert rejects.counts() == {"unreadable_tar": 1}, where
+
+
+def test_a_table_that_is_not_utf8_names_file_and_line(tmp_path):
+    table = tmp_path / "webvid_train.tsv"
+    table.write_bytes(b"caption\tpath\nok\tp/1\ncaf\xe9\tp/2\n" + b"more\tp/3\n" * 5000)
+    with pytest.raises(FormatError, match=r"webvid_train\.tsv:3: not UTF-8"):
+        read_webvid(table, tmp_path, Rejects("shard_pairs"))
