@@ -57,6 +57,9 @@ class WindowConfig:
         require(self.max_windows_per_video >= 0, where, "max_windows_per_video", "must be >= 0 (0 = no limit)")
 
 
+DECODE_MODES = ("auto", "sequential", "seek", "per_window")
+
+
 @dataclass(frozen=True)
 class ShardConfig:
     """Frame decoding and WebDataset sharding."""
@@ -67,6 +70,12 @@ class ShardConfig:
     val_fraction: float = 0.1
     samples_per_shard: int = 256
     workers: int = 2
+    # How a video's windows are decoded: `auto` cuts them all from one PyAV pass, decoding on
+    # through dense stretches and seeking across sparse ones by a measured cost model
+    # (tvts/data/video.py); `sequential` never seeks, `seek` always does (same frames, other
+    # costs); `per_window` is the former path: decord, one get_batch per window.
+    decode_mode: str = "auto"
+    decoder: str = "cpu"  # `gpu`: NVDEC through torchcodec (needs torchcodec and a CUDA device)
 
     def check(self, where: str) -> None:
         require(self.frames_per_window >= 1, where, "frames_per_window", "must be >= 1")
@@ -77,3 +86,5 @@ class ShardConfig:
                 "must be in (0, 1): the val split scores the checkpoints")
         require(self.samples_per_shard >= 1, where, "samples_per_shard", "must be >= 1")
         require(self.workers >= 1, where, "workers", "must be >= 1")
+        require(self.decode_mode in DECODE_MODES, where, "decode_mode", f"must be one of {', '.join(DECODE_MODES)}")
+        require(self.decoder in ("cpu", "gpu"), where, "decoder", "must be cpu or gpu")

@@ -1,24 +1,33 @@
-"""Decode each window's frames once and write them as WebDataset shards.
+"""Cut every window of a video from one decoder pass and write them as WebDataset shards.
 
-Workers decode videos in parallel (decord; short side resized, JPEG) and samples are written
-in input order, so the shards are byte-identical for any number of workers. A decoder that
-crashes its process costs that video only.
+Workers decode videos in parallel (PyAV: frames scaled to the stored short side as they leave
+the decoder, JPEG) and samples are written in input order as each video finishes, so the shards
+are byte-identical for any number of workers and a bounded number of videos is in memory: a
+few in flight per worker, plus the shard being filled. A decoder that crashes its process costs
+that video only.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing as mp
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
+import numpy as np
 from tqdm import tqdm
 
 from tvts import io
 from tvts.data import shards, video
 from tvts.data.config import ShardConfig
 from tvts.io import RejectError
+
+Result = tuple[list[dict], list[tuple[str, str, str]]]  # (samples, rejects as (item, reason, detail))
+SEEK_COSTS = {"auto": video.SEEK_COST_FRAMES, "sequential": float("inf"), "seek": 0.0}
 
 
 def window_meta(row: dict, window: dict, frame_times) -> dict:
@@ -28,28 +37,90 @@ def window_meta(row: dict, window: dict, frame_times) -> dict:
             "frame_times": [round(float(t), 3) for t in frame_times]}
 
 
-def shard_video(task: tuple[dict, ShardConfig]) -> tuple[list[dict], list[tuple[str, str, str]]]:
-    """Decode every window of one video. Returns (samples, rejects as (item, reason, detail))."""
-    row, cfg = task
-    path = Path(row["video"])
-    try:
-        vr = video.open_video(path)
-    except RejectError as err:
-        return [], [(row["id"], err.reason, err.detail)]
-    meta = video.video_meta(vr)
-    samples, rejects = [], []
+@dataclass(frozen=True)
+class WindowPlan:
+    """One window to cut: its sample key, its row entry, its frame times and frame indices."""
+
+    key: str
+    window: dict
+    times: np.ndarray
+    indices: np.ndarray
+
+
+def plan_windows(row: dict, meta: video.VideoMeta, cfg: ShardConfig) -> tuple[list[WindowPlan], list]:
+    """The windows of a row that lie inside the video, and a reject for each that does not."""
+    plans, rejects = [], []
     for w in row["windows"]:
         key = shards.sample_key(row["id"], w["index"])
         if w["end"] > meta.duration + 1.0 / meta.fps:
             rejects.append((key, "window_beyond_video_end", f"window ends {w['end']}s, video {meta.duration:.2f}s"))
             continue
         times = video.segment_times(w["start"], w["end"], cfg.frames_per_window)
+        plans.append(WindowPlan(key, w, times, video.frame_indices(times, meta)))
+    return plans, rejects
+
+
+def cut_windows(row: dict, plans: list[WindowPlan], frames: Iterator[tuple[int, np.ndarray]],
+                quality: int) -> list[dict]:
+    """Encode each window as soon as the decoder has passed its last frame, keeping only the
+    decoded frames that windows still to come need. Returns the samples in window order."""
+    pending = sorted(range(len(plans)), key=lambda j: (int(plans[j].indices[-1]), j))
+    cache: dict[int, np.ndarray] = {}
+    samples: dict[int, dict] = {}
+    for i, frame in frames:
+        cache[i] = frame
+        while pending and int(plans[pending[0]].indices[-1]) <= i:
+            j = pending.pop(0)
+            p = plans[j]
+            samples[j] = shards.make_sample(p.key, window_meta(row, p.window, p.times),
+                                                         [cache[int(k)] for k in p.indices], quality)
+            first = min((int(plans[j].indices[0]) for j in pending), default=i + 1)
+            cache = {k: v for k, v in cache.items() if k >= first}
+    return [samples[j] for j in range(len(plans))]
+
+
+def shard_video(task: tuple[dict, ShardConfig]) -> Result:
+    """Decode every window of one video. Returns (samples, rejects as (item, reason, detail))."""
+    row, cfg = task
+    if cfg.decode_mode == "per_window":
+        return shard_video_per_window(task)
+    path = Path(row["video"])
+    try:
+        container, stream = video.open_container(path)
+        with container:
+            table = video.frame_table(container, stream, path)
+            plans, rejects = plan_windows(row, table.meta, cfg)
+            if not plans:
+                return [], rejects
+            wanted = np.unique(np.concatenate([p.indices for p in plans]))
+            size = video.scaled_size(stream.codec_context.width, stream.codec_context.height, cfg.short_side)
+            if cfg.decoder == "gpu":
+                frames = video.iter_frames_gpu(path, wanted, size)
+            else:
+                frames = video.iter_frames(container, stream, table, wanted, size, SEEK_COSTS[cfg.decode_mode], path)
+            return cut_windows(row, plans, frames, cfg.jpeg_quality), rejects
+    except RejectError as err:
+        return [], [(row["id"], err.reason, err.detail)]
+
+
+def shard_video_per_window(task: tuple[dict, ShardConfig]) -> Result:
+    """The former path, kept as the benchmark's baseline: decord, one `get_batch` per window
+    (overlapping windows decode the same GOPs again), then a PIL resize of each full-size frame."""
+    row, cfg = task
+    path = Path(row["video"])
+    try:
+        vr = video.open_video(path)
+    except RejectError as err:
+        return [], [(row["id"], err.reason, err.detail)]
+    plans, rejects = plan_windows(row, video.video_meta(vr), cfg)
+    samples = []
+    for p in plans:
         try:
-            frames = video.decode_frames(vr, video.frame_indices(times, meta), path)
+            frames = video.decode_frames(vr, p.indices, path)
         except RejectError as err:
             return [], [(row["id"], err.reason, err.detail)]
         frames = [video.resize_short_side(f, cfg.short_side) for f in frames]
-        samples.append(shards.make_sample(key, window_meta(row, w, times), frames, cfg.jpeg_quality))
+        samples.append(shards.make_sample(p.key, window_meta(row, p.window, p.times), frames, cfg.jpeg_quality))
     return samples, rejects
 
 
@@ -57,28 +128,28 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
 
 
-def _run_until_crash(tasks: list, start: int, workers: int, out: list) -> int:
-    """Decode tasks[start:] in order into `out`, a bounded number in flight.
+def _run_until_crash(tasks: Iterator, workers: int):
+    """Yield (row, result) of each task in order, at most 2 * workers tasks in flight.
 
-    Returns:
-        len(tasks) when all succeeded, else the index of the first task whose worker
-        died (a decoder crash kills the whole pool; the culprit may be any task in flight).
+    Returns (as the generator's value):
+        None when every task succeeded, else the tasks in flight when a worker died, in order
+        (a decoder crash kills the whole pool; the culprit may be any of them).
     """
     with _pool(workers) as pool:
         inflight: deque = deque()
-        nxt = start
-        for i in range(start, len(tasks)):
-            while nxt < len(tasks) and len(inflight) < 2 * workers:
-                inflight.append(pool.submit(shard_video, tasks[nxt]))
-                nxt += 1
+        while True:
+            while len(inflight) < 2 * workers and (task := next(tasks, None)) is not None:
+                inflight.append((task, pool.submit(shard_video, task)))
+            if not inflight:
+                return None
             try:
-                out.append(inflight.popleft().result())
+                result = inflight[0][1].result()
             except BrokenProcessPool:
-                return i
-    return len(tasks)
+                return [t for t, _ in inflight]
+            yield inflight.popleft()[0][0], result
 
 
-def _isolated(task: tuple[dict, ShardConfig]) -> tuple[list[dict], list[tuple[str, str, str]]]:
+def _isolated(task: tuple[dict, ShardConfig]) -> Result:
     """Decode one video alone in a fresh process: a crash there is this video's fault."""
     with _pool(1) as pool:
         try:
@@ -87,51 +158,74 @@ def _isolated(task: tuple[dict, ShardConfig]) -> tuple[list[dict], list[tuple[st
             return [], [(task[0]["id"], "decoder_crashed", f"{task[0]['video']}: the decoding process died")]
 
 
-def iter_videos(rows: list[dict], cfg: ShardConfig, workers: int):
-    """Yield (samples, rejects) per video, in input order.
+def iter_videos(rows: Iterable[dict], cfg: ShardConfig, workers: int) -> Iterator[tuple[dict, Result]]:
+    """Yield (row, (samples, rejects)) per video, in input order, as each is decoded.
 
     Videos are decoded in worker processes, so a decoder that crashes (segfault, abort)
     on a corrupt file costs that video only: it is retried alone and, if it crashes
     again, rejected as `decoder_crashed`.
     """
-    tasks = [(r, cfg) for r in rows]
-    i = 0
-    while i < len(tasks):
-        results: list = []
-        failed = _run_until_crash(tasks, i, workers, results)
-        yield from results
-        if failed < len(tasks):
-            yield _isolated(tasks[failed])
-        i = failed + 1
+    tasks: Iterator = ((r, cfg) for r in rows)
+    while (lost := (yield from _run_until_crash(tasks, workers))) is not None:
+        yield lost[0][0], _isolated(lost[0])
+        tasks = itertools.chain(lost[1:], tasks)
 
 
-def unique_videos(rows: list[dict], rejects: io.Rejects) -> list[dict]:
-    """The rows whose sample keys are their own: the first row of each key stem, in order.
+class JsonlRows:
+    """The rows of align_asr's part files, read lazily on each pass (a part of the paper's
+    corpus is 10^5 videos: their rows need not all be in memory)."""
+
+    def __init__(self, paths: Iterable[str | Path]):
+        self.paths = list(paths)
+
+    def __iter__(self) -> Iterator[dict]:
+        for path in self.paths:
+            with open(path, encoding="utf-8") as f:
+                yield from (json.loads(line) for line in f if line.strip())
+
+
+def duplicate_rows(rows: Iterable[dict], rejects: io.Rejects) -> set[int]:
+    """The positions of rows whose sample keys another row took first (each is rejected).
 
     align_asr drops a repeated id within one part; across parts (or for ids that give one key,
     `a.b` and `a_b`) the repeats meet only here, and would write duplicate sample keys.
     """
     first: dict[str, dict] = {}
-    for row in rows:
-        taken = first.setdefault(shards.key_stem(row["id"]), row)
-        if taken is not row:
-            rejects.add(row["id"], "duplicate_id",
-                        f"{row['video']}: its keys are those of {taken['id']} ({taken['video']})")
-    return [r for r in rows if first[shards.key_stem(r["id"])] is r]
+    dup = set()
+    for i, row in enumerate(rows):
+        stem = shards.key_stem(row["id"])
+        if stem in first:
+            taken = first[stem]
+            rejects.add(row["id"], "duplicate_id", f"{row['video']}: its keys are those of {taken['id']} ({taken['video']})")
+            dup.add(i)
+        else:
+            first[stem] = {"id": row["id"], "video": row["video"]}
+    return dup
 
 
-def write_shards(rows: list[dict], out_dir: Path, cfg: ShardConfig, workers: int
+def write_shards(rows: Iterable[dict], out_dir: Path, cfg: ShardConfig, workers: int
                  ) -> tuple[dict[str, shards.ShardSink], io.Rejects]:
+    """Shard the videos of `rows` (iterated twice: a list or `JsonlRows`) into `out_dir`.
+
+    Returns:
+        The split's sinks (counts, shard names) and the rejects.
+    """
+    if cfg.decoder == "gpu" and cfg.decode_mode != "per_window":
+        video.check_gpu_decoder()
     sinks = {s: shards.ShardSink(out_dir, s, cfg.samples_per_shard) for s in shards.SPLITS}
     rejects = io.Rejects("shard_clips")
-    rows = unique_videos(rows, rejects)
-    for row, (samples, bad) in zip(rows, tqdm(iter_videos(rows, cfg, workers), total=len(rows),
-                                               desc="shard_clips", unit="video", mininterval=2)):
-        for item, reason, detail in bad:
-            rejects.add(item, reason, detail)
-        split = shards.split_of(row["id"], cfg.val_fraction)
-        for s in samples:
-            sinks[split].add(s)
+    dup = duplicate_rows(rows, rejects)
+    n_rows = sum(1 for _ in rows)
+    unique = (r for i, r in enumerate(rows) if i not in dup)
+    with tqdm(total=n_rows - len(dup), desc="shard_clips", unit="video", mininterval=2) as bar:
+        for row, (samples, bad) in iter_videos(unique, cfg, workers):
+            for item, reason, detail in bad:
+                rejects.add(item, reason, detail)
+            sink = sinks[shards.split_of(row["id"], cfg.val_fraction)]
+            for s in samples:
+                sink.add(s)
+            bar.update(1)
+            bar.set_postfix(windows=sum(k.n_samples for k in sinks.values()), refresh=False)
     for sink in sinks.values():
         sink.flush()
         sink.write_index()
