@@ -15,6 +15,7 @@ from tvts.data.demo.config import DemoConfig
 from tvts.data.demo.downstream import make_msrvtt_clip, make_ssv2_clip
 from tvts.data.demo.encode import encoder_versions
 from tvts.data.demo.layout import MSRVTT_SPLIT_DIR, make_dirs
+from tvts.data.demo.pairs import make_pair_item, pair_jobs, write_pair_tables
 from tvts.data.demo.vocab import ssv2_class_name
 from tvts.data.demo.yttemporal import BAD_KINDS, make_yt_video
 from tvts.io import atomic_dir, dumps
@@ -29,6 +30,8 @@ def _make_item(job: tuple[DemoConfig, str, str, int]) -> dict:
         return make_yt_video(cfg, Path(root), index, bad=BAD_KINDS[index])
     if subset.startswith("ssv2_"):
         return make_ssv2_clip(cfg, Path(root), subset[len("ssv2_"):], index)
+    if subset in ("cc3m", "webvid"):
+        return make_pair_item(cfg, Path(root), subset, index)
     return make_msrvtt_clip(cfg, Path(root), index)
 
 
@@ -38,7 +41,8 @@ def _jobs(cfg: DemoConfig, root: Path) -> list[tuple[DemoConfig, str, str, int]]
               ("ssv2_train", cfg.ssv2_train_per_class * n_classes),
               ("ssv2_validation", cfg.ssv2_val_per_class * n_classes),
               ("msrvtt", cfg.msrvtt_train + cfg.msrvtt_test)]
-    return [(cfg, str(root), subset, i) for subset, n in counts for i in range(n)]
+    return [(cfg, str(root), subset, i) for subset, n in counts for i in range(n)] + \
+        [(cfg, str(root), subset, i) for subset, i in pair_jobs(cfg)]
 
 
 def _run_jobs(jobs: list, workers: int) -> list[dict]:
@@ -96,6 +100,7 @@ def _write_indexes(root: Path, cfg: DemoConfig, results: list[dict]) -> dict:
     summary = {"yttemporal": _write_yttemporal(root, by_kind.get("yttemporal", [])),
                "ssv2": _write_ssv2(root, cfg, by_kind.get("ssv2_train", []), by_kind.get("ssv2_validation", [])),
                "msrvtt": _write_msrvtt(root, cfg, by_kind.get("msrvtt", []))}
+    summary |= write_pair_tables(root, cfg, by_kind.get("cc3m", []), by_kind.get("webvid", []))
     files = [p for p in root.rglob("*") if p.is_file()]
     summary["files"] = len(files) + 1                # + the manifest
     summary["bytes"] = sum(p.stat().st_size for p in files)  # without the manifest
