@@ -16,6 +16,8 @@ from tvts.config import ConfigError, from_dict
 from tvts.data.demo import (BAD_KINDS, SSV2_PHRASES, DemoConfig, Event, asr_words, describe, generate_demo,
                             item_rng, load_events, plan_events, plan_ssv2_clip, plan_track, ssv2_class_name,
                             shape_distance, track_state, Step)
+from tvts.data.demo.render import piece_states, render_frames
+from tvts.data.demo.vocab import reversed_pairs
 from tvts.models.video_vit import tube_keep_indices
 
 from conftest import ROOT
@@ -182,6 +184,66 @@ def test_default_ssv2_classes_are_ordered_pairs_with_their_time_reverse():
     assert all(len(s) == 2 and s[0] != s[1] for s in steps)        # two events: order over many frames
     assert all(s[::-1] in steps for s in steps)                    # the reverse is a class too
     assert all(set(s) <= set(SSV2_PHRASES) for s in steps)
+
+
+def test_reversed_pairs_come_from_the_classes_actions():
+    pairs = reversed_pairs(DemoConfig().ssv2_classes)
+    assert len(pairs) == 6 and len({n for p in pairs for n in p}) == 12
+    assert ("Something falling, then something breaking", "Something breaking, then something falling") in \
+        [p[::-1] for p in pairs] + pairs
+    lonely = {"[Something] falling, then [something] breaking": ["fall", "shatter"],
+              "[Something] moving left, then [something] breaking": ["move_left", "shatter"],
+              "[Something] breaking, then [something] moving left": ["shatter", "move_left"]}
+    assert reversed_pairs(lonely) == [("Something breaking, then something moving left",
+                                       "Something moving left, then something breaking")]
+
+
+def _fall_track(cfg: DemoConfig, seed: int = 0):
+    return plan_track([Step("fall", 0.0, 5.0)], cfg, np.random.default_rng(seed))
+
+
+def test_a_fall_drops_bounces_lower_each_time_and_rests_on_the_floor():
+    cfg = DemoConfig()
+    for seed in range(20):
+        track = _fall_track(cfg, seed)
+        step, times = track.steps[0], np.arange(0.0, 5.0, 0.01)
+        state, visible = track_state(track, times, cfg)
+        y, floor = state[:, 1], cfg.size - track.size0 / 2 - 1
+        assert visible.all() and cfg.fall_min_frac * 5 <= step.pop <= cfg.fall_max_frac * 5
+        assert np.allclose(y[times < step.pop], track.y0) and floor - track.y0 >= cfg.fall_min_drop_px
+        assert y.max() <= floor + 1e-9 and np.isclose(y[-1], floor)          # settled before the event ends
+        tops = [k for k in range(1, len(y) - 1) if y[k] < y[k - 1] and y[k] <= y[k + 1] and times[k] > step.pop]
+        heights = floor - y[tops]
+        assert len(heights) >= 1 and np.all(np.diff(heights) < 0)          # bounces, each lower
+        assert heights[0] < 0.5 * (floor - track.y0)
+        assert track.size0 / 2 < y.min()                                    # in frame
+
+
+def test_a_shape_that_shatters_becomes_pieces_that_land_and_stay():
+    cfg = DemoConfig()
+    track = plan_track([Step("shatter", 0.0, 5.0)], cfg, np.random.default_rng(1))
+    times = np.arange(0.0, 5.0, 0.01)
+    _, visible = track_state(track, times, cfg)
+    pieces, seen = piece_states(track, times, cfg)
+    pop = track.steps[0].pop
+    assert pieces.shape == (cfg.shatter_pieces, len(times), 4)
+    assert (visible == (times < pop)).all() and (seen == (times >= pop)).all()
+    end = pieces[:, -1]
+    assert np.allclose(end[:, 1], cfg.size - end[:, 2] / 2 - 1)             # on the floor
+    assert np.allclose(pieces[:, -50:, :2], end[:, None, :2])                # and still
+    assert np.ptp(end[:, 0]) > track.size0 / 2                               # scattered
+    assert (pieces[:, :, 0] >= end[:, 2:3] / 2).all() and (pieces[:, :, 0] <= cfg.size - end[:, 2:3] / 2).all()
+    none, never = piece_states(_fall_track(cfg), times, cfg)
+    assert none.shape[0] == 0 and not never.any()
+
+
+def test_rendering_only_some_frames_gives_those_frames():
+    cfg = small_config(n_distractors=1)
+    tracks, duration = plan_ssv2_clip(["fall", "shatter"], cfg, np.random.default_rng(0))
+    n = int(round(duration * cfg.fps))
+    whole = render_frames(tracks, n, cfg, np.random.default_rng(5))
+    some = render_frames(tracks, n, cfg, np.random.default_rng(5), only=np.array([0, n // 2, n - 1]))
+    assert np.array_equal(some, whole[[0, n // 2, n - 1]])
 
 
 def test_ssv2_events_layout_times_clips_like_pretraining_events():
@@ -403,7 +465,11 @@ def test_unknown_key_is_named():
     ({"ssv2_classes": {"[Something] growing, then shrinking": ["grow", "shrink"],
                        "[Something] shrinking": ["shrink"]}}, "ssv2_classes"),   # events: one [something] each
     ({"ssv2_layout": "sideways"}, "ssv2_layout"),
-    ({"distinct_recent": 10}, "distinct_recent"),
+    ({"ssv2_layout": "one_actor", "ssv2_classes": {"Moving [something] left": ["move_left", "fall"],
+                                                   "[Something] falling": ["fall"]}}, "ssv2_classes"),
+    ({"bounce": 1.0}, "bounce"),
+    ({"fall_min_drop_px": 80.0}, "fall_min_drop_px"),
+    ({"distinct_recent": 12}, "distinct_recent"),
     ({"p_name_actor": 2.0}, "p_name_actor"),
     ({"templates": {"grow": ["It grows."]}}, "templates"),
     ({"size": 90}, "size"),

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tvts.config import require
-from tvts.data.demo.vocab import (ACTIONS, ROTATION_INVARIANT, SHAPES, default_colors, default_mishearings,
-                                  default_ssv2_classes, default_templates, ssv2_class_name)
+from tvts.data.demo.vocab import (ACTIONS, IRREVERSIBLE, ROTATION_INVARIANT, SHAPES, default_colors,
+                                  default_mishearings, default_ssv2_classes, default_templates, ssv2_class_name)
 
 VPX_CODECS = ("libvpx", "libvpx-vp9")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
@@ -49,7 +49,16 @@ class DemoConfig:
     rotate_deg_s: float = 30.0          # slow enough that a square (90-degree symmetry)
                                         # does not alias when frames are ~1.4 s apart
     pop_min_frac: float = 0.3           # appear/disappear moment, as a fraction of its step
-    pop_max_frac: float = 0.7
+    pop_max_frac: float = 0.7           # (shatter breaks at its pop time too)
+    # the irreversible events (vocab.IRREVERSIBLE); the floor is the frame's bottom edge
+    gravity_px_s2: float = 120.0        # a 50 px drop takes 0.9 s
+    bounce: float = 0.4                 # restitution: each bounce rises bounce^2 of the last height
+    fall_min_drop_px: float = 24.0      # a falling shape starts at least this far above its resting place
+    fall_min_frac: float = 0.1          # when the fall starts, as a fraction of its step: early,
+    fall_max_frac: float = 0.3          # so that it has settled before the event ends
+    shatter_pieces: int = 4
+    shatter_piece_frac: float = 0.5     # a piece's size over the whole shape's
+    shatter_speed_px_s: float = 24.0    # the pieces' speed as they fly apart, before they land
     n_distractors: int = 2              # persistent, never narrated
     distractor_speed_px_s: float = 1.5
     background_grey: int = 110
@@ -117,6 +126,8 @@ class DemoConfig:
                  "move_speed_px_s", "the longest move must fit in the frame")
         require(self.actor_size_max + self.grow_px_s * longest + 2 <= self.size, where,
                  "grow_px_s", "the largest grown shape must fit in the frame")
+        require(self.fall_min_drop_px >= 0 and self.actor_size_max + self.fall_min_drop_px + 2 <= self.size, where,
+                 "fall_min_drop_px", "the drop and the largest shape must fit in the frame")
 
     def _check_world(self, where: str) -> None:
         require(len(self.shapes) > 0 and set(self.shapes) <= set(SHAPES), where, "shapes", f"must be from {SHAPES}")
@@ -129,6 +140,13 @@ class DemoConfig:
                  "colors", "must map names to [r, g, b] in 0..255")
         require(0 < self.pop_min_frac <= self.pop_max_frac < 1, where, "pop_min_frac",
                  "need 0 < pop_min_frac <= pop_max_frac < 1")
+        require(0 <= self.fall_min_frac <= self.fall_max_frac < 1, where, "fall_min_frac",
+                 "need 0 <= fall_min_frac <= fall_max_frac < 1")
+        require(self.gravity_px_s2 > 0, where, "gravity_px_s2", "must be > 0")
+        require(0 <= self.bounce < 1, where, "bounce", "must be in [0, 1)")
+        require(self.shatter_pieces >= 2, where, "shatter_pieces", "must be >= 2")
+        require(0 < self.shatter_piece_frac < 1, where, "shatter_piece_frac", "must be in (0, 1)")
+        require(self.shatter_speed_px_s >= 0, where, "shatter_speed_px_s", "must be >= 0")
         for key in ("n_distractors", "distractor_speed_px_s", "background_texture", "frame_noise_std"):
             require(getattr(self, key) >= 0, where, key, "must be >= 0")
         require(0 <= self.background_grey <= 255, where, "background_grey", "must be in [0, 255]")
@@ -167,7 +185,8 @@ class DemoConfig:
                          f"{template!r}: needs one [something] per event")
             else:
                 require(_valid_steps(steps), where, "ssv2_classes",
-                         f"{template!r}: steps must be actions; appear only first, disappear only last")
+                         f"{template!r}: steps must be actions; appear only first, disappear only last,"
+                         " fall and shatter only alone")
         require(self.ssv2_train_per_class >= 0 and self.ssv2_val_per_class >= 0, where,
                  "ssv2_train_per_class", "must be >= 0")
         require(self.ssv2_clip_s > 0, where, "ssv2_clip_s", "must be > 0")
@@ -191,5 +210,7 @@ def _is_str_list(value: Any) -> bool:
 
 def _valid_steps(steps: Any) -> bool:
     if not _is_str_list(steps) or not set(steps) <= set(ACTIONS):
+        return False
+    if len(steps) > 1 and set(steps) & IRREVERSIBLE:    # a fall or a break is an actor's only step
         return False
     return "appear" not in steps[1:] and "disappear" not in steps[:-1]

@@ -20,7 +20,7 @@ import numpy as np
 
 from tvts.data.demo.config import DemoConfig
 from tvts.data.demo.narration import asr_words, describe, time_words
-from tvts.data.demo.tracks import Event, Step, Track, velocity
+from tvts.data.demo.tracks import Event, Step, Track, rest_y, velocity
 from tvts.data.demo.vocab import ROTATION_INVARIANT
 
 
@@ -53,10 +53,19 @@ def _with_pops(steps: list[Step], cfg: DemoConfig, rng: np.random.Generator) -> 
     out = []
     for s in steps:
         pop = None
-        if s.action in ("appear", "disappear"):
+        if s.action in ("appear", "disappear", "shatter"):
             pop = s.t0 + (s.t1 - s.t0) * rng.uniform(cfg.pop_min_frac, cfg.pop_max_frac)
+        elif s.action == "fall":
+            pop = s.t0 + (s.t1 - s.t0) * rng.uniform(cfg.fall_min_frac, cfg.fall_max_frac)
         out.append(Step(s.action, s.t0, s.t1, pop))
     return tuple(out)
+
+
+def _y_range(steps: list[Step], size0: float, radius: float, off: np.ndarray, cfg: DemoConfig) -> tuple[float, float]:
+    """The start heights that keep a track in frame; a fall also starts `fall_min_drop_px` above the floor."""
+    if steps[0].action == "fall":          # a fall is its actor's only step (DemoConfig.check)
+        return radius, rest_y(size0, cfg) - cfg.fall_min_drop_px
+    return radius - off[:, 1].min(), cfg.size - radius - off[:, 1].max()
 
 
 def plan_track(steps: list[Step], cfg: DemoConfig, rng: np.random.Generator) -> Track:
@@ -78,7 +87,8 @@ def plan_track(steps: list[Step], cfg: DemoConfig, rng: np.random.Generator) -> 
     off = _offsets(steps, cfg)
     size0 = rng.uniform(cfg.actor_size_min, cfg.actor_size_max) - off[:, 2].min()
     radius = (size0 + off[:, 2].max()) / 2 + 1
-    xy = [rng.uniform(radius - off[:, k].min(), cfg.size - radius - off[:, k].max()) for k in (0, 1)]
+    xy = [rng.uniform(radius - off[:, 0].min(), cfg.size - radius - off[:, 0].max()),
+          rng.uniform(*_y_range(steps, float(size0), radius, off, cfg))]
     angle0 = 0.0 if shape in ROTATION_INVARIANT else rng.uniform(0, 2 * math.pi)
     return Track(shape, color, xy[0], xy[1], float(size0), angle0, _with_pops(steps, cfg, rng))
 

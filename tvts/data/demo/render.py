@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvts.data.demo.config import DemoConfig
-from tvts.data.demo.tracks import Track, velocity
+from tvts.data.demo.tracks import Track, fall_offset, rest_y, shatter_pieces, velocity
 from tvts.data.demo.vocab import ROTATION_INVARIANT
 
 
@@ -42,15 +42,34 @@ def track_state(track: Track, times: np.ndarray, cfg: DemoConfig) -> tuple[np.nd
         state += elapsed[:, None] * np.array(velocity(step.action, cfg))
         if step.action == "appear":
             visible &= times >= step.pop
-        elif step.action == "disappear":
+        elif step.action in ("disappear", "shatter"):      # a broken shape is its pieces (`piece_states`)
             visible &= times < step.pop
+        elif step.action == "fall":                        # a fall is its actor's only step
+            state[:, 1] += fall_offset(times - step.pop, rest_y(track.size0, cfg) - track.y0, cfg)
     return state, visible
 
 
-def _track_sprite(track: Track, n_frames: int, cfg: DemoConfig) -> Sprite:
+def piece_states(track: Track, times: np.ndarray, cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of a track that shatters: (pieces, N, 4) states and the (N,) times they are seen.
+
+    A track without a shatter step has no pieces: (0, N, 4) and nothing visible.
+    """
+    step = next((s for s in track.steps if s.action == "shatter"), None)
+    if step is None:
+        return np.zeros((0, len(times), 4)), np.zeros(len(times), bool)
+    (x, y, size, angle), = track_state(track, np.array([step.pop]), cfg)[0]
+    states = shatter_pieces(x, y, size, angle, np.clip(times - step.pop, 0, None), cfg)
+    return states, (times >= step.pop) & (times < step.t1)
+
+
+def _track_sprites(track: Track, n_frames: int, cfg: DemoConfig) -> list[Sprite]:
+    """The actor's sprite, and its pieces' after it breaks (narrow triangles: shards)."""
     frames = np.arange(n_frames)
+    rgb = tuple(cfg.colors[track.color])
     state, visible = track_state(track, frames / cfg.fps, cfg)
-    return Sprite(track.shape, tuple(cfg.colors[track.color]), frames[visible], state[visible])
+    pieces, seen = piece_states(track, frames / cfg.fps, cfg)
+    return [Sprite(track.shape, rgb, frames[visible], state[visible])] + \
+        [Sprite("triangle", rgb, frames[seen], p[seen]) for p in pieces]
 
 
 def _bounce(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -149,7 +168,7 @@ def _background(cfg: DemoConfig, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_frames(tracks: list[Track], n_frames: int, cfg: DemoConfig,
-                  rng: np.random.Generator) -> np.ndarray:
+                  rng: np.random.Generator, only: np.ndarray | None = None) -> np.ndarray:
     """Render a video: background, distractors, then the actors on top.
 
     Args:
@@ -157,23 +176,37 @@ def render_frames(tracks: list[Track], n_frames: int, cfg: DemoConfig,
         n_frames: number of frames at cfg.fps.
         cfg: the demo config.
         rng: the item's generator (background, distractors, noise).
+        only: render just these frame indices (without frame noise), e.g. the frames a model
+            samples: the same pixels as those frames of the whole video, much faster.
     Returns:
-        (n_frames, size, size, 3) uint8 RGB.
+        (n_frames, size, size, 3) uint8 RGB, or (len(only), size, size, 3).
     """
     background = _background(cfg, rng)
     sprites = [_distractor_sprite(n_frames, cfg, rng) for _ in range(cfg.n_distractors)]
-    sprites += [_track_sprite(t, n_frames, cfg) for t in tracks]
+    sprites += [s for t in tracks for s in _track_sprites(t, n_frames, cfg)]
     per_frame: list[list[tuple[Sprite, np.ndarray]]] = [[] for _ in range(n_frames)]
     for sprite in sprites:
         for f, state in zip(sprite.frames, sprite.state):
             per_frame[f].append((sprite, state))
     grid = np.arange(cfg.size, dtype=np.float32) + 0.5
+    if only is not None:
+        return np.stack([_to_uint8(_painted(background, per_frame[int(f)], grid)) for f in only])
     out = np.empty((n_frames, cfg.size, cfg.size, 3), np.uint8)
     for f, draws in enumerate(per_frame):
-        frame = background.copy()
-        for sprite, state in draws:
-            _paint(frame, sprite, state, grid)
+        frame = _painted(background, draws, grid)
         if cfg.frame_noise_std > 0:
             frame += rng.normal(0, cfg.frame_noise_std, frame.shape[:2] + (1,)).astype(np.float32)
-        out[f] = np.clip(np.rint(frame), 0, 255)
+        out[f] = _to_uint8(frame)
     return out
+
+
+def _painted(background: np.ndarray, draws: list[tuple[Sprite, np.ndarray]], grid: np.ndarray) -> np.ndarray:
+    """A float frame: the background with one frame's sprites painted on, in order."""
+    frame = background.copy()
+    for sprite, state in draws:
+        _paint(frame, sprite, state, grid)
+    return frame
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
