@@ -6,8 +6,9 @@ Two table layouts are accepted; the first non-blank line of either is a header, 
 - **The TVTS / Frozen TSV** `webvid_train.tsv` / `webvid_val.tsv`: tab separated, column 0 the
   caption, column 1 the clip's path relative to the split folder, without `.mp4` (e.g.
   `000001_000050/1066674784`; a trailing `.mp4` is dropped); further columns are ignored and
-  the header's names are not read. `videos` is the split folder (`<WebVid>/train` or `<WebVid>/val`: the official loader
-  opens `<data_dir>/<split>/<column 1>.mp4`). The id is column 1.
+  the header's names are not read. `videos` is the split folder (`<WebVid>/train` or
+  `<WebVid>/val`: the official loader opens `<data_dir>/<split>/<column 1>.mp4`). The id is
+  column 1.
 - **The release CSV** `results_2M_train.csv` / `results_2M_val.csv`: comma separated with a
   header holding `videoid`, `page_dir` and `name` (the release's
   `videoid,contentUrl,duration,page_dir,name`; order free, others ignored). The clip is
