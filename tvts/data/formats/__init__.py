@@ -7,6 +7,9 @@ whose module docstring states the exact files and layout it accepts. "test" is a
 the paper evaluates on (SSV2 validation, Kinetics val, the UCF/HMDB test list of `fold`,
 MSR-VTT 1k-A, ...). Classification readers fill `label` and `classes`; retrieval readers fill
 `captions`. `fold` only matters for ucf101 and hmdb51; the others ignore it.
+
+The post-pretraining sources are read by `webvid.read_webvid` and `cc3m.read_cc3m`, called
+directly: they return `common.PairItem`s and count what they leave out in a `tvts.io.Rejects`.
 """
 from __future__ import annotations
 
