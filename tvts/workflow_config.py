@@ -20,12 +20,15 @@ from tvts.data.formats import CLASSIFICATION, RETRIEVAL
 from tvts.eval.config import (FinetuneConfig, LinearConfig, T2VConfig, ViewsConfig, ZeroShotV2VConfig, dataset_spec,
                               eval_part)
 from tvts.grid import OVERRIDABLE, grid_of, method_config
+from tvts.data.pairs import PairShardConfig
 from tvts.select_config import SelectConfig
 from tvts.train.config import PretrainConfig
+from tvts.train.post_config import PostPretrainConfig
 
 # Top-level sections that map onto a stage dataclass.
 STAGE_SECTIONS: dict[str, type] = {"demo": DemoConfig, "align_asr": AlignConfig, "windows": WindowConfig,
-                                   "shard_clips": ShardConfig, "pretrain": PretrainConfig, "select": SelectConfig}
+                                   "shard_clips": ShardConfig, "pretrain": PretrainConfig, "select": SelectConfig,
+                                   "shard_pairs": PairShardConfig, "post_pretrain": PostPretrainConfig}
 # Every `eval.<part>` and the dataclass that checks it.
 EVAL_PARTS: dict[str, type] = {"views": ViewsConfig, "zeroshot_v2v": ZeroShotV2VConfig, "linear": LinearConfig,
                                "finetune": FinetuneConfig, "t2v": T2VConfig}
@@ -44,11 +47,19 @@ def validate_workflow_config(config: dict, schema_path: str | Path) -> None:
     for name, cls in STAGE_SECTIONS.items():
         if name in config:
             from_dict(cls, config[name], name)
+    check_shard_parts(config.get("dag") or {})
     if config.get("grid"):
         check_grid_section(config)
     if "eval" in config:
         check_eval_section(config["eval"])
     check_inputs(config)
+
+
+def check_shard_parts(dag: dict) -> None:
+    """Each shard_clips part reads whole align_asr parts, so there are at most as many."""
+    parts, align = dag.get("shard_parts"), dag.get("align_parts", 1)
+    require(parts is None or parts <= align, "dag", "shard_parts",
+            f"must be <= dag.align_parts ({align}): each shard part reads whole alignment parts")
 
 
 def check_schema(config: dict, schema: dict) -> None:

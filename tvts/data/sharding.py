@@ -8,8 +8,10 @@ that video only.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import os
 import multiprocessing as mp
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -250,3 +252,43 @@ def shard_counts(sinks: dict[str, shards.ShardSink], rejects: io.Rejects, n_vide
     counts["windows"] = counts["train_windows"] + counts["val_windows"]
     counts["bytes"] = sum(k.n_bytes for k in sinks.values())
     return counts
+
+
+# ----------------------------------------------------------------------------- the shard set
+SET_VERSION = 1
+
+
+def _add_counts(total: dict, counts: dict) -> None:
+    """Sum numeric counts into `total`, nested dicts (e.g. upstream_rejects) key by key."""
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            _add_counts(total.setdefault(key, {}), value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+
+
+def shard_set(part_dirs: list[str | Path], set_dir: str | Path) -> dict:
+    """The set file's content for these parts (in this order): their paths relative to
+    `set_dir`, their summed counts and rejects, and each part manifest's md5.
+
+    Raises:
+        SystemExit: naming the first part without a readable manifest.json (its shard_clips
+            job did not finish), or when no part holds a window.
+    """
+    out: dict = {"version": SET_VERSION, "parts": [], "counts": {}, "rejects": {}, "parts_md5": {}}
+    for part in map(Path, part_dirs):
+        try:
+            raw = (part / "manifest.json").read_bytes()
+            manifest = json.loads(raw)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"shard_union: part {part} has no readable manifest.json ({err}): its shard_clips job "
+                             f"did not finish; rerun it (snakemake -R shard_clips reruns every part)") from None
+        name = os.path.relpath(part, set_dir)
+        out["parts"].append(name)
+        _add_counts(out["counts"], manifest["counts"])
+        _add_counts(out["rejects"], manifest["rejects"])
+        out["parts_md5"][name] = hashlib.md5(raw).hexdigest()
+    if not out["counts"].get("windows"):
+        raise SystemExit("shard_union: no window survived in any part; see the align_asr manifests and rejects")
+    out["rejects"] = dict(sorted(out["rejects"].items()))
+    return out

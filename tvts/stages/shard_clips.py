@@ -58,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
     workers = args.workers or scfg.workers
     rows = JsonlRows(args.asr)
     timings: dict = {}
-    with tracking.stage_run("shard_clips", args.exp, cfg | {"workers": workers}, rule=args.rule) as mlrun:
+    with tracking.stage_run("shard_clips", args.exp, cfg | {"workers": workers}, rule=args.rule,
+                            run_name=f"{args.exp}/shard_clips/{Path(args.out).name}") as mlrun:
         remove_stale_temp_dirs(Path(args.out))
         with io.atomic_dir(args.out) as tmp:
             with io.timer(timings, "shard_s"):

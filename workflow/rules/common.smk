@@ -61,7 +61,10 @@ def upstream(exp, *sections):
 
 
 def model_sections(exp):
-    """The sections behind an experiment's evaluated model: selection is not one for the baseline."""
+    """The sections behind an experiment's evaluated model: selection is not one for the baseline;
+    a post-pretrained model also depends on its pair shards and its second stage."""
+    if is_post(exp):
+        return DATA_SECTIONS + ("pretrain", "select", "shard_pairs", "post_pretrain")
     return DATA_SECTIONS + (("pretrain",) if is_baseline(exp) else ("pretrain", "select"))
 
 
@@ -111,6 +114,21 @@ def raw_input(path):
 
 def asr_parts(exp):
     return [f"results/{exp}/asr/part-{i}.jsonl" for i in range(config["dag"]["align_parts"])]
+
+
+def shard_parts():
+    """`dag.shard_parts`, by default one shard_clips job per align_asr part."""
+    return config["dag"].get("shard_parts", config["dag"]["align_parts"])
+
+
+def asr_parts_of_shard(exp, part):
+    """The align_asr parts that shard part `part` reads: every `shard_parts`-th one. A retried
+    shard job thus redoes its own videos only, and a changed alignment part its shard part only."""
+    return asr_parts(exp)[part::shard_parts()]
+
+
+def shard_part_dirs(exp):
+    return [f"results/{exp}/shards/part-{p}" for p in range(shard_parts())]
 
 
 def launcher(rule_name):
@@ -169,9 +187,19 @@ def baseline_experiments():
     return seeded(BASELINE) if BASELINE else []
 
 
+def post_experiments():
+    """`<exp>-post` for every pretrained experiment when `dag.post_pretrain` (rule post_pretrain)."""
+    return [f"{e}-post" for e in pretrained_experiments()] if config["dag"].get("post_pretrain", False) else []
+
+
 def experiments():
-    """The experiments this DAG evaluates: the pretrained ones, then the no-pretraining baseline(s)."""
-    return pretrained_experiments() + baseline_experiments()
+    """The experiments this DAG evaluates: the pretrained ones, their post-pretrained models, then
+    the no-pretraining baseline(s)."""
+    return pretrained_experiments() + post_experiments() + baseline_experiments()
+
+
+def is_post(exp):
+    return exp in post_experiments()
 
 
 def is_baseline(exp):
@@ -184,8 +212,8 @@ def model_of(exp):
 
 
 def shards_of(exp):
-    """Every experiment of a config trains on the same shards, built once under results/<exp of the config>."""
-    return f"results/{EXP}/shards"
+    """Every experiment of a config trains on the same shard set, built once under results/<exp of the config>."""
+    return f"results/{EXP}/shards/set.json"
 
 
 def exp_json(exp, *sections):
@@ -212,7 +240,7 @@ def eval_targets():
 
 
 def all_targets():
-    targets = [f"results/{e}/select/selection.json" for e in pretrained_experiments()]
+    targets = [f"results/{e}/select/selection.json" for e in pretrained_experiments() + post_experiments()]
     if config["dag"].get("text_only_baseline", False):
         targets.append(f"results/{EXP}/text_only/manifest.json")
     targets += eval_targets()

@@ -1,4 +1,5 @@
-# Data stages: ASR alignment (N parallel parts) and clip sharding. Every rule `exec`s its command:
+# Data stages: ASR alignment (N parallel parts), clip sharding (`dag.shard_parts` parallel parts)
+# and their union into one shard set. Every rule `exec`s its command:
 # the job's process is the `tvts` process, which dies with Snakemake (tvts/cli.py).
 
 
@@ -28,11 +29,11 @@ rule align_asr:
 
 rule shard_clips:
     input:
-        asr=lambda wc: asr_parts(wc.exp),
+        asr=lambda wc: asr_parts_of_shard(wc.exp, int(wc.part)),
     output:
-        directory("results/{exp}/shards"),
+        directory("results/{exp}/shards/part-{part}"),
     log:
-        "logs/{exp}/shard_clips.log",
+        "logs/{exp}/shard_clips/part-{part}.log",
     params:
         cfg=stage_json("shard_clips"),
         upstream=lambda wc: upstream(wc.exp, "align_asr", "windows"),
@@ -44,3 +45,20 @@ rule shard_clips:
     shell:
         "exec tvts shard-clips --asr {input.asr} --workers {threads}"
         " --exp {wildcards.exp} --rule shard_clips --config-json {params.cfg:q} --out {output} > {log} 2>&1"
+
+
+rule shard_union:
+    input:
+        parts=lambda wc: shard_part_dirs(wc.exp),
+    output:
+        "results/{exp}/shards/set.json",
+    log:
+        "logs/{exp}/shard_union.log",
+    params:
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS),
+    resources:
+        **job_resources("shard_union"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "exec tvts shard-union --parts {input.parts} --exp {wildcards.exp} --rule shard_union --out {output} > {log} 2>&1"

@@ -24,7 +24,7 @@ rule pretrain:
 
 rule text_only_baseline:
     input:
-        shards="results/{exp}/shards",
+        shards=lambda wc: shards_of(wc.exp),
     output:
         "results/{exp}/text_only/manifest.json",
     log:
