@@ -15,6 +15,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/post.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

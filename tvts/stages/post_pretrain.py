@@ -25,7 +25,8 @@ from tvts.select_config import SelectConfig
 from tvts.stages.common import add_common_args, command
 from tvts.train import checkpoint
 from tvts.train import distributed as dist
-from tvts.train.post_pretrain import PostPretrainConfig, PostPretrainJob
+from tvts.train.post_config import PostPretrainConfig
+from tvts.train.post_pretrain import PostPretrainJob
 
 log = logging.getLogger("tvts.post_pretrain")
 SECTIONS = {"post_pretrain": PostPretrainConfig}

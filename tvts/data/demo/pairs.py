@@ -3,7 +3,7 @@
 An image is one frame of a one-actor event, captioned with what it shows ("a red square");
 a clip is `WEBVID_CLIP_S` seconds of one event, captioned with what happens ("The red square
 moves to the left."). Sizes follow the pretraining corpus (`n_videos` images, half as many
-clips), so the smoke config gets a handful. Layout, as the readers (tvts.data.formats) take it:
+clips, at least MIN_IMAGES and MIN_CLIPS). Layout, as the readers (tvts.data.formats) take it:
     cc3m/cc3m_train.tsv            caption <TAB> image path relative to cc3m/training/
     cc3m/training/<id>.jpg
     webvid/results_2M_train.csv    the release CSV: videoid,contentUrl,duration,page_dir,name
@@ -33,12 +33,17 @@ IMAGE_JPEG_QUALITY = 85
 BAD_PAIRS = ("missing_image", "truncated_jpeg", "zero_length_mp4", "duplicate_id")
 
 
+# At least a few batches of each, so a tiny corpus (the smoke config's 6 videos) still gives
+# post-pretraining a train and a val split of both sources.
+MIN_IMAGES, MIN_CLIPS = 24, 12
+
+
 def n_images(cfg: DemoConfig) -> int:
-    return cfg.n_videos
+    return max(MIN_IMAGES, cfg.n_videos)
 
 
 def n_clips(cfg: DemoConfig) -> int:
-    return max(2, cfg.n_videos // 2)
+    return max(MIN_CLIPS, cfg.n_videos // 2)
 
 
 def page_dir(index: int) -> str:
