@@ -98,20 +98,55 @@ def make_sample(key: str, meta: dict, frames: np.ndarray, quality: int) -> dict[
     return sample
 
 
+class TarStream:
+    """One shard being written, a sample at a time (never a whole shard in memory).
+
+    The members are those WebDataset's `TarWriter` writes (PAX stream, sorted fields, mode 0444,
+    fixed owner and mtime 0), without importing webdataset (and torch with it) in every decoding
+    job. A full disk raises `No space left on device: <path>` (tvts.io.disk_errors).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        with disk_errors(path):
+            self.file = open(path, "wb")
+        self.tar = tarfile.open(fileobj=self.file, mode="w|")
+
+    def write(self, sample: dict[str, bytes]) -> None:
+        key = sample["__key__"]
+        with disk_errors(self.path):
+            try:
+                for field in sorted(k for k in sample if not k.startswith("_")):
+                    info = tarfile.TarInfo(f"{key}.{field}")
+                    info.size, info.mtime, info.mode = len(sample[field]), 0, 0o444
+                    info.uname = info.gname = "tvts"
+                    self.tar.addfile(info, io.BytesIO(sample[field]))
+            except BaseException:
+                self.abort()
+                raise
+
+    def close(self) -> int:
+        """Finish the tar. Returns its size in bytes."""
+        with disk_errors(self.path):
+            try:
+                self.tar.close()
+                self.file.close()
+            except BaseException:
+                self.abort()
+                raise
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        _abandon(self.tar, self.file)
+        self.file.close()
+
+
 def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> int:
     """Write one shard; a full disk raises `No space left on device: <path>` (tvts.io.disk_errors)."""
-    import webdataset as wds
-
-    with disk_errors(path), open(path, "wb") as f:
-        writer = wds.TarWriter(f, user="tvts", group="tvts", mtime=0, encoder=False)
-        try:
-            for s in samples:
-                writer.write(s)
-            writer.close()
-        except BaseException:
-            _abandon(writer.tarstream, f)
-            raise
-    return path.stat().st_size
+    tar = TarStream(path)
+    for s in samples:
+        tar.write(s)
+    return tar.close()
 
 
 def _abandon(tar: tarfile.TarFile, f) -> None:
@@ -124,31 +159,35 @@ def _abandon(tar: tarfile.TarFile, f) -> None:
 
 
 class ShardSink:
-    """Writes samples of one split into `<split>-NNNNNN.tar`, never an empty shard, and keeps
-    each written shard's index entry (`write_index` saves them)."""
+    """Writes samples of one split into `<split>-NNNNNN.tar` as they come (one sample in memory),
+    never an empty shard, and keeps each written shard's index entry (`write_index` saves them)."""
 
     def __init__(self, out_dir: Path, split: str, samples_per_shard: int):
         self.out_dir, self.split, self.per_shard = out_dir, split, samples_per_shard
-        self.buffer: list[dict[str, bytes]] = []
+        self.open: TarStream | None = None
+        self.in_open = 0
         self.shards: list[str] = []
         self.index: list[dict] = []
         self.n_samples = 0
         self.n_bytes = 0
 
     def add(self, sample: dict[str, bytes]) -> None:
-        self.buffer.append(sample)
+        if self.open is None:
+            self.open = TarStream(self.out_dir / f"{self.split}-{len(self.shards):06d}.tar")
+        self.open.write(sample)
+        self.in_open += 1
         self.n_samples += 1
-        if len(self.buffer) >= self.per_shard:
+        if self.in_open >= self.per_shard:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
+        """Finish the shard being written, if any."""
+        if self.open is None:
             return
-        name = f"{self.split}-{len(self.shards):06d}.tar"
-        self.n_bytes += _write_tar(self.out_dir / name, self.buffer)
-        self.shards.append(name)
-        self.index.append(index_entry(self.out_dir / name))
-        self.buffer = []
+        tar, self.open, self.in_open = self.open, None, 0
+        self.n_bytes += tar.close()
+        self.shards.append(tar.path.name)
+        self.index.append(index_entry(tar.path))
 
     def write_index(self) -> None:
         atomic_write_json(index_path(self.out_dir, self.split), {"version": INDEX_VERSION, "split": self.split,
