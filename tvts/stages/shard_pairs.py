@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tvts import io, tracking
 from tvts.config import load_sections
+from tvts.data.formats.common import FormatError
 from tvts.data.pairs import PairShardConfig, part_of, write_pair_shards
 from tvts.stages.common import add_common_args, command
 from tvts.stages.shard_clips import remove_stale_temp_dirs
@@ -74,7 +75,10 @@ def main(args: argparse.Namespace) -> int:
         with io.atomic_dir(args.out) as tmp:
             with io.timer(timings, "shard_s"):
                 read = io.Rejects("shard_pairs")
-                sinks = write_pair_shards(read_sources(args, read), tmp, scfg, rejects, args.part, args.parts)
+                try:
+                    sinks = write_pair_shards(read_sources(args, read), tmp, scfg, rejects, args.part, args.parts)
+                except FormatError as err:  # a malformed table: one line naming file:line, no partial output
+                    raise SystemExit(f"shard_pairs: {err}") from None
             rejects.rows[:0] = own_rejects(read, args.part, args.parts)
             counts = sinks.counts() | {"rejected": len(rejects)}
             timings["pairs_per_s"] = counts["pairs"] / max(timings["shard_s"], 1e-9)
