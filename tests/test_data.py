@@ -1,6 +1,8 @@
-"""The trainer's data pipeline on real smoke shards: what one item holds, and its determinism."""
+"""The trainer's data pipeline on real smoke shards: what one item holds, and its determinism; and
+sharding at scale: flat memory, parts in the DAG."""
 from __future__ import annotations
 
+import json
 
 import pytest
 import torch
@@ -106,3 +108,94 @@ def test_frames_smaller_than_the_crop_are_a_clear_error(smoke_shards):
     spec = build_spec(TextConfig(model="scratch"), ["a b c"])
     with pytest.raises(ValueError, match="smaller than the crop 64: raise shard_clips.short_side"):
         WindowDataset(smoke_shards, "train", big, spec, 0)[(0, 0)]
+
+
+# ----------------------------------------------------------------------------- sharding at scale
+def peak_rss_kb(cmd: list[str]) -> int:
+    """Peak RSS of `cmd` and its children, measured from a fresh parent: RUSAGE_CHILDREN keeps
+    the largest child a process ever waited for, so this test's own earlier children must not count."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    env = dict(os.environ, TVTS_TRACKING="off")
+    return int(subprocess.run([sys.executable, "-c", probe, *cmd], check=True, env=env, capture_output=True,
+                              text=True, timeout=300).stdout)
+
+
+def test_peak_memory_of_a_shard_job_does_not_grow_with_its_corpus(tmp_path):
+    """10x the videos (each ~1 MB of samples) shard in the same memory: samples are written as
+    they are cut, a bounded number of videos is in flight, and rows are read lazily."""
+    import json
+    import shutil
+    import sys
+    from pathlib import Path
+
+    import realvideo
+    from tvts.stages import align_asr
+
+    listing = realvideo.make_corpus(tmp_path / "yt", sizes=((640, 272),), seconds=16.0, copies=30)
+    cfg = json.dumps({"windows": {"k": 4, "clip_lengths": [3.0], "gap_s": 1.0, "min_words_per_clip": 1},
+                      "shard_clips": {"frames_per_window": 32, "short_side": 272, "jpeg_quality": 95,
+                                      "samples_per_shard": 2}})
+    assert align_asr.main(["--list", str(listing), "--config-json", cfg, "--exp", "t", "--out", str(tmp_path / "all.jsonl")]) == 0
+    rows = (tmp_path / "all.jsonl").read_text().splitlines()
+    tvts = str(Path(sys.executable).parent / "tvts")
+    peak, written = {}, {}
+    for n in (3, 30):
+        (tmp_path / f"{n}.jsonl").write_text("\n".join(rows[:n]) + "\n")
+        out = tmp_path / f"shards-{n}"
+        peak[n] = peak_rss_kb([tvts, "shard-clips", "--asr", str(tmp_path / f"{n}.jsonl"), "--config-json", cfg,
+                               "--workers", "1", "--exp", "t", "--out", str(out)])
+        written[n] = sum(p.stat().st_size for p in out.glob("*.tar"))
+        shutil.rmtree(out)
+    assert written[30] > 25e6 and written[30] > 9 * written[3]      # the big corpus would show if it were held
+    assert peak[30] <= 1.2 * peak[3], peak
+
+
+def test_shard_parts_above_align_parts_is_a_config_error():
+    from tvts.config import ConfigError
+    from tvts.workflow_config import check_shard_parts
+
+    check_shard_parts({"align_parts": 4, "shard_parts": 2})
+    with pytest.raises(ConfigError, match=r"^dag.shard_parts: must be <= dag.align_parts \(2\)"):
+        check_shard_parts({"align_parts": 2, "shard_parts": 3})
+
+
+def test_a_gpu_decoder_without_one_is_one_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    from tvts.data.config import ShardConfig
+    from tvts.data.sharding import write_shards
+
+    real_import = builtins.__import__
+
+    def no_torchcodec(name, *args, **kwargs):
+        if name == "torchcodec":
+            raise ImportError("No module named 'torchcodec'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchcodec)
+    with pytest.raises(SystemExit, match="shard_clips.decoder: gpu needs torchcodec"):
+        write_shards([], tmp_path, ShardConfig(decoder="gpu"), workers=1)
+
+
+def test_the_dag_shards_in_parts_and_a_rerun_part_reruns_only_itself(smoke_workdir, tmp_path):
+    import yaml
+
+    from conftest import SMOKE
+    from test_workflow import planned_jobs, snakemake
+
+    three = tmp_path / "three.yaml"
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["dag"] |= {"align_parts": 3, "shard_parts": 2}
+    three.write_text(yaml.safe_dump(cfg))
+    target = "results/smoke/shards/set.json"
+    assert planned_jobs(snakemake(smoke_workdir, target, configfile=three)) == {
+        "align_asr": 3, "shard_clips": 2, "shard_union": 1}
+    assert json.loads((smoke_workdir / target).read_text())["parts"] == ["part-0", "part-1"]
+    rerun = planned_jobs(snakemake(smoke_workdir, "-n", "-R", "results/smoke/shards/part-1", configfile=three))
+    assert rerun["shard_clips"] == 1 and rerun["shard_union"] == 1 and "align_asr" not in rerun
+    assert rerun["pretrain"] == 1 and rerun["all"] == 1                # and everything below
