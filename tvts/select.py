@@ -15,38 +15,54 @@ from pathlib import Path
 from typing import Callable
 
 from tvts.io import CheckpointError
+from tvts.data.shardset import ShardSet, open_shard_set
 from tvts.models.load import model_from_state
 from tvts.models.text import TextSpec
 from tvts.select_config import METRICS, SelectConfig
 from tvts.train import checkpoint
 from tvts.train import distributed as dist
 from tvts.train.data import ResumableBatchSampler, WindowDataset
-from tvts.train.pretext import evaluate, make_loader, view_config
+from tvts.train.pretext import evaluate, make_loader
+from tvts.train.pretrain import data_view
 
 log = logging.getLogger("tvts.select")
 
 
-def score(path: Path, shard_dir: Path, env: dist.DistEnv, workers: int | None = None) -> dict[str, float]:
-    """Validation metrics of one checkpoint (deterministic views: centre frames and crops, fixed masks)."""
+def score(path: Path, shards: str | Path | ShardSet, env: dist.DistEnv, workers: int | None = None
+          ) -> dict[str, float]:
+    """Validation metrics of one checkpoint (deterministic views: centre frames and crops, fixed masks).
+
+    Args:
+        shards: a shard set spec (tvts.data.shardset) or an opened set; its val split is scored.
+    """
     state = checkpoint.load(path)
     model, cfg = model_from_state(state, env.device)
-    val = WindowDataset(shard_dir, "val", view_config(cfg), TextSpec(**state["text_spec"]), cfg.seed)
+    val = WindowDataset(shards, "val", data_view(cfg, env.device), TextSpec(**state["text_spec"]), cfg.seed)
     sampler = ResumableBatchSampler(len(val), cfg.data.eval_batch_size, env.rank, env.world, cfg.seed,
                                     shuffle=False, drop_last=False)
     loader = make_loader(val, sampler, cfg, env, workers)
     return evaluate(model, loader, cfg, env) | {"step": float(state["step"])}
 
 
-def recorded_scores(manifest: dict, shards: str | Path) -> dict[int, dict[str, float]]:
+def recorded_scores(manifest: dict, shards: str | Path | ShardSet) -> dict[int, dict[str, float]]:
     """The trainer's own end-of-epoch validation metrics, by step (as `score` returns them).
 
     Bit-identical to scoring the checkpoint again (checked on the demo's 16 checkpoints and by
-    tests/test_workflow.py); empty when the run was validated on other shards than `shards`.
+    tests/test_workflow.py); empty when the run was validated on other shards than `shards`: by
+    the set's fingerprint (the same data served from elsewhere matches), else by path.
     """
-    if Path(manifest["inputs"]["shards"]).resolve() != Path(shards).resolve():
+    if not same_shards(manifest["inputs"], shards):
         return {}
     return {int(h["step"]): {k: float(v) for k, v in h.items() if k != "epoch"}
             for h in manifest.get("history", [])}
+
+
+def same_shards(inputs: dict, shards: str | Path | ShardSet) -> bool:
+    """Whether a pretraining manifest's `inputs` name these shards."""
+    opened = shards if isinstance(shards, ShardSet) else open_shard_set(shards)
+    if "shards_fingerprint" in inputs:
+        return inputs["shards_fingerprint"] == opened.fingerprint()
+    return Path(inputs["shards"]).resolve() == Path(opened.spec).resolve()  # a manifest from before set files
 
 
 def check_readable(path: Path) -> None:
@@ -65,7 +81,7 @@ def check_readable(path: Path) -> None:
         raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupt: {err})") from err
 
 
-def score_candidates(candidates: list[Path], recorded: dict[int, dict[str, float]], shard_dir: Path,
+def score_candidates(candidates: list[Path], recorded: dict[int, dict[str, float]], shards: str | Path | ShardSet,
                      env: dist.DistEnv | None, workers: int | None = None
                      ) -> tuple[dict[str, dict], dict[str, str], dict[str, str]]:
     """Every readable candidate's scores (by file name), where each came from, and the unreadable.
@@ -80,7 +96,7 @@ def score_candidates(candidates: list[Path], recorded: dict[int, dict[str, float
     for path in candidates:
         kept = recorded.get(checkpoint.step_of(path.name))
         try:
-            scores[path.name] = _candidate_score(path, kept, shard_dir, env, workers)
+            scores[path.name] = _candidate_score(path, kept, shards, env, workers)
         except (CheckpointError, FileNotFoundError) as err:
             log.warning("skipping unreadable checkpoint %s: %s", path.name, err)
             unreadable[path.name] = str(err)
@@ -89,10 +105,10 @@ def score_candidates(candidates: list[Path], recorded: dict[int, dict[str, float
     return scores, source, unreadable
 
 
-def _candidate_score(path: Path, kept: dict[str, float] | None, shard_dir: Path, env: dist.DistEnv | None,
+def _candidate_score(path: Path, kept: dict[str, float] | None, shards: str | Path | ShardSet, env: dist.DistEnv | None,
                      workers: int | None) -> dict[str, float]:
     if kept is None:
-        return score(path, shard_dir, env, workers)
+        return score(path, shards, env, workers)
     check_readable(path)
     return kept
 

@@ -18,6 +18,7 @@ import torch
 
 from tvts import tracking
 from tvts.config import load_sections
+from tvts.data.shardset import ShardSetError
 from tvts.stages.common import add_common_args, command
 from tvts.train import distributed as dist
 from tvts.train.config import PretrainConfig
@@ -26,7 +27,8 @@ from tvts.train.pretrain import PretrainJob, text_only_variant
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tvts pretrain", description=__doc__)
-    p.add_argument("--shards", required=True, help="shard folder from shard_clips")
+    p.add_argument("--shards", required=True,
+                   help="shard set: set.json (or its folder), one shard folder, or a URL (http(s)://, s3://, file://)")
     p.add_argument("--out", required=True, help="output folder (results/<exp>/pretrain)")
     p.add_argument("--text-only", action="store_true",
                    help="train the text-only sort baseline (the sort head sees transcripts, no video)")
@@ -45,7 +47,10 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(cfg.runtime.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     try:
-        job = PretrainJob(cfg, Path(args.shards), Path(args.out), env, args.text_only)
+        try:
+            job = PretrainJob(cfg, args.shards, Path(args.out), env, args.text_only)
+        except ShardSetError as err:
+            raise SystemExit(f"pretrain: {err}") from None
         params = {"pretrain": cfg, "text_only": args.text_only}
         with (tracking.stage_run(job.stage, args.exp, params, rule=args.rule, resume_run_id=job.resume_run_id)
               if env.is_main else contextlib.nullcontext()) as mlrun:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tvts import io, tracking
 from tvts.config import load_sections
+from tvts.data.shardset import ShardSetError, open_shard_set
 from tvts.io import CheckpointError
 from tvts.select import choose_best, recorded_scores, score_candidates
 from tvts.select_config import SelectConfig
@@ -29,7 +30,8 @@ SECTIONS = {"select": SelectConfig}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tvts select-ckpt", description=__doc__)
     p.add_argument("--pretrain", required=True, help="pretraining folder (holds manifest.json and ckpt/)")
-    p.add_argument("--shards", required=True, help="shard folder: the val split scores the checkpoints")
+    p.add_argument("--shards", required=True,
+                   help="shard set (set.json, a shard folder or a URL): its val split scores the checkpoints")
     p.add_argument("--out", required=True, help="output folder (results/<exp>/select)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the run's config)")
     add_common_args(p)
@@ -46,9 +48,13 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"select_ckpt: {pre}/manifest.json lists no epoch checkpoints")
     env = dist.init_distributed(use_cuda=None)
     out = Path(args.out)
+    try:
+        shards = open_shard_set(args.shards)
+    except ShardSetError as err:
+        raise SystemExit(f"select_ckpt: {err}") from None
     with tracking.stage_run("select_ckpt", args.exp, {"select": cfg}, rule=args.rule) as mlrun:
-        recorded = {} if cfg.rescore else recorded_scores(manifest, args.shards)
-        scores, source, unreadable = score_candidates(candidates, recorded, Path(args.shards), env, args.workers)
+        recorded = {} if cfg.rescore else recorded_scores(manifest, shards)
+        scores, source, unreadable = score_candidates(candidates, recorded, shards, env, args.workers)
         for epoch, path in enumerate(candidates):
             if path.name in scores:
                 mlrun.log_metrics({f"candidate/{k}": v for k, v in scores[path.name].items()}, step=epoch)

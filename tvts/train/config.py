@@ -9,6 +9,8 @@ from tvts.models.config import LossConfig, ModelConfig, VideoMAEConfig
 
 METHODS = ("tvts", "videomae")
 EPOCHS = ("video", "window")
+JPEG_DECODERS = ("simplejpeg", "pil")
+DECODE_DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,18 @@ class DataConfig:
     # video's stored windows (the official sampler). "window": every stored window once.
     epoch: str = "video"
     epoch_limit: int = 0         # at most this many samples per epoch, a fresh subset each epoch; 0 = all
+    # simplejpeg (libjpeg-turbo, ~1.5x faster) or pil: the same pixels (docs/configuration.md)
+    jpeg_decoder: str = "simplejpeg"
+    # cpu: workers decode and normalise; cuda: workers ship the drawn JPEG bytes and the main
+    # process decodes each batch on the GPU (nvJPEG), the same samples (tvts.train.data.decode_batch)
+    decode_device: str = "cpu"
 
     def check(self, where: str) -> None:
+        require(self.jpeg_decoder in JPEG_DECODERS, where, "jpeg_decoder", f"must be one of {', '.join(JPEG_DECODERS)}")
+        require(self.decode_device in DECODE_DEVICES, where, "decode_device",
+                f"must be one of {', '.join(DECODE_DEVICES)}")
+        require(self.decode_device == "cpu" or self.short_side == 0, where, "decode_device",
+                "cuda decodes frames as stored: set short_side 0 (store them at the size wanted, shard_clips.short_side)")
         require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
         require(self.workers >= 0, where, "workers", "must be >= 0")
         require(self.epoch in EPOCHS, where, "epoch", f"must be one of {', '.join(EPOCHS)}")

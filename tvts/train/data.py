@@ -10,33 +10,22 @@ shuffle, tube mask) is drawn in the worker from an RNG seeded by (seed, epoch, i
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from tvts.data.shards import ShardError, open_jpeg, parse_meta, read_index, tar_members, tsn_indices
+from tvts.data.shards import ShardError, decode_rgb, parse_meta, read_index, tar_members, tsn_indices
+from tvts.data.shardset import MemberReader, SampleRef, ShardSet, open_shard_set
 from tvts.models.config import VideoConfig
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
 from tvts.models.video_vit import MEAN, STD, all_patches, tube_keep_indices
 
 EVAL_EPOCH = 2**31 - 1  # RNG stream of the deterministic evaluation views
-
-
-@dataclass(frozen=True)
-class SampleRef:
-    shard: str
-    key: str                              # `<video>_wNNN` (tvts.data.shards.sample_key)
-    members: dict[str, tuple[int, int]]  # field -> (offset, size) inside the tar
-
-    @property
-    def video(self) -> str:
-        return self.key.rpartition("_w")[0]
 
 
 def index_shards(paths: list[Path]) -> list[SampleRef]:
@@ -45,7 +34,7 @@ def index_shards(paths: list[Path]) -> list[SampleRef]:
 
 
 def load_refs(shard_dir: str | Path, split: str) -> list[SampleRef]:
-    """One SampleRef per sample of a split, from the shard index `shard_clips` wrote."""
+    """One SampleRef per sample of a split of one local shard folder, from the index `shard_clips` wrote."""
     return [SampleRef(str(path), key, members) for path, key, members in read_index(shard_dir, split)]
 
 
@@ -61,43 +50,46 @@ class ViewConfig:
     eval_mask: bool = True   # validation keeps the tube mask (the task as trained), with fixed seeds
     frames: bool = True      # False: skip decoding (the text-only baseline never looks at them)
     mask_kind: str = "per_tube"  # per_tube (TVTS) | shared (VideoMAE: one mask for every tube)
+    jpeg_decoder: str = "simplejpeg"  # simplejpeg | pil (the same pixels, tvts.data.shards.decode_rgb)
+    decode_device: str = "cpu"   # cpu: items hold frames; else the JPEG bytes, decoded by `decode_batch`
 
 
 class WindowDataset(Dataset):
     """Map-style dataset over one split's shards. Items are `(epoch, index)`; epoch = EVAL_EPOCH for eval views."""
 
-    def __init__(self, shard_dir: str | Path, split: str, view: ViewConfig, text_spec: TextSpec, seed: int):
-        self.refs = load_refs(shard_dir, split)
+    def __init__(self, shards: str | Path | ShardSet, split: str, view: ViewConfig, text_spec: TextSpec, seed: int):
+        """Args:
+            shards: a shard set spec (tvts.data.shardset: a set file, a part folder or URL), or an opened set.
+        """
+        self.shards = shards if isinstance(shards, ShardSet) else open_shard_set(shards)
+        self.refs = self.shards.refs(split)
         if not self.refs:
-            raise FileNotFoundError(f"no {split} shards in {shard_dir}")
+            raise FileNotFoundError(f"no {split} shards in {self.shards.spec}")
         self.view, self.spec, self.seed = view, text_spec, seed
         self._tok = None
-        self._files: dict[str, int] = {}
+        self._reader = MemberReader()
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def _fd(self, shard: str) -> int:
-        fd = self._files.get(shard)
-        if fd is None:
-            fd = self._files[shard] = os.open(shard, os.O_RDONLY)
-        return fd
-
     def read_field(self, index: int, name: str) -> bytes:
-        """One member's bytes. `pread` has no shared file offset, so forked workers that
-        inherited this process's descriptors can read concurrently.
+        """One member's bytes: `pread` of a local shard (no shared file offset, so forked workers
+        that inherited this process's descriptors read concurrently), one ranged GET of a URL.
 
         Raises:
             ShardError: the sample has no such member (naming the shard and the sample).
+            ShardSetError: a remote shard that cannot be read (naming its URL).
         """
         ref = self.refs[index]
         if name not in ref.members:
             raise ShardError(ref.shard, ref.key, f"no {name} member")
+        if "_reader" not in self.__dict__:  # a dataset made without __init__ (a reader over bare refs)
+            self._reader = MemberReader()
         offset, size = ref.members[name]
-        return os.pread(self._fd(ref.shard), size, offset)
+        return self._reader.read(ref.shard, offset, size)
 
-    def __getstate__(self) -> dict:  # spawned workers open their own descriptors
-        return self.__dict__ | {"_files": {}, "_tok": None}
+    def __getstate__(self) -> dict:  # spawned workers open their own descriptors and connections
+        return self.__dict__ | {"_reader": MemberReader(), "_tok": None}
 
     def read(self, index: int) -> dict[str, bytes]:
         """Every member of sample `index` (json + frames), by seek + read."""
@@ -127,46 +119,133 @@ class WindowDataset(Dataset):
         sample, ref = self.read(index), self.refs[index]
         meta = parse_meta(sample.get("json"), ref.shard, ref.key)
         order = rng.permutation(self.view.k)  # input slot i holds the transcript at time order[i]
-        frames = (load_frames(sample, self.view, rng if train else None, ref.shard, ref.key) if self.view.frames
-                  else torch.zeros(0))
+        frames = self.frames(sample, rng if train else None, ref)
         ids, mask = tokenize(self._tok, [meta["clips"][j]["text"] for j in order])
         v = self.view.video
         if self.view.mask_ratio > 0 and (train or self.view.eval_mask):
             keep = tube_keep_indices(rng, v.tubes, v.patches, self.view.mask_ratio, self.view.mask_kind)
         else:
             keep = all_patches(v.tubes, v.patches)
-        return {"frames": frames, "keep": torch.from_numpy(keep), "input_ids": ids.view(self.view.k, -1),
-                "attention_mask": mask.view(self.view.k, -1), "order": torch.from_numpy(order.astype(np.int64)),
-                "index": torch.tensor(index)}
+        return frames | {"keep": torch.from_numpy(keep), "input_ids": ids.view(self.view.k, -1),
+                         "attention_mask": mask.view(self.view.k, -1),
+                         "order": torch.from_numpy(order.astype(np.int64)), "index": torch.tensor(index)}
+
+    def frames(self, sample: dict[str, bytes], rng: np.random.Generator | None, ref: SampleRef) -> dict:
+        """`frames` (3, T, S, S), or with decode_device other than cpu the drawn frames' JPEG bytes
+        and crop origin (`JpegFrames`, decoded when the batch moves to the device): the same draws."""
+        if not self.view.frames:
+            return {"frames": torch.zeros(0)}
+        if self.view.decode_device == "cpu":
+            return {"frames": load_frames(sample, self.view, rng, ref.shard, ref.key)}
+        jpegs, crop = pick_jpegs(sample, self.view, rng, ref.shard, ref.key)
+        return {"frames": JpegFrames(jpegs, torch.tensor(crop), self.view.video.img_size)}
 
 
 def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None,
                 shard: str = "<shard>", key: str = "<sample>") -> torch.Tensor:
     """TSN frames, short-side resize, crop (random if `rng`, else centre), ImageNet normalisation.
 
+    Only the drawn frames are decoded, the crop is cut from the uint8 frames, and the one float
+    copy is normalised in place: the same values as normalising every pixel in float first.
+
     Args:
         shard, key: where the sample is, for the message of a member that does not decode.
     Returns:
         (3, T, S, S) float32.
     """
+    names = frame_names(sample, shard, key)
+    idx = tsn_indices(len(names), view.video.num_frames, rng)
+    imgs = [decode_frame(sample[names[i]], view, shard, f"{key}.{names[i]}") for i in idx]
+    h, w = imgs[0].shape[:2]
+    x0, y0 = crop_origin(w, h, view.video.img_size, rng)
+    s = view.video.img_size
+    crops = torch.from_numpy(np.stack([im[y0:y0 + s, x0:x0 + s] for im in imgs]))  # (T, S, S, 3) uint8
+    return normalise(crops.permute(3, 0, 1, 2), channel_dim=0)
+
+
+def frame_names(sample: dict[str, bytes], shard: str, key: str) -> list[str]:
     names = sorted(k for k in sample if k.endswith(".jpg"))
     if not names:
         raise ShardError(shard, key, "no .jpg frame members")
-    idx = tsn_indices(len(names), view.video.num_frames, rng)
-    imgs = [open_jpeg(sample[names[i]], shard, f"{key}.{names[i]}") for i in idx]
-    if view.short_side:
-        imgs = [resize_short(im, view.short_side) for im in imgs]
-    w, h = imgs[0].size
-    s = view.video.img_size
+    return names
+
+
+def decode_frame(data: bytes, view: ViewConfig, shard: str, member: str) -> np.ndarray:
+    """One frame as (H, W, 3) uint8, resized to the view's short side when it has one."""
+    rgb = decode_rgb(data, shard, member, view.jpeg_decoder)
+    if view.short_side and min(rgb.shape[:2]) != view.short_side:
+        rgb = np.asarray(resize_short(Image.fromarray(rgb), view.short_side))
+    return rgb
+
+
+def crop_origin(w: int, h: int, s: int, rng: np.random.Generator | None) -> tuple[int, int]:
+    """(x0, y0) of the S x S crop: random if `rng` (x drawn first, then y), else the centre."""
     if min(w, h) < s:
         raise ValueError(f"stored frames are {w}x{h}, smaller than the crop {s}: raise shard_clips.short_side")
     if rng is None:
-        x0, y0 = (w - s) // 2, (h - s) // 2
-    else:
-        x0, y0 = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
-    arr = np.stack([np.asarray(im.crop((x0, y0, x0 + s, y0 + s)), dtype=np.float32) for im in imgs])
-    arr = (arr / 255.0 - MEAN) / STD                                   # (T, S, S, 3)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 0, 1, 2)))
+        return (w - s) // 2, (h - s) // 2
+    return int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
+
+
+def normalise(frames: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """uint8 RGB -> ImageNet-normalised float32 (contiguous), one float copy normalised in place.
+    Bit-identical to `(x / 255 - MEAN) / STD` on float32 (the same IEEE operations, in order)."""
+    shape = [1] * frames.dim()
+    shape[channel_dim] = 3
+    mean = torch.from_numpy(MEAN).to(frames.device).view(shape)
+    std = torch.from_numpy(STD).to(frames.device).view(shape)
+    x = frames.contiguous().to(torch.float32)
+    return x.div_(255.0).sub_(mean).div_(std)
+
+
+def pick_jpegs(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None,
+               shard: str = "<shard>", key: str = "<sample>") -> tuple[list[bytes], tuple[int, int]]:
+    """What `load_frames` draws, without decoding: the TSN frames' JPEG bytes and the crop origin
+    (the frame size comes from the JPEG header). The same RNG calls in the same order."""
+    import simplejpeg
+
+    names = frame_names(sample, shard, key)
+    idx = tsn_indices(len(names), view.video.num_frames, rng)
+    jpegs = [sample[names[i]] for i in idx]
+    try:
+        h, w = simplejpeg.decode_jpeg_header(jpegs[0])[:2]
+    except ValueError as err:
+        raise ShardError(shard, f"{key}.{names[idx[0]]}", f"not a readable JPEG ({err})") from None
+    return jpegs, crop_origin(w, h, view.video.img_size, rng)
+
+
+class JpegFrames(NamedTuple):
+    """The drawn frames still JPEG-encoded (decode_device other than cpu), as an item's `frames`.
+
+    The default collate keeps the named tuple (its fields collated: `jpegs` becomes T lists of B
+    bytes, `crop` (B, 2), `size` (B,)), and `.to(device)` decodes the batch there, so the
+    trainer's `to_device(batch)` yields the frames tensor: no other code knows about it.
+    """
+
+    jpegs: list            # T frames' bytes; collated: T lists of B
+    crop: torch.Tensor     # (x0, y0); collated: (B, 2)
+    size: int              # the crop's side S; collated: (B,)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+        return decode_batch(self, device)
+
+
+def decode_batch(frames: JpegFrames, device: torch.device | str) -> torch.Tensor:
+    """A collated batch of JPEG frames decoded on `device` in one call (nvJPEG on cuda, libjpeg
+    on cpu), cropped and normalised there.
+
+    Returns:
+        (B, 3, T, S, S) float32 on `device`, as the collated cpu path gives.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    crop, t, s = frames.crop.tolist(), len(frames.jpegs), int(torch.as_tensor(frames.size).flatten()[0])
+    b = len(crop)
+    data = [torch.frombuffer(bytearray(frames.jpegs[i][j]), dtype=torch.uint8) for j in range(b) for i in range(t)]
+    imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)       # B*T of (3, H, W) uint8
+    crops = torch.stack([im[:, y0:y0 + s, x0:x0 + s] for k, im in enumerate(imgs)
+                         for x0, y0 in [crop[k // t]]])                     # (B*T, 3, S, S)
+    return normalise(crops.view(b, t, 3, s, s).permute(0, 2, 1, 3, 4), channel_dim=1)
 
 
 def resize_short(im: Image.Image, short: int) -> Image.Image:

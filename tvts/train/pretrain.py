@@ -28,7 +28,8 @@ from tvts.models.text import TextSpec, build_spec
 from tvts.train import checkpoint
 from tvts.train import distributed as dist
 from tvts.train.config import PretrainConfig
-from tvts.train.data import ResumableBatchSampler, WindowDataset
+from tvts.data.shardset import ShardSet, open_shard_set
+from tvts.train.data import ResumableBatchSampler, ViewConfig, WindowDataset
 from tvts.train.pretext import (Meter, build_optimizer, build_scheduler, evaluate, freeze_unused, losses,
                                 make_loader, run_model, to_device, train_accuracy, view_config, wrap)
 from tvts.train.trainer import Budget, TrainState, run_epochs
@@ -36,10 +37,11 @@ from tvts.train.trainer import Budget, TrainState, run_epochs
 log = logging.getLogger("tvts.pretrain")
 
 
-def run_key(cfg: PretrainConfig, shard_dir: Path, text_only: bool) -> str:
-    """Identifies a run: its config and the exact shards. Only matching checkpoints are resumed."""
+def run_key(cfg: PretrainConfig, shards: ShardSet, text_only: bool) -> str:
+    """Identifies a run: its config and the exact shards (the set's fingerprint, wherever they are
+    served from). Only matching checkpoints are resumed."""
     h = hashlib.sha256(dumps({"pretrain": cfg, "text_only": text_only}).encode())
-    h.update((shard_dir / "manifest.json").read_bytes())
+    h.update(shards.fingerprint().encode())
     return h.hexdigest()[:16]
 
 
@@ -50,16 +52,34 @@ def text_only_variant(cfg: PretrainConfig) -> PretrainConfig:
                                      sort_weight=max(cfg.loss.sort_weight, 1.0)))
 
 
-def build_data(shard_dir: Path, cfg: PretrainConfig, env: dist.DistEnv,
+def build_data(shards: str | Path | ShardSet, cfg: PretrainConfig, env: dist.DistEnv,
                spec: TextSpec | None = None) -> tuple[WindowDataset, WindowDataset, TextSpec]:
     """(train set, val set, text spec). Without `spec` (a new run), rank 0 trains or reads the
-    tokenizer on the train transcripts and every rank gets the same spec."""
-    view = view_config(cfg)
-    train_ds = WindowDataset(shard_dir, "train", view, TextSpec("", ""), cfg.seed)
+    tokenizer on the train transcripts and every rank gets the same spec.
+
+    Args:
+        shards: a shard set spec (tvts.data.shardset), or an opened set.
+    """
+    shards = shards if isinstance(shards, ShardSet) else open_shard_set(shards)
+    view = data_view(cfg, env.device)
+    train_ds = WindowDataset(shards, "train", view, TextSpec("", ""), cfg.seed)
     if spec is None:
         spec = dist.broadcast_object(build_spec(cfg.model.text, train_ds.texts()) if env.is_main else None)
     train_ds.spec = spec
-    return train_ds, WindowDataset(shard_dir, "val", view, spec, cfg.seed), spec
+    return train_ds, WindowDataset(shards, "val", view, spec, cfg.seed), spec
+
+
+def data_view(cfg: PretrainConfig, device: torch.device) -> ViewConfig:
+    """The view with the data section's decoder choices.
+
+    Raises:
+        ConfigError: decode_device cuda without a CUDA device to decode on.
+    """
+    d = cfg.data
+    if d.decode_device == "cuda" and device.type != "cuda":
+        raise ConfigError(f"pretrain.data.decode_device: cuda, but this job runs on {device.type} "
+                          "(no CUDA device); use cpu")
+    return replace(view_config(cfg), jpeg_decoder=d.jpeg_decoder, decode_device=d.decode_device)
 
 
 def initial_model(cfg: PretrainConfig, spec: TextSpec):
@@ -80,11 +100,12 @@ def trim_log(path: Path, step: int) -> None:
 class PretrainJob:
     """One pretraining run, built (and restored when resuming) on construction; `run` trains it."""
 
-    def __init__(self, cfg: PretrainConfig, shard_dir: Path, out: Path, env: dist.DistEnv, text_only: bool = False):
-        self.cfg, self.shard_dir, self.out, self.env, self.text_only = cfg, Path(shard_dir), Path(out), env, text_only
+    def __init__(self, cfg: PretrainConfig, shards: str | Path, out: Path, env: dist.DistEnv, text_only: bool = False):
+        self.cfg, self.out, self.env, self.text_only = cfg, Path(out), env, text_only
+        self.shards = open_shard_set(shards)
         self.stage = "text_only_baseline" if text_only else "pretrain"
         rt = cfg.runtime
-        self.ckpts = checkpoint.CheckpointManager(self.out / "ckpt", run_key(cfg, self.shard_dir, text_only), env,
+        self.ckpts = checkpoint.CheckpointManager(self.out / "ckpt", run_key(cfg, self.shards, text_only), env,
                                                   rt.ckpt_every, rt.keep_last)
         self.resume = self.ckpts.find(resume_complete=False)
         if self.resume is None and env.is_main:
@@ -93,7 +114,7 @@ class PretrainJob:
             log.info("finalising: %s is this run's final checkpoint; only the manifest is left to write",
                      self.resume[0].name)
         spec = TextSpec(**self.resume[1]["text_spec"]) if self.resume else None
-        self.train_ds, self.val_ds, self.spec = build_data(self.shard_dir, cfg, env, spec)
+        self.train_ds, self.val_ds, self.spec = build_data(self.shards, cfg, env, spec)
         self.videos = self.train_ds.videos()   # sample indices per video: the epoch's groups, and a count
         groups = self.videos if cfg.data.epoch == "video" else None
         self.sampler = ResumableBatchSampler(len(self.train_ds), cfg.data.batch_size, env.rank, env.world, cfg.seed,
@@ -221,7 +242,8 @@ class PretrainJob:
                   "steps": state.step, "steps_per_epoch": state.steps_per_epoch, "epochs": cfg.optim.epochs}
         # The epochs this run validated, not whatever `epoch-*.pt` lies in the folder.
         epochs = [f"ckpt/{checkpoint.epoch_name(h['epoch'], h['step'])}" for h in state.history]
-        return {"stage": self.stage, "inputs": {"shards": str(self.shard_dir)},
+        return {"stage": self.stage, "inputs": {"shards": self.shards.spec,
+                                                         "shards_fingerprint": self.shards.fingerprint()},
                 "config": {"pretrain": cfg, "text_only": self.text_only}, "counts": counts,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"},
                 "history": state.history, "versions": io.library_versions(), "cpu": cpu_record()}
@@ -234,9 +256,9 @@ def cpu_record() -> dict:
     return {"capability": torch.backends.cpu.get_cpu_capability(), "pins": pins}
 
 
-def initial_state(cfg: PretrainConfig, shard_dir: Path, env: dist.DistEnv) -> dict:
+def initial_state(cfg: PretrainConfig, shards: str | Path | ShardSet, env: dist.DistEnv) -> dict:
     """The state a new pretraining run starts from, in best.pt format (a no-pretraining baseline)."""
-    _, _, spec = build_data(shard_dir, cfg, env)
+    _, _, spec = build_data(shards, cfg, env)
     model = initial_model(cfg, spec)
     return {"model": model.state_dict(), "config": io.to_jsonable(cfg), "text_spec": spec.as_dict(),
             "step": 0, "steps_per_epoch": 0, "run_key": "", "source": f"init:{cfg.init}",
