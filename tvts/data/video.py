@@ -103,10 +103,12 @@ def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- one decode per video
-# The cost of a seek in decoded-frame equivalents: a seek flushes the decoder and restarts at a
-# keyframe, which costs about this many frames more than decoding on (measured on 720p and
-# 640x272 H.264 with 5 s GOPs, one thread: bench/load_paper.py prints it; docs/benchmarks.md).
-SEEK_COST_FRAMES = 8.0
+# What a seek costs beyond decoding the keyframe it lands on, in decoded frames. Measured by
+# bench/load_paper.py on 720p H.264 with a 5 s GOP, one thread: a seek plus its keyframe costs
+# what one average frame does (FFmpeg's mp4 seek is an index lookup and a decoder flush; the
+# I-frame costs more than the P-frames it is averaged with), i.e. ~0-1 frames. 2 keeps a margin:
+# the decoder then seeks across a keyframe whenever it would otherwise decode > 2 unwanted frames.
+SEEK_COST_FRAMES = 2.0
 
 
 @dataclass(frozen=True)
