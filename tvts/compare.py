@@ -16,16 +16,17 @@ from typing import Iterable, TextIO
 
 from tvts import io
 from tvts.grid import Aggregate, aggregate, group_by_method
-from tvts.paper import PAPER, paper_value
+from tvts.paper import PAPER, paper_post_value, paper_value
 from tvts.tracking import RunRecord
 
 MISSING = "–"
 
 # Training stages first, then the evaluations in the order of the paper's tables, then data stages.
-SECTION_ORDER = ("pretrain", "text_only_baseline", "select_ckpt",
+SECTION_ORDER = ("pretrain", "text_only_baseline", "select_ckpt", "post_pretrain",
                  "zeroshot_v2v", "linear", "finetune", "t2v", "align_asr", "shard_clips")
 SECTION_LABELS = {"pretrain": "Pretraining (TVTS)", "text_only_baseline": "Text-only baseline",
-                  "select_ckpt": "Selected checkpoint", "zeroshot_v2v": "Zero-shot V2V retrieval",
+                  "select_ckpt": "Selected checkpoint", "post_pretrain": "Post-pretraining (CC3M + WebVid)",
+                  "zeroshot_v2v": "Zero-shot V2V retrieval",
                   "linear": "Linear probe", "finetune": "Fine-tune", "t2v": "Text-to-video retrieval"}
 DATASET_ORDER = ("ssv2", "k400", "ucf101", "hmdb51", "msrvtt", "didemo", "msvd", "lsmdc")
 _SORT = ("val/sort_exact_argmax", "val/sort_exact", "val/sort_acc")
@@ -38,6 +39,7 @@ HEADLINE = {
     "pretrain": _SORT + ("train/loss", "train/loss_sort", "train/loss_align", "train/sort_acc"),
     "text_only_baseline": _SORT,
     "select_ckpt": (),  # every `best/<metric>` (the selection metric is configurable)
+    "post_pretrain": ("val/loss_align", "val/t2v_r1", "val/v2t_r1", "train/loss_align"),
     "zeroshot_v2v": ("r1", "r5", "r10"),
     "linear": ("top1", "top5"),
     "finetune": ("top1", "top5"),
@@ -60,12 +62,21 @@ class PaperColumn:
     def paper(self, row: RowKey) -> float | None:
         return paper_value(row.section, row.dataset, row.metric) if self.show_paper else None
 
+    @property
+    def show_post(self) -> bool:
+        """A second paper column, the post-pretrained model's, beside an `<exp>-post` experiment."""
+        return self.show_paper and any(e.endswith("-post") for e in getattr(self, "exps", ()))
+
+    def paper_post(self, row: RowKey) -> float | None:
+        return paper_post_value(row.section, row.dataset, row.metric) if self.show_post else None
+
     def paper_cells(self, row: RowKey) -> list[str]:
-        """[] without a paper column, else the formatted number ("" where the paper has none)."""
+        """[] without a paper column, else the formatted number ("" where the paper has none), and
+        the post-pretrained model's beside it when shown."""
         if not self.show_paper:
             return []
-        paper = self.paper(row)
-        return [format_metric(row.metric, paper) if paper is not None else ""]
+        values = [self.paper(row)] + ([self.paper_post(row)] if self.show_post else [])
+        return [format_metric(row.metric, v) if v is not None else "" for v in values]
 
 
 @dataclass
@@ -164,7 +175,12 @@ def format_metric(metric: str, value: float | None) -> str:
 
 
 def header(table: Table) -> list[str]:
-    return ["stage/task", "dataset", "metric", *table.exps] + (["paper"] if table.show_paper else [])
+    return ["stage/task", "dataset", "metric", *table.exps] + paper_headers(table)
+
+
+def paper_headers(table: PaperColumn) -> list[str]:
+    """The paper columns' names: its YT-Temporal model, and its post-pretrained one beside `<exp>-post`."""
+    return (["paper"] if table.show_paper else []) + (["paper +CC3M+WebVid"] if table.show_post else [])
 
 
 def render_text(table: Table) -> str:
@@ -196,6 +212,9 @@ def _write_csv_rows(table: Table, f: TextIO) -> None:
         if table.show_paper:
             paper = table.paper(row)
             cells.append(repr(paper) if paper is not None else "")
+        if table.show_post:
+            post = table.paper_post(row)
+            cells.append(repr(post) if post is not None else "")
         writer.writerow([row.section, row.dataset, row.metric, *cells])
 
 

@@ -31,7 +31,8 @@ def as_json(data: ReportData, skipped_curves: list[str]) -> dict:
     """The report's content as plain data (for tests and scripts)."""
     table = headline_table(data)
     rows = [{"section": r.section, "dataset": r.dataset, "metric": r.metric,
-             "values": {e: table.value(r, e) for e in table.exps}, "paper": table.paper(r)} for r in table.rows]
+             "values": {e: table.value(r, e) for e in table.exps}, "paper": table.paper(r),
+             "paper_post": table.paper_post(r)} for r in table.rows]
     runs = [{"exp": r.exp, "stage": r.stage, "task": r.task, "dataset": r.dataset, "part": r.part,
              "run_id": r.run_id, "status": r.status, "paper_config": r.paper_config} for r in data.latest]
     return {"exps": data.exps, "where": data.where, "show_paper": data.show_paper, "empty": not data.latest,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tvts import io
 from tvts.grid import is_grid
-from tvts.paper import TABLE4, paper_value
+from tvts.paper import TABLE4, paper_post_value, paper_value
 from tvts.report.content import CURVES, PHASES, ReportData, comparison_columns, datasets_of, method_cells
 
 _RETRIEVAL = ("r1", "r5", "r10")
@@ -79,7 +79,7 @@ def _bars(ax, groups: list[str], series: dict[str, list[float | None]], colors: 
         ys = [v for v in values if v is not None]
         if not ys:
             continue
-        hatch = "//" if name == "paper" else None
+        hatch = "//" if name.startswith("paper") else None
         bars = ax.bar(xs, ys, width, label=name, color=colors.get(name, "0.75"), hatch=hatch, edgecolor="0.3")
         ax.bar_label(bars, fmt="%.1f", fontsize=6)
     ax.set_xticks(range(len(groups)), groups)
@@ -90,6 +90,8 @@ def _series(data: ReportData, section: str, dataset_metric: list[tuple[str, str]
     series = {e: [data.metric(e, section, m, d) for d, m in dataset_metric] for e in data.exps}
     if data.show_paper:
         series["paper"] = [paper_value(section, d, m) for d, m in dataset_metric]
+    if data.show_paper and any(e.endswith("-post") for e in data.exps):  # the paper's post-pretrained model
+        series["paper +CC3M+WebVid"] = [paper_post_value(section, d, m) for d, m in dataset_metric]
     return {k: v for k, v in series.items() if any(x is not None for x in v)}
 
 

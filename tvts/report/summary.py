@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tvts.compare import (MISSING, PERF, SECTION_LABELS, RowKey, Table, format_aggregate, format_metric, format_value,
-                          row_sort_key, section_of)
+                          paper_headers, row_sort_key, section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.paper import CITATION, PAPER, TABLE4
 from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PRETRAIN_PNG, RETRIEVAL_PNG, Column,
@@ -19,8 +19,7 @@ def _md_table(head: list[str], rows: list[list[str]], numeric: range | list[int]
 
 
 def _headline_md(table: Table) -> list[str]:
-    head = ["Evaluation", "Dataset", "Metric", *[f"`{e}`" for e in table.exps]]
-    head += ["paper"] if table.show_paper else []
+    head = ["Evaluation", "Dataset", "Metric", *[f"`{e}`" for e in table.exps], *paper_headers(table)]
     rows = []
     for row in table.rows:
         cells = [format_metric(row.metric, table.value(row, e)) for e in table.exps] + table.paper_cells(row)
