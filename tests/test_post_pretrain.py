@@ -202,3 +202,46 @@ def test_the_dag_evaluates_exp_post_and_R_post_pretrain_reruns_it_and_what_is_be
     again = planned(dry_run(work, config, "--rerun-triggers", "mtime", "-R", "post_pretrain"))
     assert again == {"post_pretrain": 1, "eval_zeroshot_v2v": 1, "eval_linear": 1, "eval_finetune": 1, "eval_t2v": 1,
                      "report": 1, "all": 1, "total": 7}
+
+
+# ------------------------------------------------------------------------------- report and compare
+def finetune_run(exp: str, top1: float) -> None:
+    from tvts import tracking
+
+    tags = {"tvts.task": "finetune", "tvts.dataset": "ssv2", "tvts.paper_config": "true"}
+    with tracking.stage_run("eval_finetune", exp, {}, extra_tags=tags) as run:
+        run.log_metrics({"top1": top1})
+
+
+def test_compare_and_report_show_exp_exp_post_and_the_baseline_beside_the_papers_two_models(tmp_path, monkeypatch,
+                                                                                              capsys):
+    from conftest import own_store
+    from tvts.stages import compare as compare_stage
+    from tvts.stages import report as report_stage
+
+    own_store(monkeypatch, tmp_path, "tvts-post-test")
+    for exp, top1 in (("demo", 20.0), ("demo-post", 25.0), ("random", 5.0)):
+        finetune_run(exp, top1)
+    from tvts import tracking
+
+    with tracking.stage_run("post_pretrain", "demo-post", {}) as run:
+        run.log_metrics({"val/loss_align": 1.5, "val/t2v_r1": 0.25})
+    assert compare_stage.main(["demo", "demo-post", "random"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split() == ["stage/task", "dataset", "metric", "demo", "demo-post", "random",
+                                            "paper", "paper", "+CC3M+WebVid"]
+    row = next(line.split() for line in text.splitlines() if line.startswith("finetune"))
+    assert row[3:] == ["20.00", "25.00", "5.00", "68.50", "69.10"]
+    post = next(line.split() for line in text.splitlines() if line.startswith("post_pretrain  ") and "loss_align" in line)
+    assert post[1:] == ["val/loss_align", "–", "1.50", "–"]   # the second stage's own rows, demo-post's only
+    out = tmp_path / "report"
+    assert report_stage.main(["--out", str(out), "--exps", "demo", "demo-post", "random",
+                              "--json", str(out / "report.json")]) == 0
+    data = json.loads((out / "report.json").read_text())
+    top1 = next(r for r in data["headline"] if (r["section"], r["dataset"], r["metric"]) == ("finetune", "ssv2", "top1"))
+    assert top1["values"] == {"demo": 20.0, "demo-post": 25.0, "random": 5.0}
+    assert (top1["paper"], top1["paper_post"]) == (68.5, 69.1)
+    k400 = next(r for r in data["headline"] if (r["section"], r["dataset"]) == ("finetune", "k400"))
+    assert k400["paper_post"] == 79.8   # a paper row even where no run has the number
+    summary = (out / "summary.md").read_text()
+    assert "| `demo` | `demo-post` | `random` | paper | paper +CC3M+WebVid |" in summary
