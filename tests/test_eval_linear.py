@@ -307,3 +307,59 @@ def test_stage_linear_logs_to_mlflow(tmp_path, tiny_sets, tiny_checkpoint, monke
     res_u = json.loads(uncached.read_text())
     assert res_u["metrics"] == res["metrics"] and res_u["counts"] == res["counts"]
     assert res_u["losses"] == pytest.approx(res["losses"], abs=1e-5)
+
+
+def _paired_json(**temporal) -> str:
+    """The tiny set's 'right' and 'left' declared an order-reversed pair; eval.temporal as given."""
+    cfg = json.loads(_eval_json("x"))
+    cfg["eval"]["datasets"]["tiny"]["reversed_pairs"] = '[["right", "left"]]'
+    cfg["eval"]["temporal"] = temporal
+    return json.dumps(cfg)
+
+
+def test_stage_linear_reports_within_pair_accuracy(tmp_path, tiny_sets, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("TVTS_TRACKING", "off")
+    monkeypatch.setattr(linear_job, "load_dataset_split", _fake_split(tiny_sets))
+    out = tmp_path / "linear.json"
+    argv = ["--model", str(tiny_checkpoint), "--dataset", "tiny", "--out", str(out), "--device", "cpu",
+            "--exp", "t", "--config-json", _paired_json()]
+    assert eval_linear.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["metrics"]) == {"top1", "top5", "within_pair_top1"} and res["counts"]["n_reversed_pairs"] == 1
+    assert 0 <= res["metrics"]["within_pair_top1"] <= 100
+    bad = json.loads(_paired_json())
+    bad["eval"]["datasets"]["tiny"]["reversed_pairs"] = '[["right", "up"]]'
+    with pytest.raises(SystemExit, match="reversed_pairs"):
+        eval_linear.main(argv[:-1] + [json.dumps(bad)])
+
+
+def test_stage_temporal_probes_log_to_mlflow(tmp_path, tiny_sets, tiny_checkpoint, monkeypatch):
+    import mlflow
+
+    from tvts import tracking
+    from tvts.eval import temporal_job
+    from tvts.stages import eval_temporal
+
+    monkeypatch.setattr(temporal_job, "load_dataset_split", _fake_split(tiny_sets))
+    out = tmp_path / "eval" / "temporal" / "tiny.json"
+    argv = ["--model", str(tiny_checkpoint), "--dataset", "tiny", "--out", str(out), "--device", "cpu",
+            "--exp", "temporaltest", "--rule", "eval_temporal", "--config-json", _paired_json()]
+    assert eval_temporal.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["metrics"]) == {f"{p}/{m}" for p in ("cls", "mean") for m in ("top1", "within_pair_top1", "arrow_top1")}
+    assert all(0 <= v <= 100 for v in res["metrics"].values())
+    assert res["counts"] == {"n_train": 9, "n_test": 6, "n_classes": 3, "n_reversed_pairs": 1, "n_test_paired": 4,
+                             "n_unreadable": 1, "n_missing": 2}
+    assert res["chance"]["arrow_top1"] == 50.0 and res["protocol"]["views"].startswith("1x1")
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    runs = client.search_runs([tracking.init_store()], "tags.`tvts.exp` = 'temporaltest'")
+    assert len(runs) == 1 and runs[0].data.tags["tvts.task"] == "temporal"
+    assert runs[0].data.metrics["mean/arrow_top1"] == pytest.approx(res["metrics"]["mean/arrow_top1"])
+
+    # one pool, every eval.views view; a dataset without pairs has no within-pair metric
+    monkeypatch.setenv("TVTS_TRACKING", "off")
+    cfg = json.loads(_paired_json(pools=["mean"], views="all"))
+    cfg["eval"]["datasets"]["tiny"]["reversed_pairs"] = ""
+    assert eval_temporal.main(argv[:-1] + [json.dumps(cfg)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["metrics"]) == {"mean/top1", "mean/arrow_top1"} and res["protocol"]["views"].startswith("2x3")

@@ -20,6 +20,7 @@ COMMANDS = {
     "init-model": ("tvts.stages.init_model", "the untrained model of a no-pretraining baseline, in best.pt format"),
     "eval-zeroshot-v2v": ("tvts.stages.eval_zeroshot_v2v", "zero-shot video-to-video retrieval (frozen CLS)"),
     "eval-linear": ("tvts.stages.eval_linear", "linear probe on cached frozen features"),
+    "eval-temporal": ("tvts.stages.eval_temporal", "temporal-order probes: within-pair and arrow of time (frozen)"),
     "eval-finetune": ("tvts.stages.eval_finetune", "end-to-end fine-tuning for classification (torchrun)"),
     "eval-t2v": ("tvts.stages.eval_t2v", "text-to-video retrieval, zero-shot and fine-tuned (torchrun)"),
     "compare": ("tvts.stages.compare", "side-by-side table of experiments from the MLflow store"),

@@ -31,6 +31,9 @@ class DatasetSpec:
     root: the dataset folder. fold: split number where a dataset has several (UCF/HMDB).
     max_videos: keep the first N videos of each split in annotation order (0 = all): demos only.
     lists: for ssv2_list, the list file of a split when it is not one of the names the reader knows.
+    reversed_pairs: which classes are order-reversed pairs, for the within-pair probe
+        (tvts.eval.temporal): a separator (", then ": "A, then B" pairs with "B, then A"), or a
+        JSON list of [name, name] pairs; "" = none.
     """
 
     format: str
@@ -38,6 +41,7 @@ class DatasetSpec:
     fold: int = 1
     max_videos: int = 0
     lists: dict[str, str] = field(default_factory=dict)  # ssv2_list: split -> its list file (relative to root)
+    reversed_pairs: str = ""
 
     def check(self, where: str) -> None:
         require(bool(self.format), where, "format", "must be a reader name")
@@ -113,6 +117,23 @@ class LinearConfig:
         require(0 <= self.label_smoothing < 1, where, "label_smoothing", "must be in [0, 1)")
         require(self.train_views in ("all", "center"), where, "train_views", "must be all or center")
         require(self.mode in ("cached", "uncached"), where, "mode", "must be cached or uncached")
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """`eval.temporal`: the temporal-order probes (tvts.eval.temporal) on frozen features.
+
+    The classifiers follow the linear probe's protocol (`eval.linear`: optimiser, schedule,
+    standardisation, seed); train and test clips both take the views named here.
+    """
+
+    pools: tuple[str, ...] = ("cls", "mean")   # cls: final-norm CLS (the paper's); mean: mean of the patch tokens
+    views: str = "center"                      # center: one view per clip; all: eval.views temporal x spatial
+
+    def check(self, where: str) -> None:
+        require(len(self.pools) > 0 and set(self.pools) <= {"cls", "mean"} and len(set(self.pools)) == len(self.pools),
+                where, "pools", "must be distinct names from cls, mean")
+        require(self.views in ("center", "all"), where, "views", "must be center or all")
 
 
 def load_eval_section(config_path: str | None = None, config_json: str | None = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from tvts.eval.config import LinearConfig
 from tvts.eval.features import Features, encode_views, iter_batches
 from tvts.eval.metrics import average_views, topk_accuracy
+from tvts.eval.temporal import within_pair_accuracy
 
 
 @dataclass
@@ -254,9 +255,20 @@ def probe_logits(result: ProbeResult, feats: np.ndarray | torch.Tensor) -> torch
     return x @ result.weight.t() + result.bias
 
 
-def evaluate_probe(result: ProbeResult, test: Features, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Top-K accuracy (percent) of the view-averaged logits over the readable test videos."""
+def evaluate_probe(result: ProbeResult, test: Features, ks: Sequence[int] = (1, 5),
+                   pairs: Sequence[tuple[int, int]] = ()) -> dict[str, float]:
+    """Top-K accuracy (percent) of the view-averaged logits over the readable test videos.
+
+    Args:
+        result: the trained probe. test: the test split's features. ks: the K of top-K.
+        pairs: order-reversed class pairs: adds `within_pair_top1` (tvts.eval.temporal) when given.
+    """
     feats, labels = test.valid()
     if len(labels) == 0:
-        return {f"top{k}": float("nan") for k in ks}
-    return topk_accuracy(average_views(probe_logits(result, feats)), labels, ks)
+        out = {f"top{k}": float("nan") for k in ks}
+        return out | ({"within_pair_top1": float("nan")} if pairs else {})
+    logits = average_views(probe_logits(result, feats))
+    out = topk_accuracy(logits, labels, ks)
+    if pairs:
+        out["within_pair_top1"] = within_pair_accuracy(logits, labels, pairs)[0]
+    return out

@@ -10,6 +10,7 @@ from tvts import io
 from tvts.eval.config import LinearConfig, ViewsConfig, load_dataset_split
 from tvts.eval.features import Features, add_rejects, feature_key, file_digest, split_features
 from tvts.eval.linear import ProbeResult, evaluate_probe, resolve_device, train_probe_cached, train_probe_uncached
+from tvts.eval.temporal import resolve_pairs
 from tvts.eval.views import ClipDataset, view_name
 from tvts.models.load import load_model
 
@@ -75,14 +76,17 @@ class LinearEval:
         self.sha = file_digest(self.args.model)
         labels = [i.label for i in train_set.items + test_set.items]
         n_classes = len(train_set.classes) or 1 + max(labels, default=0)
+        pairs = resolve_pairs(train_set.classes, self.spec.reversed_pairs, f"eval.datasets.{self.args.dataset}")
         result = self.train(train_set, n_classes)
         test = self.features(test_set, "test", self.views.temporal, self.views.spatial)
-        metrics = evaluate_probe(result, test)
+        metrics = evaluate_probe(result, test, pairs=pairs)
         t = self.timings
         t["time/extract_s"] = t.get("time/extract_train_s", 0.0) + t["time/extract_test_s"]
         n_missing = len(train_set.missing) + len(test_set.missing)
         counts = {"n_train": self.n_train, "n_test": int(test.ok.sum()), "n_classes": n_classes,
                   "n_unreadable": len(self.rejects) - n_missing, "n_missing": n_missing}
+        if pairs:
+            counts["n_reversed_pairs"] = len(pairs)
         return self.output(metrics, counts, result)
 
     def output(self, metrics: dict, counts: dict, result: ProbeResult) -> dict:

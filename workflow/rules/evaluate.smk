@@ -66,6 +66,27 @@ rule eval_linear:
         " --config-json {params.cfg:q} > {log} 2>&1"
 
 
+rule eval_temporal:
+    input:
+        model=lambda wc: model_of(wc.exp),
+        data=lambda wc: dataset_root(wc.dataset),
+    output:
+        "results/{exp}/eval/temporal/{dataset}.json",
+    log:
+        "logs/{exp}/eval_temporal/{dataset}.log",
+    params:
+        cfg=stage_json("eval"),
+        upstream=lambda wc: upstream(wc.exp, *model_sections(wc.exp)),
+    threads: res("eval_temporal", "threads")
+    resources:
+        **job_resources("eval_temporal"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "exec tvts eval-temporal --model {input.model} --dataset {wildcards.dataset} --out {output}"
+        " --exp {wildcards.exp} --rule eval_temporal --config-json {params.cfg:q} > {log} 2>&1"
+
+
 rule eval_finetune:
     input:
         model=lambda wc: model_of(wc.exp),

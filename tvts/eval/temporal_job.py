@@ -1,0 +1,101 @@
+"""One temporal-order probe job: forward and reversed features of both splits, then per pool the
+class probe (top-1, within-pair) and the arrow-of-time probe; the result JSON.
+Probes: tvts.eval.temporal. The stage is tvts.stages.eval_temporal.
+"""
+from __future__ import annotations
+
+import argparse
+
+from tvts import io
+from tvts.config import ConfigError
+from tvts.eval.config import LinearConfig, TemporalConfig, ViewsConfig, load_dataset_split
+from tvts.eval.features import Features, add_rejects, file_digest
+from tvts.eval.linear import evaluate_probe, resolve_device, train_probe_cached
+from tvts.eval.temporal import arrow_split, extract_directions, resolve_pairs
+from tvts.eval.views import ClipDataset
+from tvts.models.load import load_model
+
+STAGE = "eval_temporal"
+CHANCE = 50.0   # the arrow of time and within-pair accuracy, for a representation blind to order
+
+
+class TemporalEval:
+    """One run of the temporal-order probes: what the stage's `main` wires together.
+
+    Args:
+        args: the parsed command line. spec, views: the dataset and `eval.views`.
+        cfg: `eval.temporal`. lin: `eval.linear`, the classifiers' protocol.
+    """
+
+    def __init__(self, args: argparse.Namespace, spec, views: ViewsConfig, cfg: TemporalConfig, lin: LinearConfig):
+        self.args, self.spec, self.views, self.cfg, self.lin = args, spec, views, cfg, lin
+        self.device = resolve_device(args.device)
+        self.timings: dict[str, float] = {}
+        self.rejects = io.Rejects(STAGE)
+
+    def view_grid(self) -> tuple[int, int]:
+        return (self.views.temporal, self.views.spatial) if self.cfg.views == "all" else (1, 1)
+
+    def features(self, vset, split: str) -> dict[tuple[str, str], Features]:
+        """(pool, direction) -> Features of one split; its missing and unreadable videos go to the rejects."""
+        v, (t, s) = self.pcfg.model.video, self.view_grid()
+        dataset = ClipDataset(vset.items, v.num_frames, v.img_size, self.views.short_side, t, s)
+        with io.timer(self.timings, f"time/extract_{split}_s"):
+            feats = extract_directions(self.model.video, dataset, self.cfg.pools, self.views.batch_size,
+                                       self.views.workers, self.device, self.views.amp)
+        add_rejects(self.rejects, vset, next(iter(feats.values())) if feats else None)
+        return feats
+
+    def probes(self, train: dict, test: dict, n_classes: int, pairs: list) -> dict[str, float]:
+        """Per pool: the class probe's top-1 and within-pair accuracy, and the arrow-of-time accuracy."""
+        metrics: dict[str, float] = {}
+        for pool in self.cfg.pools:
+            fwd_train, fwd_test = train[(pool, "forward")], test[(pool, "forward")]
+            with io.timer(self.timings, "time/train_s"):
+                classes = train_probe_cached(fwd_train, n_classes, self.lin, self.device)
+                arrow = train_probe_cached(arrow_split(fwd_train, train[(pool, "reversed")]), 2, self.lin,
+                                           self.device)
+            scored = evaluate_probe(classes, fwd_test, ks=(1,), pairs=pairs)
+            metrics[f"{pool}/top1"] = scored["top1"]
+            if pairs:
+                metrics[f"{pool}/within_pair_top1"] = scored["within_pair_top1"]
+            test_arrow = arrow_split(fwd_test, test[(pool, "reversed")])
+            metrics[f"{pool}/arrow_top1"] = evaluate_probe(arrow, test_arrow, ks=(1,))["top1"]
+        return metrics
+
+    def run(self) -> dict:
+        """Read both splits, extract, train and test every probe; returns the output JSON as a dict."""
+        train_set, test_set = load_dataset_split(self.spec, "train"), load_dataset_split(self.spec, "test")
+        if not train_set.items or not test_set.items:
+            raise ConfigError(f"eval.datasets.{self.args.dataset}: the temporal probes need train and test videos")
+        pairs = resolve_pairs(train_set.classes, self.spec.reversed_pairs, f"eval.datasets.{self.args.dataset}")
+        self.model, self.pcfg = load_model(self.args.model, self.device)
+        self.sha = file_digest(self.args.model)
+        labels = [i.label for i in train_set.items + test_set.items]
+        n_classes = len(train_set.classes) or 1 + max(labels, default=0)
+        train, test = self.features(train_set, "train"), self.features(test_set, "test")
+        metrics = self.probes(train, test, n_classes, pairs)
+        ok_test = next(iter(test.values())).ok
+        n_missing = len(train_set.missing) + len(test_set.missing)
+        paired = {c for p in pairs for c in p}
+        counts = {"n_train": int(next(iter(train.values())).ok.sum()), "n_test": int(ok_test.sum()),
+                  "n_classes": n_classes, "n_reversed_pairs": len(pairs),
+                  "n_test_paired": sum(int(ok) for item, ok in zip(test_set.items, ok_test) if item.label in paired),
+                  "n_unreadable": len(self.rejects) - n_missing, "n_missing": n_missing}
+        return self.output(metrics, counts)
+
+    def output(self, metrics: dict, counts: dict) -> dict:
+        """The stage's JSON: metrics, counts, rejects, protocol, config, checkpoint, timings."""
+        v, (t, s) = self.pcfg.model.video, self.view_grid()
+        return {"task": "temporal", "dataset": self.args.dataset, "metrics": metrics, "counts": counts,
+                "chance": {"arrow_top1": CHANCE, "within_pair_top1": CHANCE, "top1": 100.0 / counts["n_classes"]},
+                "rejects": self.rejects.rows, "reject_counts": self.rejects.counts(),
+                "protocol": {"classifier": "the linear probe's (eval.linear), on cached features",
+                             "arrow_of_time": "each clip forward (0) and its frames reversed (1); train on train, "
+                                              "test on test clips",
+                             "within_pair": "class probe restricted to the clip's order-reversed pair; ties wrong",
+                             "views": f"{t}x{s} train and test, logits averaged", "device": str(self.device)},
+                "config": {"dataset": self.spec, "views": self.views, "temporal": self.cfg, "linear": self.lin},
+                "model": {"checkpoint": self.args.model, "sha256": self.sha, "num_frames": v.num_frames,
+                          "img_size": v.img_size},
+                "timings": self.timings, "versions": io.library_versions()}

@@ -1,0 +1,49 @@
+"""Stage `eval_temporal`: temporal-order probes on frozen features (tvts.eval.temporal).
+
+Extracts every clip's features forward and with its frames reversed (one centre view with
+`eval.temporal.views: center`, else the eval.views grid), on the final-norm CLS and on the
+mean of the patch tokens (`eval.temporal.pools`). Then, per pool, with the linear probe's
+protocol (`eval.linear`): the class probe's top-1 and, where the dataset declares
+order-reversed class pairs (`eval.datasets.<name>.reversed_pairs`), its within-pair accuracy;
+and the arrow-of-time probe, a clip against the same clip reversed (chance 50 %).
+Missing and unreadable videos are listed and counted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from tvts import io
+from tvts.eval.config import LinearConfig, TemporalConfig, eval_part, load_eval_section
+from tvts.eval.job import eval_stage_run
+from tvts.eval.temporal_job import STAGE, TemporalEval
+from tvts.stages.common import command
+from tvts.stages.eval_common import eval_parser, load_stage_config
+
+log = logging.getLogger("tvts.eval_temporal")
+
+
+def add_device_arg(p: argparse.ArgumentParser, task: str = "") -> None:
+    """--device; `task` unused."""
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return eval_parser("tvts eval-temporal", __doc__, "temporal", add_device_arg)
+
+
+@command(build_parser)
+def main(args: argparse.Namespace) -> int:
+    spec, views, cfg = load_stage_config(args, "temporal", TemporalConfig)
+    lin = eval_part(load_eval_section(args.config_path, args.config_json), "linear", LinearConfig)
+    with eval_stage_run(STAGE, "temporal", args, spec, views, {"temporal": cfg, "linear": lin}) as mlrun:
+        result = TemporalEval(args, spec, views, cfg, lin).run()
+        out = Path(args.out)
+        io.atomic_write_json(out, result)
+        mlrun.log_metrics(result["metrics"] | result["counts"] | result["timings"], step=0)
+        mlrun.log_artifact(out)
+    m = result["metrics"]
+    log.info("%s temporal probes: %s (%d train, %d test)", args.dataset,
+             " ".join(f"{k} {v:.1f}" for k, v in m.items()), result["counts"]["n_train"], result["counts"]["n_test"])
+    return 0
