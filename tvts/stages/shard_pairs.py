@@ -18,7 +18,6 @@ from tvts.config import load_sections
 from tvts.data.formats.common import FormatError
 from tvts.data.pairs import PairShardConfig, part_of, write_pair_shards
 from tvts.stages.common import add_common_args, command
-from tvts.stages.shard_clips import remove_stale_temp_dirs
 
 log = logging.getLogger("tvts.shard_pairs")
 SECTIONS = {"shard_pairs": PairShardConfig}
@@ -71,7 +70,6 @@ def main(args: argparse.Namespace) -> int:
               "webvid_videos": args.webvid_videos, "part": args.part, "parts": args.parts}
     with tracking.stage_run("shard_pairs", args.exp, cfg, rule=args.rule,
                             run_name=f"{args.exp}/shard_pairs/part-{args.part}") as mlrun:
-        remove_stale_temp_dirs(Path(args.out))
         with io.atomic_dir(args.out) as tmp:
             with io.timer(timings, "shard_s"):
                 read = io.Rejects("shard_pairs")
