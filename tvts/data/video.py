@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +238,9 @@ def check_gpu_decoder() -> None:
     except ImportError as err:
         raise SystemExit(f"shard_clips.decoder: gpu needs torchcodec (pip install torchcodec) and a CUDA "
                          f"build of torch ({err}); set shard_clips.decoder: cpu") from None
+    # NVML's device count, not the CUDA runtime's: the decoding workers are forked after this
+    # check, and a CUDA runtime initialised in their parent cannot be used in them.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if not torch.cuda.is_available():
         raise SystemExit("shard_clips.decoder: gpu needs a CUDA device, and torch sees none; "
                          "set shard_clips.decoder: cpu")
