@@ -104,3 +104,37 @@ def test_the_demo_world_has_an_arrow_of_time_a_pixel_probe_learns():
     reversible = ("move_left", "move_right", "grow", "shrink")
     v2 = {ssv2_order_template(a, b): [a, b] for a in reversible for b in reversible if a != b}
     assert pixel_arrow_accuracy(replace(cfg, ssv2_classes=v2)) < 60.0
+
+
+# ----------------------------------------------------------------------------- in the report and `tvts compare`
+
+
+def test_report_and_compare_show_the_temporal_order_columns(tmp_path, monkeypatch, capsys):
+    from tvts import tracking
+    from tvts.stages import compare as compare_stage
+    from tvts.stages import report as report_stage
+
+    from conftest import own_store
+
+    own_store(monkeypatch, tmp_path, "tvts-temporal-report")
+    values = {"tvts-s0": 60.0, "tvts-s1": 70.0, "random-s0": 50.0}
+    for exp, v in values.items():
+        for task, metrics in (("linear", {"top1": v / 2, "top5": v, "within_pair_top1": v}),
+                              ("temporal", {f"{p}/{m}": v + (1 if p == "mean" else 0)
+                                            for p in ("cls", "mean") for m in ("top1", "within_pair_top1", "arrow_top1")})):
+            with tracking.stage_run(f"eval_{task}", exp, {}, extra_tags={"tvts.task": task, "tvts.dataset": "ssv2"}) as run:
+                run.log_metrics(metrics)
+    out = tmp_path / "report"
+    assert report_stage.main(["--out", str(out), "--exps", *values]) == 0
+    summary = (out / "summary.md").read_text()
+    head = next(line for line in summary.splitlines() if line.startswith("| Method"))
+    for label in ("linear within-pair (ssv2)", "temporal CLS arrow of time (ssv2)", "temporal mean-pool top-1 (ssv2)",
+                  "temporal mean-pool within-pair (ssv2)", "temporal mean-pool arrow of time (ssv2)"):
+        assert label in head, head
+    tvts_row = next(line for line in summary.splitlines() if line.startswith("| `tvts`"))
+    assert "65.00 ± 7.07" in tvts_row and "66.00 ± 7.07" in tvts_row
+    assert "| Temporal-order probes (within-pair, arrow of time) | ssv2 | CLS arrow of time | 60.00 | 70.00 | 50.00 |" \
+        in summary
+    assert compare_stage.main([*values]) == 0
+    printed = capsys.readouterr().out
+    assert any("temporal" in line and "mean/arrow_top1" in line and "61.00" in line for line in printed.splitlines())

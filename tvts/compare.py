@@ -23,11 +23,12 @@ MISSING = "–"
 
 # Training stages first, then the evaluations in the order of the paper's tables, then data stages.
 SECTION_ORDER = ("pretrain", "text_only_baseline", "select_ckpt", "post_pretrain",
-                 "zeroshot_v2v", "linear", "finetune", "t2v", "align_asr", "shard_clips")
+                 "zeroshot_v2v", "linear", "temporal", "finetune", "t2v", "align_asr", "shard_clips")
 SECTION_LABELS = {"pretrain": "Pretraining (TVTS)", "text_only_baseline": "Text-only baseline",
                   "select_ckpt": "Selected checkpoint", "post_pretrain": "Post-pretraining (CC3M + WebVid)",
                   "zeroshot_v2v": "Zero-shot V2V retrieval",
-                  "linear": "Linear probe", "finetune": "Fine-tune", "t2v": "Text-to-video retrieval"}
+                  "linear": "Linear probe", "temporal": "Temporal-order probes (within-pair, arrow of time)",
+                  "finetune": "Fine-tune", "t2v": "Text-to-video retrieval"}
 DATASET_ORDER = ("ssv2", "k400", "ucf101", "hmdb51", "msrvtt", "didemo", "msvd", "lsmdc")
 _SORT = ("val/sort_exact_argmax", "val/sort_exact", "val/sort_acc")
 _T2V = tuple(f"{phase}/{m}" for phase in ("zeroshot", "finetuned") for m in ("r1", "r5", "r10", "medr"))
@@ -41,7 +42,9 @@ HEADLINE = {
     "select_ckpt": (),  # every `best/<metric>` (the selection metric is configurable)
     "post_pretrain": ("val/loss_align", "val/t2v_r1", "val/v2t_r1", "train/loss_align"),
     "zeroshot_v2v": ("r1", "r5", "r10"),
-    "linear": ("top1", "top5"),
+    "linear": ("top1", "top5", "within_pair_top1"),
+    # tvts/eval/temporal.py: per pool (cls, the paper's feature; mean of the patch tokens)
+    "temporal": tuple(f"{pool}/{m}" for pool in ("cls", "mean") for m in ("arrow_top1", "within_pair_top1", "top1")),
     "finetune": ("top1", "top5"),
     "t2v": _T2V,
 }
@@ -164,7 +167,7 @@ def format_value(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-PERCENT_METRICS = ("r1", "r5", "r10", "top1", "top5")
+PERCENT_METRICS = ("r1", "r5", "r10", "top1", "top5", "within_pair_top1", "arrow_top1")
 
 
 def format_metric(metric: str, value: float | None) -> str:

@@ -21,9 +21,13 @@ CLASSIFICATION_PNG = "classification.png"
 METHODS_PNG = "methods.png"
 PLOTS = (PRETRAIN_PNG, RETRIEVAL_PNG, CLASSIFICATION_PNG, METHODS_PNG)
 # The methods x seeds comparison: (task, metric), on the first dataset each task has.
-COMPARISON = (("linear", "top1"), ("zeroshot_v2v", "r1"), ("zeroshot_v2v", "r5"), ("zeroshot_v2v", "r10"),
+# The temporal-order columns (tvts/eval/temporal.py): within-pair and arrow of time, on the CLS
+# (the linear probe's within-pair is the CLS one) and on the mean-pooled tokens.
+COMPARISON = (("linear", "top1"), ("linear", "within_pair_top1"), ("temporal", "cls/arrow_top1"),
+              ("temporal", "mean/top1"), ("temporal", "mean/within_pair_top1"), ("temporal", "mean/arrow_top1"),
+              ("zeroshot_v2v", "r1"), ("zeroshot_v2v", "r5"), ("zeroshot_v2v", "r10"),
               ("finetune", "top1"), ("t2v", "zeroshot/r1"), ("t2v", "finetuned/r1"))
-_SHORT = {"linear": "linear", "zeroshot_v2v": "ZS V2V", "finetune": "fine-tune", "t2v": "T2V"}
+_SHORT = {"linear": "linear", "temporal": "temporal", "zeroshot_v2v": "ZS V2V", "finetune": "fine-tune", "t2v": "T2V"}
 CURVES = ("train/loss_sort", "val/sort_exact")
 # Stages every experiment is expected to have; the evaluations are expected where another shown
 # experiment has them (an experiment is "missing" what its neighbours have).
@@ -93,8 +97,9 @@ def missing_runs(data: ReportData) -> list[str]:
     return lines
 
 
-_METRIC_NAMES = {"r1": "R@1", "r5": "R@5", "r10": "R@10", "medr": "MedR", "top1": "top-1", "top5": "top-5"}
-PHASES = {"finetuned": "fine-tuned", "zeroshot": "zero-shot", "": ""}
+_METRIC_NAMES = {"r1": "R@1", "r5": "R@5", "r10": "R@10", "medr": "MedR", "top1": "top-1", "top5": "top-5",
+                 "within_pair_top1": "within-pair", "arrow_top1": "arrow of time"}
+PHASES = {"finetuned": "fine-tuned", "zeroshot": "zero-shot", "cls": "CLS", "mean": "mean-pool", "": ""}
 
 
 def metric_label(metric: str) -> str:
@@ -130,7 +135,8 @@ def comparison_columns(data: ReportData) -> list[Column]:
     cols = []
     for section, metric in COMPARISON:
         datasets = datasets_of(data, section)
-        if datasets:
+        # within-pair exists only where a dataset declares reversed pairs
+        if datasets and any(data.metric(e, section, metric, datasets[0]) is not None for e in data.exps):
             cols.append(Column(section, datasets[0], metric))
     return cols
 
