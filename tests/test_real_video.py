@@ -108,6 +108,7 @@ def test_sequential_seek_and_auto_decoding_give_the_same_frames(corpus):
             runs = video.decode_runs(table, wanted, cost)
             got[cost] = (runs, dict(video.iter_frames(container, stream, table, wanted, (455, 256), cost, path)))
     assert len(got[0.0][0]) == 4 and len(got[float("inf")][0]) == 1     # seeks per GOP / one pass
+    assert got[video.SEEK_COST_FRAMES][0] == got[0.0][0]                  # sparse here: auto seeks too
     for cost, (_, frames) in got.items():
         assert sorted(frames) == wanted.tolist()
         assert all(np.array_equal(frames[i], got[float("inf")][1][i]) for i in wanted), cost
