@@ -126,6 +126,30 @@ def test_a_preempted_post_pretraining_resumes_to_identical_weights(tmp_path, pai
     assert checkpoint.load(out / "select/best.pt")["source"] == checkpoint.load(tmp_path / "straight/select/best.pt")["source"]
 
 
+def test_two_gloo_ranks_post_pretrain_with_ddp_and_gathered_validation(tmp_path, pairs):
+    """The real job under torchrun with 2 ranks: DDP over the frozen sort head (no gradient waited
+    for), both sources' validation gathered over the ranks, rank 0's checkpoints and selection."""
+    parts, init = pairs
+    out = tmp_path / "ddp"
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["post_pretrain"]["data"]["batch_size"] = 2
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2",
+                           "-m", "tvts.cli", "post-pretrain", "--init", str(init), "--pairs", *map(str, parts),
+                           "--out", str(out / "post_pretrain"), "--select", str(out / "select"), "--config", str(path),
+                           "--cpu", "--exp", "t-post"], capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = json.loads((out / "post_pretrain/manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["world_size"] == 2
+    assert counts["steps_per_epoch"] == 2 * (max(counts["train_image"], counts["train_video"]) // 4)
+    last = manifest["history"][-1]
+    assert (last["image/n"], last["video/n"]) == (counts["val_image"], counts["val_video"])  # every val pair, once
+    assert (out / "select/best.pt").exists()
+
+
 def test_too_few_pairs_for_a_batch_is_one_line_naming_the_key(tmp_path, pairs):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["post_pretrain"]["data"]["batch_size"] = 10_000
