@@ -14,6 +14,7 @@ if not workflow.overwrite_configfiles:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/init.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/post.smk"
 include: "workflow/rules/evaluate.smk"

@@ -3,13 +3,18 @@ and a masked-LM text encoder (loaded by `model.text.model: <folder>`), on the sm
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from tvts import grid
 from tvts.config import ConfigError, from_dict, load_yaml
 from tvts.models.text import SCRATCH, TextEncoder, build_spec, load_tokenizer, tokenize
 from tvts.stages import init_image_mae, init_text_mlm
@@ -17,6 +22,7 @@ from tvts.train.config import PretrainConfig
 from tvts.train.init_config import ImageMAEConfig, TextMLMConfig
 from tvts.train.pretrain import initial_model
 from tvts.train.text_mlm import mask_tokens, train_texts
+from tvts.workflow_config import check_inits
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = load_yaml(ROOT / "config/smoke.yaml")
@@ -137,3 +143,47 @@ def test_mask_tokens_is_bert_masking():
 def test_bad_init_section_names_the_key(cls, section, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         from_dict(cls, section, key.split(".")[0])
+
+
+# ---- the workflow: dag.inits and the no_pretrain grid method -------------------------------------
+
+def test_grid_no_pretrain_methods_and_inits_paths():
+    config = {"grid": {"seeds": [0, 1], "methods": {"tvts": {}, "inits": {"no_pretrain": True}}}}
+    g = grid.grid_of(config)
+    assert g.pretrained_methods == ("tvts",) and g.untrained_methods == ("inits",)
+    pretrain = grid.with_inits({"init": "random", "model": {"text": {"model": "scratch", "dim": 8}}}, "science")
+    assert pretrain == {"init": "mae:results/science/init_image_mae/model.pt",
+                        "model": {"text": {"model": "results/science/init_text_mlm", "dim": 8}}}
+    with pytest.raises(ConfigError, match=r"grid\.methods: must pretrain at least one method"):
+        grid.grid_of({"grid": {"methods": {"inits": {"no_pretrain": True}}}})
+    with pytest.raises(ConfigError, match=r"grid\.methods\.inits\.no_pretrain"):
+        grid.grid_of({"grid": {"methods": {"tvts": {}, "inits": {"no_pretrain": "yes"}}}})
+
+
+def test_dag_inits_leaves_init_and_text_model_to_the_workflow():
+    config = {"dag": {"inits": True}, "pretrain": {"init": "mae:x.pt"}}
+    with pytest.raises(ConfigError, match=r"pretrain\.init: must be random with dag\.inits"):
+        check_inits(config)
+    with pytest.raises(ConfigError, match=r"pretrain\.model\.text\.model: must be scratch"):
+        check_inits({"dag": {"inits": True}, "pretrain": {"model": {"text": {"model": "distilbert-base-uncased"}}}})
+    check_inits({"dag": {"inits": False}, "pretrain": {"init": "mae:x.pt"}})
+
+
+def test_dag_plans_the_inits_once_for_every_method_but_the_random_baseline(smoke_workdir, tmp_path):
+    """Every pretraining and the `inits` method read both init outputs; `random` reads neither."""
+    config = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    config["dag"]["inits"] = True
+    config["grid"] = {"seeds": [0], "methods": {"tvts": {}, "inits": {"no_pretrain": True}}}
+    config["eval"]["tasks"] = {"linear": ["ssv2"]}
+    cfg = tmp_path / "inits.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory",
+           str(smoke_workdir), "--configfile", str(cfg), "-n", "-p", "--cores", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    jobs = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1], re.M)}
+    assert jobs["init_image_mae"] == 1 and jobs["init_text_mlm"] == 1 and jobs["init_model"] == 2
+    commands = {m[1]: m[0] for m in re.findall(r"(exec .*--exp (\S+) --rule (?:pretrain|init_model) .*)$", out, re.M)}
+    image, text = "mae:results/smoke/init_image_mae/model.pt", '"model": "results/smoke/init_text_mlm"'
+    assert image in commands["tvts-s0"] and text in commands["tvts-s0"]
+    assert image in commands["inits-s0"] and text in commands["inits-s0"]
+    assert '"init": "random"' in commands["random-s0"] and "init_text_mlm" not in commands["random-s0"]

@@ -11,6 +11,10 @@ A config with a `grid` section trains every method with every seed on the same s
 Each (method, seed) is the experiment `<method>-s<seed>`: its `pretrain` and `select` sections
 are the config's, deep-merged with the method's overrides, with `pretrain.seed = seed`. The
 no-pretraining baseline (`dag.no_pretrain_baseline: random`) becomes `random-s<seed>` too.
+A method with `no_pretrain: true` is not pretrained: like the baseline, each of its experiments
+evaluates the model as pretraining would start it (rule init_model). With `dag.inits`, every
+experiment but the baseline starts from the init stages' outputs (`with_inits`), so
+`inits: {no_pretrain: true}` is "the inits alone, no video pretraining".
 Readers (`tvts compare --by-method`, the report) group experiments by that name back into
 (method, seed) and aggregate each metric as mean +- sample std (ddof 1) over the seeds.
 """
@@ -26,6 +30,9 @@ from tvts.config import require
 
 _EXP = re.compile(r"^(?P<method>[A-Za-z0-9_\-]+?)-s(?P<seed>\d+)$")
 OVERRIDABLE = ("pretrain", "select")  # the sections a method may change
+FLAGS = ("no_pretrain",)               # and what a method may say about itself
+INIT_IMAGE_MAE = "results/{exp}/init_image_mae/model.pt"   # rule init_image_mae
+INIT_TEXT_MLM = "results/{exp}/init_text_mlm"              # rule init_text_mlm
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,21 @@ class GridConfig:
         for name, sections in self.methods.items():
             require(re.fullmatch(r"[A-Za-z0-9_]+", name) is not None, f"{where}.methods", name,
                     "method names use letters, digits and _ only (the experiment is <method>-s<seed>)")
-            unknown = sorted(set(sections or {}) - set(OVERRIDABLE))
+            unknown = sorted(set(sections or {}) - set(OVERRIDABLE) - set(FLAGS))
             require(not unknown, f"{where}.methods.{name}", unknown[0] if unknown else "",
-                    f"only {', '.join(OVERRIDABLE)} can be overridden per method")
+                    f"only {', '.join(OVERRIDABLE)} can be overridden per method (and {', '.join(FLAGS)} set)")
+            require(isinstance((sections or {}).get("no_pretrain", False), bool), f"{where}.methods.{name}",
+                    "no_pretrain", "must be true or false")
+        require(bool(self.pretrained_methods), where, "methods", "must pretrain at least one method")
+
+    @property
+    def untrained_methods(self) -> tuple[str, ...]:
+        """The methods with `no_pretrain: true`: their experiments evaluate the initial model."""
+        return tuple(m for m, sections in self.methods.items() if (sections or {}).get("no_pretrain", False))
+
+    @property
+    def pretrained_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.methods if m not in self.untrained_methods)
 
 
 def grid_of(config: dict) -> GridConfig | None:
@@ -82,6 +101,18 @@ def method_config(config: dict, method: str, seed: int) -> dict[str, Any]:
     out = {s: deep_merge(config.get(s, {}), overrides.get(s, {})) for s in OVERRIDABLE}
     out["pretrain"]["seed"] = seed
     return out
+
+
+def init_outputs(exp: str) -> tuple[str, str]:
+    """The init stages' outputs for the config whose `exp` is `exp`: (image MAE checkpoint, text model folder)."""
+    return INIT_IMAGE_MAE.format(exp=exp), INIT_TEXT_MLM.format(exp=exp)
+
+
+def with_inits(pretrain: dict, exp: str) -> dict:
+    """A copy of the `pretrain` section that starts from the init stages' outputs of config `exp`:
+    the video encoder from the image MAE (`init: mae:`), the text encoder from the masked-LM folder."""
+    image, text = init_outputs(exp)
+    return deep_merge(pretrain, {"init": f"mae:{image}", "model": {"text": {"model": text}}})
 
 
 # ---- aggregation ---------------------------------------------------------------------------

@@ -23,11 +23,13 @@ from tvts.grid import OVERRIDABLE, grid_of, method_config
 from tvts.data.pairs import PairShardConfig
 from tvts.select_config import SelectConfig
 from tvts.train.config import PretrainConfig
+from tvts.train.init_config import ImageMAEConfig, TextMLMConfig
 from tvts.train.post_config import PostPretrainConfig
 
 # Top-level sections that map onto a stage dataclass.
 STAGE_SECTIONS: dict[str, type] = {"demo": DemoConfig, "align_asr": AlignConfig, "windows": WindowConfig,
                                    "shard_clips": ShardConfig, "pretrain": PretrainConfig, "select": SelectConfig,
+                                   "init_image_mae": ImageMAEConfig, "init_text_mlm": TextMLMConfig,
                                    "shard_pairs": PairShardConfig, "post_pretrain": PostPretrainConfig}
 # Every `eval.<part>` and the dataclass that checks it.
 EVAL_PARTS: dict[str, type] = {"views": ViewsConfig, "zeroshot_v2v": ZeroShotV2VConfig, "linear": LinearConfig,
@@ -50,6 +52,7 @@ def validate_workflow_config(config: dict, schema_path: str | Path) -> None:
     check_shard_parts(config.get("dag") or {})
     if config.get("grid"):
         check_grid_section(config)
+    check_inits(config)
     if "eval" in config:
         check_eval_section(config["eval"])
     check_inputs(config)
@@ -91,6 +94,18 @@ def check_grid_section(config: dict) -> None:
                 from_dict(STAGE_SECTIONS[name], merged[name], name)
             except ConfigError as err:
                 raise ConfigError(f"grid.methods.{method}: {err}") from None
+
+
+def check_inits(config: dict) -> None:
+    """With `dag.inits` the workflow sets `pretrain.init` and `pretrain.model.text.model` itself
+    (tvts.grid.with_inits), so the config leaves them at random and scratch: init_text_mlm trains
+    the encoder that the scratch keys describe."""
+    if not (config.get("dag") or {}).get("inits", False):
+        return
+    pretrain = from_dict(PretrainConfig, config.get("pretrain"), "pretrain")
+    require(pretrain.init == "random", "pretrain", "init", "must be random with dag.inits (the image MAE replaces it)")
+    require(pretrain.model.text.model == "scratch", "pretrain.model.text", "model",
+            "must be scratch with dag.inits (init_text_mlm trains the encoder of its scratch keys)")
 
 
 def check_eval_section(section: dict[str, Any]) -> None:

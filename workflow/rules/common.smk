@@ -179,12 +179,14 @@ def seeded(name):
 
 
 def pretrained_experiments():
-    """The experiments that pretrain: `exp`, or every (method, seed) of the grid."""
-    return [e for m in GRID.methods for e in seeded(m)] if GRID else [EXP]
+    """The experiments that pretrain: `exp`, or every (method, seed) of the grid's pretrained methods."""
+    return [e for m in GRID.pretrained_methods for e in seeded(m)] if GRID else [EXP]
 
 
 def baseline_experiments():
-    return seeded(BASELINE) if BASELINE else []
+    """The experiments of the initial model: the no-pretraining baseline, and the grid's `no_pretrain` methods."""
+    untrained = [e for m in GRID.untrained_methods for e in seeded(m)] if GRID else []
+    return (seeded(BASELINE) if BASELINE else []) + untrained
 
 
 def post_experiments():
@@ -203,7 +205,31 @@ def is_post(exp):
 
 
 def is_baseline(exp):
-    return bool(BASELINE) and exp in baseline_experiments()
+    return exp in baseline_experiments()
+
+
+def uses_inits(exp):
+    """Whether `exp` starts from the init stages' outputs: with `dag.inits`, every experiment that
+    pretrains or is a `no_pretrain` method; never the no-pretraining baseline (random weights)."""
+    return config["dag"].get("inits", False) and exp in pretrained_experiments() + baseline_experiments() \
+        and not (BASELINE and exp in seeded(BASELINE))
+
+
+def init_inputs(exp):
+    """The init stages' outputs that `exp`'s pretrain (or init_model) job reads: both, or none."""
+    return list(grid.init_outputs(EXP)) if uses_inits(exp) else []
+
+
+def init_sections(exp):
+    """The init stages' config sections behind `exp`'s initial model (its `upstream`)."""
+    return ("init_image_mae", "init_text_mlm") if uses_inits(exp) else ()
+
+
+def init_json(section, part):
+    """An init stage's section and the encoder sizes it trains (`pretrain.model.<part>`), as JSON."""
+    model = config.get("pretrain", {}).get("model", {})
+    return json.dumps({section: config.get(section, {}), "pretrain": {"model": {part: model.get(part, {})}}},
+                      sort_keys=True)
 
 
 def model_of(exp):
@@ -220,8 +246,11 @@ def exp_json(exp, *sections):
     """Like `stage_json`, for one experiment: a grid experiment gets its method's overrides and seed."""
     method, seed = grid.parse_experiment(exp)
     if GRID is None or seed is None or (method not in GRID.methods and method != BASELINE):
-        return stage_json(*sections)
-    merged = config | grid.method_config(config, method, seed)
+        merged = dict(config)
+    else:
+        merged = config | grid.method_config(config, method, seed)
+    if uses_inits(exp):
+        merged["pretrain"] = grid.with_inits(merged.get("pretrain", {}), EXP)
     return json.dumps({s: merged.get(s, {}) for s in sections}, sort_keys=True)
 
 

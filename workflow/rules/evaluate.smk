@@ -6,13 +6,14 @@
 rule init_model:
     input:
         shards=lambda wc: shards_of(wc.exp),
+        inits=lambda wc: init_inputs(wc.exp),
     output:
         "results/{exp}/init/model.pt",
     log:
         "logs/{exp}/init_model.log",
     params:
         cfg=lambda wc: exp_json(wc.exp, "pretrain"),
-        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS),
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS, *init_sections(wc.exp)),
     threads: res("init_model", "threads")
     resources:
         **job_resources("init_model"),

@@ -4,13 +4,14 @@
 rule pretrain:
     input:
         shards=lambda wc: shards_of(wc.exp),
+        inits=lambda wc: init_inputs(wc.exp),
     output:
         "results/{exp}/pretrain/manifest.json",
     log:
         "logs/{exp}/pretrain.log",
     params:
         cfg=lambda wc: exp_json(wc.exp, "pretrain"),
-        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS),
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS, *init_sections(wc.exp)),
         launch=lambda wc, threads: launcher("pretrain"),
     threads: res("pretrain", "threads")
     resources:
