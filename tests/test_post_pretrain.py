@@ -269,3 +269,13 @@ def test_compare_and_report_show_exp_exp_post_and_the_baseline_beside_the_papers
     assert k400["paper_post"] == 79.8   # a paper row even where no run has the number
     summary = (out / "summary.md").read_text()
     assert "| `demo` | `demo-post` | `random` | paper | paper +CC3M+WebVid |" in summary
+
+
+def test_the_paper_config_plans_post_pretraining_with_the_papers_resources(tmp_path):
+    out = dry_run(tmp_path, ROOT / "config" / "paper.yaml", "-p")
+    jobs = planned(out)
+    assert jobs["post_pretrain"] == 1 and jobs["shard_pairs"] == 64
+    block = out.split("rule post_pretrain:", 1)[1].split("\n\n", 1)[0]
+    assert "gpu=8" in block and "runtime=4320" in block and "--signal=TERM@600" in block
+    assert "--exp paper-post" in block and '"batch_size": 48' in block and '"epochs": 12' in block
+    assert "results/paper-post/eval/finetune/k400.json" in out
