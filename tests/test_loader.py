@@ -73,6 +73,8 @@ def test_decoders_agree_on_a_larger_natural_frame():
     a, b = decode_rgb(data, "s", "m", "simplejpeg"), decode_rgb(data, "s", "m", "pil")
     assert a.shape == b.shape == (268, 476, 3) and a.dtype == b.dtype == np.uint8
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    fast = decode_rgb(data, "s", "m", "simplejpeg-fast").astype(int) - b   # replicated chroma: other pixels
+    assert np.abs(fast).max() > 1 and np.abs(fast).mean() < 2   # (far off only at sharp colour edges: opt-in)
 
 
 def test_an_undecodable_frame_names_the_member_with_either_decoder(smoke_shards, spec):
@@ -111,6 +113,20 @@ def test_batched_decode_cpu_twin_gives_the_cpu_paths_samples(smoke_shards, spec,
         assert (y["frames"] - x["frames"]).abs().max().item() <= 1.01 / 255 / STD.min()
 
 
+def test_normalising_on_the_device_gives_the_workers_floats(smoke_shards, spec):
+    """normalise_on device: items carry the uint8 crop (a quarter of the bytes), and the trainer's
+    `to_device` normalises the batch: bit for bit the floats the workers would have made."""
+    from tvts.train.data import RawFrames
+    from tvts.train.pretext import to_device
+
+    worker = WindowDataset(smoke_shards, "train", VIEW, spec, 0)
+    device = WindowDataset(smoke_shards, "train", replace(VIEW, normalise_on="device"), spec, 0)
+    for x, y in zip(batches(worker, 2, 0), batches(device, 2, 2), strict=True):
+        assert isinstance(y["frames"], RawFrames) and y["frames"].frames.dtype == torch.uint8
+        y = to_device(y, torch.device("cpu"))
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
 def pretrain_cfg(**data) -> PretrainConfig:
     return from_dict(PretrainConfig, {"data": data}, "pretrain")
 
@@ -119,6 +135,8 @@ def test_decoder_keys_are_checked_by_name():
     assert pretrain_cfg().data.jpeg_decoder == "simplejpeg" and pretrain_cfg().data.decode_device == "cpu"
     with pytest.raises(ConfigError, match=r"pretrain\.data\.jpeg_decoder: must be one of simplejpeg, pil"):
         pretrain_cfg(jpeg_decoder="cv2")
+    with pytest.raises(ConfigError, match=r"pretrain\.data\.normalise_on: must be one of device, worker"):
+        pretrain_cfg(normalise_on="gpu")
     with pytest.raises(ConfigError, match=r"pretrain\.data\.decode_device: must be one of cpu, cuda"):
         pretrain_cfg(decode_device="tpu")
     with pytest.raises(ConfigError, match=r"pretrain\.data\.decode_device: cuda decodes frames as stored"):
@@ -135,8 +153,9 @@ def test_cuda_decode_without_cuda_is_one_clear_error(smoke_shards):
 
 
 def test_pretraining_with_batched_decode_gives_the_cpu_paths_weights(smoke_shards, tmp_path, monkeypatch):
-    """The whole trainer (train steps, validation, FLOP count) on JPEG batches decoded by
-    `to_device`: decode_device cuda's code path, run on the CPU, trains the same weights."""
+    """The whole trainer (train steps, validation, FLOP count) on batches that `to_device` decodes
+    or normalises: decode_device cuda's code path (run on the CPU), normalise_on device (the
+    default) and normalise_on worker all train the same weights."""
     import yaml
 
     from conftest import SMOKE
@@ -149,8 +168,13 @@ def test_pretraining_with_batched_decode_gives_the_cpu_paths_weights(smoke_shard
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     assert run_pretrain(smoke_shards, tmp_path / "cpu", cfg) == 0
+    raw["pretrain"]["data"]["normalise_on"] = "worker"
+    (tmp_path / "worker.yaml").write_text(yaml.safe_dump(raw))
+    assert run_pretrain(smoke_shards, tmp_path / "worker", tmp_path / "worker.yaml") == 0
     real = pretrain.data_view
     monkeypatch.setattr(pretrain, "data_view", lambda c, device: replace(real(c, device), decode_device="cuda"))
     assert run_pretrain(smoke_shards, tmp_path / "batched", cfg) == 0
-    a, b = final_weights(tmp_path / "cpu"), final_weights(tmp_path / "batched")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = final_weights(tmp_path / "cpu")
+    for other in ("worker", "batched"):
+        b = final_weights(tmp_path / other)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), other

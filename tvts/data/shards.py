@@ -72,6 +72,8 @@ def decode_rgb(data: bytes, shard: str | Path, member: str, decoder: str = "simp
     """One stored frame as (H, W, 3) uint8, by libjpeg-turbo through simplejpeg (about 1.5x
     faster than PIL, no Image object) or through PIL. Both run libjpeg-turbo's default (exact)
     IDCT and fancy upsampling, so they give the same pixels (tests/test_loader.py checks it).
+    `simplejpeg-fast` replicates the chroma instead of interpolating it (libjpeg's fast
+    upsampling): ~1.6x faster again, other pixels (a few grey levels at colour edges).
 
     Raises:
         ShardError: naming the member when it does not decode.
@@ -81,7 +83,7 @@ def decode_rgb(data: bytes, shard: str | Path, member: str, decoder: str = "simp
     import simplejpeg
 
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastupsample=decoder == "simplejpeg-fast")
     except (ValueError, TypeError) as err:
         raise ShardError(shard, member, f"not a readable JPEG ({err})") from None
 

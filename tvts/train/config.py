@@ -9,7 +9,8 @@ from tvts.models.config import LossConfig, ModelConfig, VideoMAEConfig
 
 METHODS = ("tvts", "videomae")
 EPOCHS = ("video", "window")
-JPEG_DECODERS = ("simplejpeg", "pil")
+JPEG_DECODERS = ("simplejpeg", "pil", "simplejpeg-fast")
+NORMALISE_ON = ("device", "worker")
 DECODE_DEVICES = ("cpu", "cuda")
 
 
@@ -48,14 +49,19 @@ class DataConfig:
     # video's stored windows (the official sampler). "window": every stored window once.
     epoch: str = "video"
     epoch_limit: int = 0         # at most this many samples per epoch, a fresh subset each epoch; 0 = all
-    # simplejpeg (libjpeg-turbo, ~1.5x faster) or pil: the same pixels (docs/configuration.md)
+    # simplejpeg (libjpeg-turbo, ~1.5x faster) or pil: the same pixels; simplejpeg-fast: faster,
+    # other chroma upsampling, other pixels (docs/configuration.md)
     jpeg_decoder: str = "simplejpeg"
+    # device: workers ship uint8 crops, normalised on the training device (the same floats, a quarter
+    # of the bytes, no float work in the workers); worker: workers ship normalised float32 frames
+    normalise_on: str = "device"
     # cpu: workers decode and normalise; cuda: workers ship the drawn JPEG bytes and the main
     # process decodes each batch on the GPU (nvJPEG), the same samples (tvts.train.data.decode_batch)
     decode_device: str = "cpu"
 
     def check(self, where: str) -> None:
         require(self.jpeg_decoder in JPEG_DECODERS, where, "jpeg_decoder", f"must be one of {', '.join(JPEG_DECODERS)}")
+        require(self.normalise_on in NORMALISE_ON, where, "normalise_on", f"must be one of {', '.join(NORMALISE_ON)}")
         require(self.decode_device in DECODE_DEVICES, where, "decode_device",
                 f"must be one of {', '.join(DECODE_DEVICES)}")
         require(self.decode_device == "cpu" or self.short_side == 0, where, "decode_device",

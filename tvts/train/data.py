@@ -50,7 +50,8 @@ class ViewConfig:
     eval_mask: bool = True   # validation keeps the tube mask (the task as trained), with fixed seeds
     frames: bool = True      # False: skip decoding (the text-only baseline never looks at them)
     mask_kind: str = "per_tube"  # per_tube (TVTS) | shared (VideoMAE: one mask for every tube)
-    jpeg_decoder: str = "simplejpeg"  # simplejpeg | pil (the same pixels, tvts.data.shards.decode_rgb)
+    jpeg_decoder: str = "simplejpeg"  # simplejpeg | pil (the same pixels) | simplejpeg-fast (tvts.data.shards.decode_rgb)
+    normalise_on: str = "worker"  # worker: float frames; device: uint8 frames, normalised by `to_device`
     decode_device: str = "cpu"   # cpu: items hold frames; else the JPEG bytes, decoded by `decode_batch`
 
 
@@ -142,8 +143,9 @@ class WindowDataset(Dataset):
 
 
 def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None,
-                shard: str = "<shard>", key: str = "<sample>") -> torch.Tensor:
-    """TSN frames, short-side resize, crop (random if `rng`, else centre), ImageNet normalisation.
+                shard: str = "<shard>", key: str = "<sample>") -> torch.Tensor | RawFrames:
+    """TSN frames, short-side resize, crop (random if `rng`, else centre), ImageNet normalisation
+    (or, with normalise_on device, the uint8 crop for `to_device` to normalise).
 
     Only the drawn frames are decoded, the crop is cut from the uint8 frames, and the one float
     copy is normalised in place: the same values as normalising every pixel in float first.
@@ -160,6 +162,8 @@ def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Gener
     x0, y0 = crop_origin(w, h, view.video.img_size, rng)
     s = view.video.img_size
     crops = torch.from_numpy(np.stack([im[y0:y0 + s, x0:x0 + s] for im in imgs]))  # (T, S, S, 3) uint8
+    if view.normalise_on == "device":
+        return RawFrames(crops.permute(3, 0, 1, 2).contiguous())
     return normalise(crops.permute(3, 0, 1, 2), channel_dim=0)
 
 
@@ -189,13 +193,26 @@ def crop_origin(w: int, h: int, s: int, rng: np.random.Generator | None) -> tupl
 
 def normalise(frames: torch.Tensor, channel_dim: int) -> torch.Tensor:
     """uint8 RGB -> ImageNet-normalised float32 (contiguous), one float copy normalised in place.
-    Bit-identical to `(x / 255 - MEAN) / STD` on float32 (the same IEEE operations, in order)."""
+    Bit-identical to `(x / 255 - MEAN) / STD` on float32 (the same IEEE operations, in order; 255
+    is a tensor, as CUDA turns division by a CPU scalar into multiplication by its reciprocal)."""
     shape = [1] * frames.dim()
     shape[channel_dim] = 3
     mean = torch.from_numpy(MEAN).to(frames.device).view(shape)
     std = torch.from_numpy(STD).to(frames.device).view(shape)
+    scale = torch.full([1] * frames.dim(), 255.0, device=frames.device)
     x = frames.contiguous().to(torch.float32)
-    return x.div_(255.0).sub_(mean).div_(std)
+    return x.div_(scale).sub_(mean).div_(std)
+
+
+class RawFrames(NamedTuple):
+    """A crop's uint8 frames (normalise_on device), as an item's `frames`: collated, `.to(device)`
+    moves the (B, 3, T, S, S) uint8 batch (4x fewer bytes than float32) and normalises it there,
+    so the trainer's `to_device(batch)` yields the same float frames as normalising in the worker."""
+
+    frames: torch.Tensor   # (3, T, S, S) uint8; collated (B, 3, T, S, S)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+        return normalise(self.frames.to(device, non_blocking=non_blocking), channel_dim=1)
 
 
 def pick_jpegs(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None,

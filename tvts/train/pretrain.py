@@ -79,7 +79,8 @@ def data_view(cfg: PretrainConfig, device: torch.device) -> ViewConfig:
     if d.decode_device == "cuda" and device.type != "cuda":
         raise ConfigError(f"pretrain.data.decode_device: cuda, but this job runs on {device.type} "
                           "(no CUDA device); use cpu")
-    return replace(view_config(cfg), jpeg_decoder=d.jpeg_decoder, decode_device=d.decode_device)
+    return replace(view_config(cfg), jpeg_decoder=d.jpeg_decoder, decode_device=d.decode_device,
+                   normalise_on=d.normalise_on)
 
 
 def initial_model(cfg: PretrainConfig, spec: TextSpec):
