@@ -131,6 +131,28 @@ def shard_part_dirs(exp):
     return [f"results/{exp}/shards/part-{p}" for p in range(shard_parts())]
 
 
+def pair_sources():
+    """The configured raw pair inputs, by shard-pairs option (absent keys: that source is not used)."""
+    data = config["data"]
+    keys = {"cc3m": "--cc3m", "cc3m_images": "--cc3m-images", "webvid": "--webvid", "webvid_videos": "--webvid-videos"}
+    return {opt: data[key] for key, opt in keys.items() if data.get(key)}
+
+
+def pair_inputs(wildcards):
+    """Every configured raw pair file or folder, as an input when present (raw_input)."""
+    return [p for path in pair_sources().values() for p in [raw_input(path)] if p]
+
+
+def pair_args():
+    """The shard-pairs options naming the raw inputs, quoted for the shell."""
+    return " ".join(f"{opt} {shlex.quote(path)}" for opt, path in pair_sources().items())
+
+
+def pair_parts_of(exp):
+    """The shard_pairs part folders: built once, under results/<exp of the config>, like the clip shards."""
+    return [f"results/{EXP}/pairs/part-{i}" for i in range(config["dag"].get("pair_parts", 1))]
+
+
 def launcher(rule_name):
     """The launcher of a training step (tvts/launch.py) - torchrun with one process per GPU the job
     got (one on CPU); with `nodes`/`tasks` > 1, one torchrun agent per Slurm task through srun.
