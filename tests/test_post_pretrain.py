@@ -126,6 +126,26 @@ def test_a_preempted_post_pretraining_resumes_to_identical_weights(tmp_path, pai
     assert checkpoint.load(out / "select/best.pt")["source"] == checkpoint.load(tmp_path / "straight/select/best.pt")["source"]
 
 
+def test_a_job_killed_before_selection_only_selects_on_rerun(tmp_path, pairs, monkeypatch, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed while selecting")
+
+    monkeypatch.setattr(post_pretrain, "select_best", killed)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run(pairs, out)
+    assert not (out / "select/best.pt").exists() and not (out / "post_pretrain/ckpt/finalised.json").exists()
+    steps = len((out / "post_pretrain/log.jsonl").read_text().splitlines())
+    monkeypatch.undo()
+    assert run(pairs, out) == 0
+    assert "resuming from" in caplog.text and (out / "select/best.pt").exists()
+    assert len((out / "post_pretrain/log.jsonl").read_text().splitlines()) == steps   # nothing trained again
+
+
 def test_two_gloo_ranks_post_pretrain_with_ddp_and_gathered_validation(tmp_path, pairs):
     """The real job under torchrun with 2 ranks: DDP over the frozen sort head (no gradient waited
     for), both sources' validation gathered over the ranks, rank 0's checkpoints and selection."""

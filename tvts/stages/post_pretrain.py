@@ -106,14 +106,16 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         job = PostPretrainJob(cfg, Path(args.init), [Path(p) for p in args.pairs], out, env)
+        selected = {}
         with (tracking.stage_run("post_pretrain", args.exp, {"post_pretrain": cfg}, rule=args.rule,
                                  resume_run_id=job.resume_run_id)
               if env.is_main else contextlib.nullcontext()) as mlrun:
-            manifest = job.run(mlrun)
+            # selection before the run is finalised: a job killed in between only selects again
+            job.run(mlrun, on_trained=lambda manifest: selected.update(select_best(manifest, cfg, out, sel)))
     finally:
         dist.cleanup()
     if env.is_main:
-        selection = select_best(manifest, cfg, out, sel)
+        selection = selected
         register(selection, sel, args.exp, cfg, args.rule)
         log.info("best: %s (%s=%.4f)", selection["best"], cfg.metric, selection["best_score"])
     return 0

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -257,9 +258,12 @@ class PostPretrainJob:
             perf = state.telemetry.summary(state.train_s)
             self.metrics({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch} | perf, state.step)
 
-    def run(self, mlrun=None) -> dict:
+    def run(self, mlrun=None, on_trained: Callable[[dict], None] = lambda manifest: None) -> dict:
         """Train every remaining epoch, then write the manifest (rank 0). Returns it ({} elsewhere).
 
+        Args:
+            on_trained: called with the manifest before the run is finalised (selection): if it
+                fails, a rerun resumes at the final checkpoint and only does this again.
         Raises:
             Preempted: after checkpointing on SIGTERM/SIGUSR1.
         """
@@ -274,6 +278,7 @@ class PostPretrainJob:
             return {}
         manifest = self.manifest()
         io.atomic_write_json(self.out / "manifest.json", manifest)
+        on_trained(json.loads(dumps(manifest)))
         self.ckpts.finalise()
         if mlrun:
             mlrun.log_metrics({f"final/{k}": v for k, v in (state.history[-1] if state.history else {}).items()},
