@@ -241,3 +241,18 @@ def test_pretrain_names_an_unreachable_shard_url(tmp_path):
     with pytest.raises(SystemExit, match=rf"^pretrain: {dead}/manifest\.json: cannot read"):
         from tvts.stages import pretrain
         pretrain.main(["--shards", dead, "--out", str(tmp_path / "out"), "--config", str(path), "--exp", "t", "--cpu"])
+
+
+def test_select_reuses_trainer_scores_for_the_same_data_wherever_it_is_served(served, smoke_shards, tmp_path):
+    from tvts.select import recorded_scores
+
+    _, base, _ = served
+    fingerprint = open_shard_set(smoke_shards).fingerprint()
+    manifest = {"inputs": {"shards": str(smoke_shards), "shards_fingerprint": fingerprint},
+                "history": [{"epoch": 0, "step": 2, "sort_exact": 0.5}]}
+    assert recorded_scores(manifest, f"{base}/part-0") == {2: {"step": 2.0, "sort_exact": 0.5}}
+    shutil.copytree(smoke_shards, tmp_path / "other")
+    (tmp_path / "other/manifest.json").write_text("{}")                  # other data: scored afresh
+    assert recorded_scores(manifest, tmp_path / "other") == {}
+    legacy = {"inputs": {"shards": str(smoke_shards)}, "history": manifest["history"]}  # no fingerprint: by path
+    assert recorded_scores(legacy, smoke_shards) and not recorded_scores(legacy, tmp_path / "other")

@@ -160,6 +160,10 @@ class ShardSet:
             identity: the set file's bytes; None for one part, whose manifest.json is read when needed.
         """
         self.spec, self.parts, self._identity = spec, parts, identity
+        self._refs: dict[str, list[SampleRef]] = {}  # per split: a remote index is fetched once
+
+    def __getstate__(self) -> dict:  # workers get the refs from their dataset, not a second copy
+        return self.__dict__ | {"_refs": {}}
 
     def __repr__(self) -> str:
         return f"ShardSet({self.spec!r}, parts={self.parts!r})"
@@ -175,8 +179,11 @@ class ShardSet:
         return hashlib.sha256(self._identity).hexdigest()
 
     def refs(self, split: str) -> list[SampleRef]:
-        """One SampleRef per sample of `split`, the parts' samples in part order."""
-        return [SampleRef(shard, key, members) for part in self.parts for shard, key, members in part_index(part, split)]
+        """One SampleRef per sample of `split`, the parts' samples in part order (read once per set)."""
+        if split not in self._refs:
+            self._refs[split] = [SampleRef(shard, key, members) for part in self.parts
+                                 for shard, key, members in part_index(part, split)]
+        return self._refs[split]
 
 
 def open_shard_set(spec: str | Path) -> ShardSet:
