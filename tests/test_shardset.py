@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import socket
@@ -15,6 +16,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from tvts.data import shardset
 from tvts.data.shardset import ShardSetError, open_shard_set
 from tvts.train.data import ResumableBatchSampler, ViewConfig, WindowDataset
 from tvts.models.video_vit import VideoConfig
@@ -189,15 +191,20 @@ def test_http_reads_in_forked_loader_workers(served, smoke_shards):
         assert all(torch.equal(x[k], y[k]) for k in x)
 
 
-def test_a_missing_or_unreachable_part_names_the_url(served):
+def test_a_missing_or_unreachable_part_names_the_url(served, monkeypatch):
     _, base, _ = served
+    monkeypatch.setattr(shardset, "RETRY_PAUSES_S", (0.01,))
     with pytest.raises(ShardSetError, match=rf"^{base}/gone/manifest\.json: cannot read"):
         open_shard_set(f"{base}/gone").fingerprint()
     with pytest.raises(ShardSetError, match=rf"^{base}/gone/manifest\.json: cannot read"):
         open_shard_set(f"{base}/gone").refs("train")    # no index, and no manifest to rebuild it from
     dead = f"http://127.0.0.1:{free_port()}/part-0"
-    with pytest.raises(ShardSetError, match=rf"^{dead}/manifest\.json: cannot read"):
+    with pytest.raises(ShardSetError, match=rf"^{dead}/manifest\.json: cannot read after 2 attempts"):
         open_shard_set(dead).fingerprint()
+    with pytest.raises(ShardSetError, match=r"^s3://bucket/p/manifest\.json: cannot open the s3:// scheme"):
+        if importlib.util.find_spec("s3fs"):
+            pytest.skip("s3fs is installed")
+        open_shard_set("s3://bucket/p").fingerprint()
     with pytest.raises(ShardSetError, match=rf"^{base}/nope\.json: cannot read"):
         open_shard_set(f"{base}/nope.json")
 
@@ -232,9 +239,27 @@ def test_training_from_http_shards_is_bit_identical_to_local_shards(server, smok
     assert remote["history"] == local["history"]
 
 
-def test_pretrain_names_an_unreachable_shard_url(tmp_path):
-    from test_train import run_pretrain
+def test_a_transient_network_error_is_retried(served, smoke_shards, monkeypatch, caplog):
+    _, base, _ = served
+    monkeypatch.setattr(shardset, "RETRY_PAUSES_S", (0.01, 0.01))
+    ds = WindowDataset(f"{base}/part-0", "val", VIEW, None, 0)
+    fs = ds._reader.remote.fs(base)
+    real, calls = fs.cat_file, []
 
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) < 3:
+            raise ConnectionResetError("Connection reset by peer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "cat_file", flaky)
+    with caplog.at_level("WARNING", logger="tvts.data.shardset"):
+        assert ds.read_field(0, "json") == WindowDataset(smoke_shards, "val", VIEW, None, 0).read_field(0, "json")
+    assert len(calls) == 3 and caplog.text.count("retrying") == 2
+
+
+def test_pretrain_names_an_unreachable_shard_url(tmp_path, monkeypatch):
+    monkeypatch.setattr(shardset, "RETRY_PAUSES_S", ())
     dead = f"http://127.0.0.1:{free_port()}/part-0"
     path = tmp_path / "cfg.yaml"
     path.write_text(SMOKE.read_text())

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -31,6 +32,7 @@ from tvts.data.shards import Members, iter_tar_members, read_index
 log = logging.getLogger("tvts.data.shardset")
 SET_VERSION = 1
 SET_FILE = "set.json"
+RETRY_PAUSES_S = (1.0, 4.0)  # between the attempts of a remote read that failed other than by a 404
 
 
 class ShardSetError(OSError):
@@ -92,12 +94,19 @@ class Remote:
             ShardSetError: naming the URL (missing, unreachable, or short).
         """
         end = None if start is None else start + size
-        try:
-            data = self.fs(url).cat_file(url, start=start, end=end)
-        except ShardSetError:
-            raise
-        except Exception as err:  # fsspec raises FileNotFoundError, aiohttp's errors, botocore's ...
-            raise ShardSetError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
+        fs = self.fs(url)
+        for attempt, pause in enumerate((*RETRY_PAUSES_S, None)):
+            try:
+                data = fs.cat_file(url, start=start, end=end)
+                break
+            except FileNotFoundError as err:  # a 404 is not transient
+                raise ShardSetError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
+            except Exception as err:  # aiohttp's, botocore's ...: a long run outlives a network blip
+                if pause is None:
+                    raise ShardSetError(f"{url}: cannot read after {attempt + 1} attempts "
+                                        f"({type(err).__name__}: {err})") from None
+                log.warning("%s: %s (%s); retrying in %.1f s", url, type(err).__name__, err, pause)
+                time.sleep(pause)
         if size is not None and len(data) != size:
             return self._whole_file_reply(url, data, start, size)
         return data
