@@ -299,3 +299,21 @@ def test_the_paper_config_plans_post_pretraining_with_the_papers_resources(tmp_p
     assert "gpu=8" in block and "runtime=4320" in block and "--signal=TERM@600" in block
     assert "--exp paper-post" in block and '"batch_size": 48' in block and '"epochs": 12' in block
     assert "results/paper-post/eval/finetune/k400.json" in out
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(pairs):
+    from tvts.train.post_pretrain import PairEncoder
+
+    model, _ = load_model(pairs[1])
+    model.train()
+    encoder = PairEncoder(model)
+    frames = torch.randn(3, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    ids, mask = torch.randint(5, 50, (3, 1, 16)), torch.ones(3, 1, 16, dtype=torch.long)
+    grads = []
+    for on in (False, True):
+        model.zero_grad()
+        model.video.grad_checkpointing = on
+        v, t = encoder(frames, ids, mask)
+        (v @ t.t()).sum().backward()
+        grads.append(model.video.blocks[0].attn.qkv.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as checkpoint_block
 from torch.utils.data import DataLoader
 
 from tvts import io
@@ -64,7 +65,7 @@ class PairEncoder(nn.Module):
         cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x.flatten(1, 2)], dim=1)                          # (B, 1 + T' * N, C)
         for blk in vit.blocks:
-            x = blk(x)
+            x = checkpoint_block(blk, x, use_reentrant=False) if vit.grad_checkpointing and self.training else blk(x)
         return F.normalize(self.model.vid_proj(vit.norm(x)[:, 0]), dim=-1)
 
     def forward(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -151,6 +152,7 @@ class PostPretrainJob:
         cfg, env = self.cfg, self.env
         model, _ = model_from_state(start, "cpu")
         model.train()
+        model.video.grad_checkpointing = cfg.runtime.grad_checkpointing  # this stage's, not the pretraining's
         if env.world > 1:
             torch.manual_seed(cfg.seed + 100_003 * (env.rank + 1))
         else:
