@@ -7,6 +7,12 @@ one, and gives every rank the same number of steps however few shards there are.
 take contiguous slices of each global batch (`ResumableBatchSampler`), DataLoader workers
 take whole batches. Everything random about a sample (TSN frames, crop, transcript
 shuffle, tube mask) is drawn in the worker from an RNG seeded by (seed, epoch, index).
+
+The shards are a shard set (tvts.data.shardset): local parts read by `pread`, remote ones by
+one ranged GET per member. Workers decode only the drawn frames and cut the crop in uint8;
+the float work can wait for the device (`RawFrames`), and so can the decoding itself
+(`JpegFrames`, nvJPEG): such an item's `frames` turns into the frames tensor when the batch is
+moved with `.to(device)`, so the trainer never needs to know which it got.
 """
 from __future__ import annotations
 
