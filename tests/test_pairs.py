@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from tvts.data.pairs import PairShardConfig, part_of, write_pair_shards
 from tvts.data.shards import iter_tar_samples, list_shards
 from tvts.io import Rejects
 from tvts.stages import shard_pairs
-from tvts.train.data import EVAL_EPOCH
 from tvts.train.pair_data import PairView, pair_frames
 
 CFG = {"shard_pairs": {"frames_per_clip": 8, "short_side": 40, "jpeg_quality": 85, "val_fraction": 0.3,
@@ -142,4 +140,3 @@ def test_an_image_is_its_frame_repeated_to_one_tubelet_and_a_clip_four_segment_f
     assert any(not torch.allclose(d, centre.mean(dim=(0, 2, 3))) for d in drawn)
     for d in drawn:  # each frame from its own segment: still in time order
         assert torch.all(d[1:] > d[:-1])
-    assert EVAL_EPOCH  # the dataset passes rng=None for its EVAL_EPOCH items

@@ -134,7 +134,8 @@ class PostPretrainJob:
         train = [PairDataset(self.dirs, k, "train", view, self.spec, cfg.seed) for k in KINDS]
         self.kinds = [k for k, ds in zip(KINDS, train) if len(ds)]
         if not self.kinds:
-            raise ConfigError(f"post_pretrain: no train pairs in {', '.join(map(str, self.dirs))}")
+            raise ConfigError(f"data.cc3m, data.webvid: no train pairs in {', '.join(map(str, self.dirs))} "
+                              "(see their manifests' rejects)")
         self.train_sets = [ds for ds in train if len(ds)]
         self.val_sets = {k: PairDataset(self.dirs, k, "val", view, self.spec, cfg.seed) for k in self.kinds}
         for ds in self.val_sets.values():
@@ -185,8 +186,7 @@ class PostPretrainJob:
 
     def new_meters(self) -> dict[str, Meter]:
         """One logging window per source: each trains on every other step."""
-        wait = self.state.telemetry.wait_s if hasattr(self, "state") else 0.0
-        return {k: Meter(wait0=wait) for k in self.kinds}
+        return {k: Meter(wait0=self.state.telemetry.wait_s) for k in self.kinds}
 
     def batches(self):
         self.meters = self.new_meters()
