@@ -343,9 +343,12 @@ def test_stage_temporal_probes_log_to_mlflow(tmp_path, tiny_sets, tiny_checkpoin
     monkeypatch.setattr(temporal_job, "load_dataset_split", _fake_split(tiny_sets))
     out = tmp_path / "eval" / "temporal" / "tiny.json"
     argv = ["--model", str(tiny_checkpoint), "--dataset", "tiny", "--out", str(out), "--device", "cpu",
-            "--exp", "temporaltest", "--rule", "eval_temporal", "--config-json", _paired_json()]
+            "--features", str(tmp_path / "features"), "--exp", "temporaltest", "--rule", "eval_temporal",
+            "--config-json", _paired_json()]
     assert eval_temporal.main(argv) == 0
     res = json.loads(out.read_text())
+    assert res["features"]["hit"] == {"train": False, "test": False}
+    assert len(list((tmp_path / "features" / "tiny").glob("*.npz"))) == 2 * 2 * 2     # split x pool x direction
     assert set(res["metrics"]) == {f"{p}/{m}" for p in ("cls", "mean") for m in ("top1", "within_pair_top1", "arrow_top1")}
     assert all(0 <= v <= 100 for v in res["metrics"].values())
     assert res["counts"] == {"n_train": 9, "n_test": 6, "n_classes": 3, "n_reversed_pairs": 1, "n_test_paired": 4,
@@ -356,8 +359,13 @@ def test_stage_temporal_probes_log_to_mlflow(tmp_path, tiny_sets, tiny_checkpoin
     assert len(runs) == 1 and runs[0].data.tags["tvts.task"] == "temporal"
     assert runs[0].data.metrics["mean/arrow_top1"] == pytest.approx(res["metrics"]["mean/arrow_top1"])
 
-    # one pool, every eval.views view; a dataset without pairs has no within-pair metric
+    # a rerun reads the cached features and gets the same numbers
     monkeypatch.setenv("TVTS_TRACKING", "off")
+    assert eval_temporal.main(argv) == 0
+    again = json.loads(out.read_text())
+    assert again["features"]["hit"] == {"train": True, "test": True} and again["metrics"] == res["metrics"]
+
+    # one pool, every eval.views view; a dataset without pairs has no within-pair metric
     cfg = json.loads(_paired_json(pools=["mean"], views="all"))
     cfg["eval"]["datasets"]["tiny"]["reversed_pairs"] = ""
     assert eval_temporal.main(argv[:-1] + [json.dumps(cfg)]) == 0

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from tvts.config import ConfigError
-from tvts.eval.features import Features, iter_batches
+from tvts.eval.features import Features, iter_batches, load_features, save_features
 from tvts.train.distributed import autocast
 
 POOLS = ("cls", "mean")
@@ -88,6 +89,31 @@ def extract_directions(model_video: torch.nn.Module, dataset, pools: Sequence[st
         for i, r in zip(idx, batch["reason"]):
             reasons[int(i)] = r
     return {key: Features(arr, labels, ok, reasons) for key, arr in feats.items()}
+
+
+def cached_directions(paths: dict[tuple[str, str], Path], key: dict,
+                      compute_fn: Callable[[], dict[tuple[str, str], Features]]
+                      ) -> tuple[dict[tuple[str, str], Features], bool]:
+    """`extract_directions` through the feature cache: one .npz per (pool, direction).
+
+    Args:
+        paths: (pool, direction) -> its cache file.
+        key: what the features depend on (tvts.eval.features.feature_key); the pool and the
+            direction are added per file.
+        compute_fn: extracts every (pool, direction) at once, on a miss of any file.
+    Returns:
+        (features, hit): hit is True when every file was used.
+    """
+    def file_key(pool: str, direction: str) -> dict:
+        return key | {"feature": f"final_norm_{pool}", "direction": direction}
+
+    found = {k: load_features(path, file_key(*k)) for k, path in paths.items()}
+    if all(f is not None for f in found.values()):
+        return found, True
+    feats = compute_fn()
+    for k, path in paths.items():
+        save_features(path, feats[k], file_key(*k))
+    return feats, False
 
 
 def arrow_split(forward: Features, reversed_: Features) -> Features:

@@ -5,14 +5,15 @@ Probes: tvts.eval.temporal. The stage is tvts.stages.eval_temporal.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tvts import io
 from tvts.config import ConfigError
 from tvts.eval.config import LinearConfig, TemporalConfig, ViewsConfig, load_dataset_split
-from tvts.eval.features import Features, add_rejects, file_digest
+from tvts.eval.features import Features, add_rejects, feature_key, file_digest
 from tvts.eval.linear import evaluate_probe, resolve_device, train_probe_cached
-from tvts.eval.temporal import arrow_split, extract_directions, resolve_pairs
-from tvts.eval.views import ClipDataset
+from tvts.eval.temporal import DIRECTIONS, arrow_split, cached_directions, extract_directions, resolve_pairs
+from tvts.eval.views import ClipDataset, view_name
 from tvts.models.load import load_model
 
 STAGE = "eval_temporal"
@@ -31,18 +32,32 @@ class TemporalEval:
         self.args, self.spec, self.views, self.cfg, self.lin = args, spec, views, cfg, lin
         self.device = resolve_device(args.device)
         self.timings: dict[str, float] = {}
+        self.cache_hits: dict[str, bool] = {}
         self.rejects = io.Rejects(STAGE)
 
     def view_grid(self) -> tuple[int, int]:
         return (self.views.temporal, self.views.spatial) if self.cfg.views == "all" else (1, 1)
 
     def features(self, vset, split: str) -> dict[tuple[str, str], Features]:
-        """(pool, direction) -> Features of one split; its missing and unreadable videos go to the rejects."""
-        v, (t, s) = self.pcfg.model.video, self.view_grid()
+        """(pool, direction) -> Features of one split, through the cache when --features is given;
+        its missing and unreadable videos go to the rejects."""
+        v, (t, s), a = self.pcfg.model.video, self.view_grid(), self.args
         dataset = ClipDataset(vset.items, v.num_frames, v.img_size, self.views.short_side, t, s)
+
+        def compute() -> dict[tuple[str, str], Features]:
+            return extract_directions(self.model.video, dataset, self.cfg.pools, self.views.batch_size,
+                                      self.views.workers, self.device, self.views.amp)
+
         with io.timer(self.timings, f"time/extract_{split}_s"):
-            feats = extract_directions(self.model.video, dataset, self.cfg.pools, self.views.batch_size,
-                                       self.views.workers, self.device, self.views.amp)
+            if a.features:
+                name = view_name(t, s, self.views.short_side)
+                paths = {(p, d): Path(a.features) / a.dataset / f"{split}-{name}-{p}-{d}.npz"
+                         for p in self.cfg.pools for d in DIRECTIONS}
+                key = feature_key(self.sha, a.dataset, split, [i.video_id for i in vset.items], v.num_frames,
+                                  v.img_size, self.views.short_side, t, s, self.views.amp)
+                feats, self.cache_hits[split] = cached_directions(paths, key, compute)
+            else:
+                feats, self.cache_hits[split] = compute(), False
         add_rejects(self.rejects, vset, next(iter(feats.values())) if feats else None)
         return feats
 
@@ -98,4 +113,5 @@ class TemporalEval:
                 "config": {"dataset": self.spec, "views": self.views, "temporal": self.cfg, "linear": self.lin},
                 "model": {"checkpoint": self.args.model, "sha256": self.sha, "num_frames": v.num_frames,
                           "img_size": v.img_size},
+                "features": {"cache": self.args.features, "hit": self.cache_hits},
                 "timings": self.timings, "versions": io.library_versions()}

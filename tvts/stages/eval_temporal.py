@@ -6,7 +6,9 @@ mean of the patch tokens (`eval.temporal.pools`). Then, per pool, with the linea
 protocol (`eval.linear`): the class probe's top-1 and, where the dataset declares
 order-reversed class pairs (`eval.datasets.<name>.reversed_pairs`), its within-pair accuracy;
 and the arrow-of-time probe, a clip against the same clip reversed (chance 50 %).
-Missing and unreadable videos are listed and counted.
+Missing and unreadable videos are listed and counted. With --features, the features of each
+(split, pool, direction) are cached beside the linear probe's, so a rerun for another
+probe setting does not run the encoder again.
 """
 from __future__ import annotations
 
@@ -19,18 +21,13 @@ from tvts.eval.config import LinearConfig, TemporalConfig, eval_part, load_eval_
 from tvts.eval.job import eval_stage_run
 from tvts.eval.temporal_job import STAGE, TemporalEval
 from tvts.stages.common import command
-from tvts.stages.eval_common import eval_parser, load_stage_config
+from tvts.stages.eval_common import add_feature_args, eval_parser, load_stage_config
 
 log = logging.getLogger("tvts.eval_temporal")
 
 
-def add_device_arg(p: argparse.ArgumentParser, task: str = "") -> None:
-    """--device; `task` unused."""
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    return eval_parser("tvts eval-temporal", __doc__, "temporal", add_device_arg)
+    return eval_parser("tvts eval-temporal", __doc__, "temporal", add_feature_args)
 
 
 @command(build_parser)

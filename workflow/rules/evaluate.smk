@@ -85,7 +85,8 @@ rule eval_temporal:
         "../../envs/tvts.yaml"
     shell:
         "exec tvts eval-temporal --model {input.model} --dataset {wildcards.dataset} --out {output}"
-        " --exp {wildcards.exp} --rule eval_temporal --config-json {params.cfg:q} > {log} 2>&1"
+        " --features results/{wildcards.exp}/features --exp {wildcards.exp} --rule eval_temporal"
+        " --config-json {params.cfg:q} > {log} 2>&1"
 
 
 rule eval_finetune:
