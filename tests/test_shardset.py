@@ -165,7 +165,10 @@ def test_http_parts_read_the_same_samples_as_local_ones(served, smoke_shards, ca
     assert all(remote.read(i) == local.read(i) for i in range(len(local)))
     tar_gets = [line for line in log.read_text().splitlines()[before:] if '"GET /part-0/val-' in line]
     assert tar_gets and all('" 206 ' in line for line in tar_gets)  # ranged reads only, never a whole tar
-    assert len(tar_gets) == sum(len(r.members) for r in local.refs)  # one request per member
+    assert len(tar_gets) == len(local)                               # one request per sample (its span)
+    before = len(log.read_text().splitlines())
+    assert remote.read_field(1, "json") == local.read_field(1, "json")
+    assert len(log.read_text().splitlines()) == before + 1            # and one per member read alone
     with caplog.at_level("WARNING"):
         rebuilt = open_shard_set(f"{base}/noindex").refs("val")          # no index: headers streamed
     assert "rebuilding the index from the tar headers" in caplog.text

@@ -99,8 +99,14 @@ class WindowDataset(Dataset):
         return self.__dict__ | {"_reader": MemberReader(), "_tok": None}
 
     def read(self, index: int) -> dict[str, bytes]:
-        """Every member of sample `index` (json + frames), by seek + read."""
-        return {name: self.read_field(index, name) for name in self.refs[index].members}
+        """Every member of sample `index` (json + frames), by one read of the span they lie in
+        (a sample's members are consecutive in its tar): one ranged GET of a URL, not one per member."""
+        ref = self.refs[index]
+        if "_reader" not in self.__dict__:
+            self._reader = MemberReader()
+        start = min(o for o, _ in ref.members.values())
+        span = self._reader.read(ref.shard, start, max(o + n for o, n in ref.members.values()) - start)
+        return {name: span[o - start:o - start + n] for name, (o, n) in ref.members.items()}
 
     def meta(self, index: int) -> dict:
         return parse_meta(self.read_field(index, "json"), self.refs[index].shard, self.refs[index].key)
