@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -187,3 +188,23 @@ def test_dag_plans_the_inits_once_for_every_method_but_the_random_baseline(smoke
     assert image in commands["tvts-s0"] and text in commands["tvts-s0"]
     assert image in commands["inits-s0"] and text in commands["inits-s0"]
     assert '"init": "random"' in commands["random-s0"] and "init_text_mlm" not in commands["random-s0"]
+
+
+def test_pretraining_and_selection_run_from_both_inits(smoke_shards, tmp_path):
+    """A whole (two-step) pretraining from the two init outputs, then selection and loading for
+    evaluation: the checkpoint carries the MLM folder's tokenizer and needs no folder to load."""
+    from tvts.models.load import load_model
+    from tvts.stages import pretrain, select_ckpt
+
+    image = run_image_mae(smoke_shards, tmp_path / "init_image_mae" / "model.pt")
+    text = run_text_mlm(smoke_shards, tmp_path / "init_text_mlm")
+    section = json.loads(json.dumps(SMOKE["pretrain"]))
+    section["init"], section["model"]["text"]["model"] = f"mae:{image}", str(text)
+    assert pretrain.main(["--shards", str(smoke_shards), "--out", str(tmp_path / "pretrain"), "--cpu", "--exp", "t",
+                          "--config-json", json.dumps({"pretrain": section})]) == 0
+    assert select_ckpt.main(["--pretrain", str(tmp_path / "pretrain"), "--shards", str(smoke_shards), "--exp", "t",
+                             "--out", str(tmp_path / "select"), "--config-json", json.dumps({"select": SMOKE["select"]})]) == 0
+    shutil.rmtree(text)   # evaluation rebuilds the text side from the checkpoint alone
+    model, cfg = load_model(tmp_path / "select" / "best.pt")
+    assert cfg.init == f"mae:{image}" and cfg.model.text.model == str(text)
+    assert model.text.model.config.dim == SMOKE["pretrain"]["model"]["text"]["dim"]
