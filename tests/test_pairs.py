@@ -83,6 +83,15 @@ def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (60, 48)) -> bytes
     return buf.getvalue()
 
 
+def write_clip(path: Path) -> None:
+    """A 1 s, 8 fps clip (H.264, the demo's encoder)."""
+    from tvts.data.demo import DemoConfig
+    from tvts.data.demo.encode import encode_video, rgb_to_yuv420p
+
+    frames = np.full((8, 32, 32, 3), 120, np.uint8)
+    encode_video(path, rgb_to_yuv420p(frames), "libx264", DemoConfig())
+
+
 def test_bad_pairs_are_skipped_and_counted_by_reason(tmp_path):
     """Each bad input of the issue: skipped with its reason, the good pairs kept; a long caption is
     cut (counted), never the pair."""
@@ -98,16 +107,19 @@ def test_bad_pairs_are_skipped_and_counted_by_reason(tmp_path):
              PairItem("blank", "  \t ", "image", data=good),
              PairItem("long", "word " * 2000, "image", data=good),
              PairItem("a", "the same id again", "image", data=good),
-             PairItem("odd", "a sound", "audio", data=good)]
+             PairItem("odd", "a sound", "audio", data=good),
+             PairItem("ok", "a clip whose id is an image's", "video", path=str(tmp_path / "clip.mp4"))]
     rejects = Rejects("shard_pairs")
+    items[1] = PairItem("ok", "a file", "image", path=str(tmp_path / "ok.jpg"))
+    write_clip(tmp_path / "clip.mp4")
     sinks = write_pair_shards(items, tmp_path / "out", PairShardConfig(short_side=32, val_fraction=0.5), rejects)
     assert rejects.counts() == {"duplicate_id": 1, "empty_caption": 1, "image_unreadable": 1, "missing_image": 1,
                                 "unknown_kind": 1, "video_unreadable": 1}
     counts = sinks.counts()
-    assert counts["pairs"] == 3 and counts["captions_truncated"] == 1
+    assert counts["pairs"] == 4 and counts["captions_truncated"] == 1 and counts["video_train"] + counts["video_val"] == 1
     metas = [json.loads(s["json"]) for split in ("train", "val")
              for shard in list_shards(tmp_path / "out" / "image", split) for s in iter_tar_samples(shard)]
-    assert sorted(m["id"] for m in metas) == ["a", "b", "long"]
+    assert sorted(m["id"] for m in metas) == ["a", "long", "ok"]
     assert max(len(m["caption"]) for m in metas) == PairShardConfig().max_caption_chars
 
 

@@ -140,7 +140,7 @@ def write_pair_shards(items: Iterable, out_dir: Path, cfg: PairShardConfig, reje
     """Stream `items` (PairItem, in input order) of part `part` of `parts` into shards under `out_dir`.
 
     A bad pair is skipped and counted in `rejects` (its reason), never fatal; a repeated key
-    stem keeps its first pair.
+    stem of one kind keeps its first pair.
 
     Returns:
         The closed sinks (their counts and shard names).
@@ -149,7 +149,7 @@ def write_pair_shards(items: Iterable, out_dir: Path, cfg: PairShardConfig, reje
     for item in items:
         if part_of(item.id, parts) != part:
             continue
-        stem = shards.key_stem(item.id)
+        stem = (item.kind, shards.key_stem(item.id))  # per source: a CC3M key may equal a WebVid id
         if stem in seen:
             rejects.add(item.id, "duplicate_id", f"{item.path}: its key is that of {seen[stem]}")
             continue
