@@ -11,8 +11,10 @@ file (path or URL ending in `.json`), a folder holding `set.json`, or one part (
 folder, or a URL prefix). Specs stay strings: `Path` would collapse the `//` of a URL.
 
 Local members are read with `os.pread` (no shared file offset, so forked workers read
-concurrently); remote ones with one ranged GET each (fsspec). A remote part's index is fetched
-once; when it has none, the tar headers are streamed to rebuild it, with a warning.
+concurrently); remote ones by ranged GETs (fsspec: one per sample, the span of its members, or
+one per member read alone), a failed request retried twice. A remote part's index is fetched
+once per split; when it has none, the tar headers are streamed to rebuild it, with a warning.
+A remote index is trusted as it is (a listing of the tars would cost a request per shard).
 `pipe:` URLs (WebDataset's sequential streams) cannot serve a member by offset and are refused.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from tvts.data.shards import Members, iter_tar_members, read_index
+from tvts.data.shards import INDEX_VERSION, Members, iter_tar_members, read_index
 
 log = logging.getLogger("tvts.data.shardset")
 SET_VERSION = 1
@@ -131,7 +133,8 @@ class Remote:
 
 
 class MemberReader:
-    """Reads one tar member's bytes from a local shard (pread) or a URL (ranged GET)."""
+    """Reads a byte range of a shard (a member, or a sample's span): pread of a local path,
+    a ranged GET of a URL."""
 
     def __init__(self):
         self._fds: dict[str, int] = {}
@@ -260,7 +263,7 @@ def remote_index(part: str, split: str) -> list[tuple[str, str, Members]]:
     where = join(part, f"{split}-index.json")
     try:
         index = json.loads(_REMOTE.read(where))
-        if index.get("version") != 1:
+        if index.get("version") != INDEX_VERSION:
             raise ValueError(f"version {index.get('version')!r}")
         entries = index["shards"]
     except ShardSetError as err:
