@@ -240,6 +240,12 @@ def test_training_from_http_shards_is_bit_identical_to_local_shards(server, smok
     assert remote["inputs"]["shards"] == f"{base}/part-0"
     assert remote["inputs"]["shards_fingerprint"] == local["inputs"]["shards_fingerprint"]  # the same data
     assert remote["history"] == local["history"]
+    from tvts.stages import select_ckpt                                 # the same data by another path:
+    cfg = json.dumps({"select": {"register": False, "metric": "sort_exact"}})   # the trainer's scores reused
+    assert select_ckpt.main(["--pretrain", str(tmp_path / "http"), "--shards", str(smoke_shards),
+                             "--out", str(tmp_path / "select"), "--exp", "t", "--config-json", cfg]) == 0
+    selection = json.loads((tmp_path / "select/selection.json").read_text())
+    assert set(selection["scores_from"].values()) == {"trainer"}
 
 
 def test_a_transient_network_error_is_retried(served, smoke_shards, monkeypatch, caplog):
