@@ -208,3 +208,28 @@ def test_pretraining_and_selection_run_from_both_inits(smoke_shards, tmp_path):
     model, cfg = load_model(tmp_path / "select" / "best.pt")
     assert cfg.init == f"mae:{image}" and cfg.model.text.model == str(text)
     assert model.text.model.config.dim == SMOKE["pretrain"]["model"]["text"]["dim"]
+
+
+def test_a_killed_image_mae_resumes_to_the_same_weights(smoke_shards, tmp_path, monkeypatch, caplog):
+    """Killed after its step-2 checkpoint, a rerun resumes there and ends bit-identical to a run
+    that was never interrupted (batches are a pure function of (seed, step))."""
+    from tvts.train import image_mae
+
+    whole = run_image_mae(smoke_shards, tmp_path / "whole" / "model.pt")
+    real = image_mae.frame_batch
+
+    def dies_at_step_3(pool, step, cfg, video):
+        if step == 3:
+            raise KeyboardInterrupt("killed")
+        return real(pool, step, cfg, video)
+
+    monkeypatch.setattr(image_mae, "frame_batch", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_image_mae(smoke_shards, tmp_path / "killed" / "model.pt")
+    assert [p.name for p in (tmp_path / "killed" / "ckpt").glob("*.pt")] == ["step-00000002.pt"]
+    monkeypatch.setattr(image_mae, "frame_batch", real)
+    caplog.set_level("INFO", logger="tvts.init")
+    resumed = run_image_mae(smoke_shards, tmp_path / "killed" / "model.pt")
+    assert "resuming from step-00000002.pt (step 2)" in caplog.text
+    a, b = (torch.load(p, weights_only=True)["model"] for p in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
