@@ -233,3 +233,26 @@ def test_a_killed_image_mae_resumes_to_the_same_weights(smoke_shards, tmp_path, 
     assert "resuming from step-00000002.pt (step 2)" in caplog.text
     a, b = (torch.load(p, weights_only=True)["model"] for p in (whole, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_frames_that_do_not_decode_are_skipped_and_counted():
+    import io as bytes_io
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from tvts import io
+    from tvts.train.image_mae import frame_pool
+
+    def jpeg(size):
+        buf = bytes_io.BytesIO()
+        Image.new("RGB", size, (200, 10, 10)).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    data = {"good": jpeg((40, 36)), "junk": b"not a jpeg", "small": jpeg((20, 20))}
+    refs = [SimpleNamespace(shard="s.tar", key=k, members={"000.jpg": (0, 0)}) for k in data]
+    refs.append(SimpleNamespace(shard="s.tar", key="nojpg", members={"json": (0, 0)}))
+    rejects = io.Rejects("init_image_mae")
+    pool = frame_pool(refs, lambda ref, name: data[ref.key], ImageMAEConfig(frames=8), 32, rejects)
+    assert len(pool) == 2 and pool[0].shape == (36, 40, 3) and pool[0].dtype == np.uint8
+    assert rejects.counts() == {"bad_jpeg": 2, "no_frames": 2, "too_small": 2}
