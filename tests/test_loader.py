@@ -177,4 +177,4 @@ def test_pretraining_with_batched_decode_gives_the_cpu_paths_weights(smoke_shard
     a = final_weights(tmp_path / "cpu")
     for other in ("worker", "batched"):
         b = final_weights(tmp_path / other)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), other
+        assert len(a) > 10 and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), other
