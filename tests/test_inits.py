@@ -256,3 +256,13 @@ def test_frames_that_do_not_decode_are_skipped_and_counted():
     pool = frame_pool(refs, lambda ref, name: data[ref.key], ImageMAEConfig(frames=8), 32, rejects)
     assert len(pool) == 2 and pool[0].shape == (36, 40, 3) and pool[0].dtype == np.uint8
     assert rejects.counts() == {"bad_jpeg": 2, "no_frames": 2, "too_small": 2}
+
+
+def test_the_demo_and_the_science_grid_start_from_the_same_inits():
+    """`make run`'s demo stays seed 0 of `make science`: the same init stages, on in both."""
+    demo, science = (load_yaml(ROOT / f"config/{n}.yaml") for n in ("demo", "science"))
+    for section in ("init_image_mae", "init_text_mlm"):
+        assert demo[section] == science[section], section
+    assert demo["dag"]["inits"] and science["dag"]["inits"]
+    assert science["grid"]["methods"]["inits"] == {"no_pretrain": True}
+    assert not load_yaml(ROOT / "config/paper.yaml")["dag"].get("inits", False)   # the real weights
