@@ -50,16 +50,21 @@ class TemporalEval:
 
         with io.timer(self.timings, f"time/extract_{split}_s"):
             if a.features:
-                name = view_name(t, s, self.views.short_side)
-                paths = {(p, d): Path(a.features) / a.dataset / f"{split}-{name}-{p}-{d}.npz"
-                         for p in self.cfg.pools for d in DIRECTIONS}
-                key = feature_key(self.sha, a.dataset, split, [i.video_id for i in vset.items], v.num_frames,
-                                  v.img_size, self.views.short_side, t, s, self.views.amp)
-                feats, self.cache_hits[split] = cached_directions(paths, key, compute)
+                feats, self.cache_hits[split] = cached_directions(*self.cache(vset, split), compute)
             else:
                 feats, self.cache_hits[split] = compute(), False
         add_rejects(self.rejects, vset, next(iter(feats.values())) if feats else None)
         return feats
+
+    def cache(self, vset, split: str) -> tuple[dict[tuple[str, str], Path], dict]:
+        """The cache files of one split, (pool, direction) -> path, and the key they must carry."""
+        v, (t, s), a = self.pcfg.model.video, self.view_grid(), self.args
+        name = view_name(t, s, self.views.short_side)
+        paths = {(p, d): Path(a.features) / a.dataset / f"{split}-{name}-{p}-{d}.npz"
+                 for p in self.cfg.pools for d in DIRECTIONS}
+        key = feature_key(self.sha, a.dataset, split, [i.video_id for i in vset.items], v.num_frames, v.img_size,
+                          self.views.short_side, t, s, self.views.amp)
+        return paths, key
 
     def probes(self, train: dict, test: dict, n_classes: int, pairs: list) -> dict[str, float]:
         """Per pool: the class probe's top-1 and within-pair accuracy, and the arrow-of-time accuracy."""
