@@ -218,6 +218,11 @@ def test_a_server_without_range_support_still_serves_the_right_bytes(plain_serve
     with caplog.at_level("WARNING", logger="tvts.data.shardset"):
         assert all(remote.read(i) == local.read(i) for i in range(len(local)))
     assert caplog.text.count("ignores HTTP Range requests") == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tvts.data.shardset"):            # no index: the tars streamed
+        rebuilt = open_shard_set(f"{plain_served}/noindex").refs("val")
+    assert "rebuilding the index from the tar headers" in caplog.text
+    assert [(r.key, r.members) for r in rebuilt] == [(r.key, r.members) for r in local.refs]
 
 
 @pytest.mark.parametrize("server", ["served", "plain_served"])

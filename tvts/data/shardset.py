@@ -125,8 +125,10 @@ class Remote:
                         "(serve the shards with a server that supports ranges: nginx, S3, ...)", host)
         return data[start:start + size]
 
-    def open(self, url: str):
-        return self.fs(url).open(url, "rb")
+    def open_stream(self, url: str):
+        """A file read once from its start (no `Range` needed: HTTP gets a streaming file)."""
+        extra = {"block_size": 0} if urlparse(url).scheme in ("http", "https") else {}
+        return self.fs(url).open(url, "rb", **extra)
 
     def __getstate__(self) -> dict:
         return {"_fs": {}, "_pid": -1, "_warned": set()}
@@ -284,9 +286,10 @@ def _manifest_shards(part: str, split: str) -> list[str]:
 
 
 def _remote_entry(url: str) -> dict:
-    """One shard's index entry from its headers, read through a seekable remote file."""
+    """One shard's index entry from its headers, the tar streamed once from its start (tarfile's
+    stream mode keeps every member's data offset)."""
     try:
-        with _REMOTE.open(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        with _REMOTE.open_stream(url) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             samples = [[key, {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members}]
                        for key, members in iter_tar_members(tar)]
     except ShardSetError:
