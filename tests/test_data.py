@@ -180,7 +180,9 @@ def test_a_gpu_decoder_without_one_is_one_clear_error(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_torchcodec)
-    with pytest.raises(SystemExit, match="shard_clips.decoder: gpu needs torchcodec"):
+    from tvts.config import ConfigError
+
+    with pytest.raises(ConfigError, match="shard_clips.decoder: gpu needs torchcodec"):
         write_shards([], tmp_path, ShardConfig(decoder="gpu"), workers=1)
 
 

@@ -121,8 +121,8 @@ def test_whole_dag_through_sbatch_matches_local_run(slurm_run, local_run):
         assert len(slurm_jobs_of(log, rule)) == int(n), f"{rule}: {n} jobs planned:\n{log[-3000:]}"
     for rel in ["results/smoke/asr/part-0.jsonl", "results/smoke/asr/part-1.jsonl"]:
         assert (work / rel).read_bytes() == (local_run / rel).read_bytes(), rel
-    shards = sorted(p.relative_to(work) for p in (work / "results/smoke/shards").glob("*.tar"))
-    assert shards and shards == sorted(p.relative_to(local_run) for p in (local_run / "results/smoke/shards").glob("*.tar"))
+    shards = sorted(p.relative_to(work) for p in (work / "results/smoke/shards").glob("part-*/*.tar"))
+    assert shards and shards == sorted(p.relative_to(local_run) for p in (local_run / "results/smoke/shards").glob("part-*/*.tar"))
     for rel in shards:
         assert (work / rel).read_bytes() == (local_run / rel).read_bytes(), rel
     same_weights(work / "results/smoke/select/best.pt", local_run / "results/smoke/select/best.pt")

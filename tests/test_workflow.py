@@ -69,8 +69,8 @@ def test_full_run_outputs(done_workdir):
     work, proc = done_workdir
     parts = smoke_parts()
     assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1} | TRAIN
-    manifest = json.loads((work / "results/smoke/shards/manifest.json").read_text())
-    assert manifest["counts"]["train_windows"] > 0
+    shard_set = json.loads((work / "results/smoke/shards/set.json").read_text())
+    assert shard_set["counts"]["train_windows"] > 0
     selection = json.loads((work / "results/smoke/select/selection.json").read_text())
     epochs = json.loads((work / "results/smoke/pretrain/manifest.json").read_text())["outputs"]["epoch_checkpoints"]
     assert [c["checkpoint"] for c in selection["candidates"]] == [Path(e).name for e in epochs]

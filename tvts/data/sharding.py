@@ -267,12 +267,16 @@ def _add_counts(total: dict, counts: dict) -> None:
             total[key] = total.get(key, 0) + value
 
 
+class ShardSetIncomplete(RuntimeError):
+    """A shard set that cannot be joined: a part did not finish, or no part holds a window."""
+
+
 def shard_set(part_dirs: list[str | Path], set_dir: str | Path) -> dict:
     """The set file's content for these parts (in this order): their paths relative to
     `set_dir`, their summed counts and rejects, and each part manifest's md5.
 
     Raises:
-        SystemExit: naming the first part without a readable manifest.json (its shard_clips
+        ShardSetIncomplete: naming the first part without a readable manifest.json (its shard_clips
             job did not finish), or when no part holds a window.
     """
     out: dict = {"version": SET_VERSION, "parts": [], "counts": {}, "rejects": {}, "parts_md5": {}}
@@ -281,7 +285,7 @@ def shard_set(part_dirs: list[str | Path], set_dir: str | Path) -> dict:
             raw = (part / "manifest.json").read_bytes()
             manifest = json.loads(raw)
         except (OSError, ValueError) as err:
-            raise SystemExit(f"shard_union: part {part} has no readable manifest.json ({err}): its shard_clips job "
+            raise ShardSetIncomplete(f"shard_union: part {part} has no readable manifest.json ({err}): its shard_clips job "
                              f"did not finish; rerun it (snakemake -R shard_clips reruns every part)") from None
         name = os.path.relpath(part, set_dir)
         out["parts"].append(name)
@@ -289,6 +293,6 @@ def shard_set(part_dirs: list[str | Path], set_dir: str | Path) -> dict:
         _add_counts(out["rejects"], manifest["rejects"])
         out["parts_md5"][name] = hashlib.md5(raw).hexdigest()
     if not out["counts"].get("windows"):
-        raise SystemExit("shard_union: no window survived in any part; see the align_asr manifests and rejects")
+        raise ShardSetIncomplete("shard_union: no window survived in any part; see the align_asr manifests and rejects")
     out["rejects"] = dict(sorted(out["rejects"].items()))
     return out

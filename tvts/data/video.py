@@ -231,18 +231,20 @@ def iter_frames(container, stream, table: FrameTable, wanted: np.ndarray, size: 
 
 # ----------------------------------------------------------------------------- GPU decoding
 def check_gpu_decoder() -> None:
-    """Raise SystemExit with one line saying what is missing for `shard_clips.decoder: gpu`."""
+    """Raise ConfigError with one line saying what is missing for `shard_clips.decoder: gpu`."""
+    from tvts.config import ConfigError
+
     try:
         import torch
         import torchcodec  # noqa: F401
     except ImportError as err:
-        raise SystemExit(f"shard_clips.decoder: gpu needs torchcodec (pip install torchcodec) and a CUDA "
+        raise ConfigError(f"shard_clips.decoder: gpu needs torchcodec (pip install torchcodec) and a CUDA "
                          f"build of torch ({err}); set shard_clips.decoder: cpu") from None
     # NVML's device count, not the CUDA runtime's: the decoding workers are forked after this
     # check, and a CUDA runtime initialised in their parent cannot be used in them.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     if not torch.cuda.is_available():
-        raise SystemExit("shard_clips.decoder: gpu needs a CUDA device, and torch sees none; "
+        raise ConfigError("shard_clips.decoder: gpu needs a CUDA device, and torch sees none; "
                          "set shard_clips.decoder: cpu")
 
 

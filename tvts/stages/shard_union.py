@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from tvts import io, tracking
-from tvts.data.sharding import shard_set
+from tvts.data.sharding import ShardSetIncomplete, shard_set
 from tvts.stages.common import add_common_args, command
 
 log = logging.getLogger("tvts.shard_union")
@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with tracking.stage_run("shard_union", args.exp, {"parts": len(args.parts)}, rule=args.rule) as mlrun:
-        content = shard_set(args.parts, out.parent)
+        try:
+            content = shard_set(args.parts, out.parent)
+        except ShardSetIncomplete as err:
+            raise SystemExit(str(err)) from None
         io.atomic_write_json(out, content)
         mlrun.log_metrics(content["counts"] | {"parts": len(args.parts), "rejects": content["rejects"]})
         mlrun.log_artifact(out)
