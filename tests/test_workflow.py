@@ -68,7 +68,7 @@ TRAIN = {"pretrain": 1, "text_only_baseline": 1, "select_ckpt": 1, "init_model":
 def test_full_run_outputs(done_workdir):
     work, proc = done_workdir
     parts = smoke_parts()
-    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1} | TRAIN
+    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": smoke_parts(), "shard_union": 1} | TRAIN
     shard_set = json.loads((work / "results/smoke/shards/set.json").read_text())
     assert shard_set["counts"]["train_windows"] > 0
     selection = json.loads((work / "results/smoke/select/selection.json").read_text())
@@ -149,7 +149,7 @@ def test_nothing_to_do_after_run(done_workdir):
 def test_rerun_align_reruns_only_align_and_shard(done_workdir):
     work, _ = done_workdir
     assert planned_jobs(snakemake(work, "-n", "-R", "align_asr")) == {
-        "align_asr": smoke_parts(), "shard_clips": 1} | TRAIN
+        "align_asr": smoke_parts(), "shard_clips": smoke_parts(), "shard_union": 1} | TRAIN
 
 
 def test_rerun_pretrain_reruns_pretraining_and_selection_only(done_workdir):
@@ -170,7 +170,7 @@ def test_config_change_retriggers_only_affected(done_workdir, tmp_path):
     cfg["shard_clips"]["jpeg_quality"] = 80
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"shard_clips": 1} | TRAIN
+    assert planned_jobs(snakemake(work, "-n", configfile=changed)) == {"shard_clips": smoke_parts(), "shard_union": 1} | TRAIN
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["select"]["metric"] = "sort_acc"
     changed.write_text(yaml.safe_dump(cfg))
@@ -191,7 +191,7 @@ def test_mlflow_runs_and_tags(done_workdir):
     parent = next(p for p in parents if "align_asr" in {c.data.tags["tvts.rule"] for c in kids[p.info.run_id]})
     mine = kids[parent.info.run_id]
     assert sorted(c.data.tags["tvts.rule"] for c in mine) == sorted(
-        ["align_asr"] * smoke_parts() + ["shard_clips", "pretrain", "text_only_baseline", "select_ckpt"] + list(EVAL))
+        ["align_asr"] * smoke_parts() + ["shard_clips"] * smoke_parts() + ["shard_union", "pretrain", "text_only_baseline", "select_ckpt"] + list(EVAL))
     md5 = yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["md5"]
     for run in [parent, *mine]:
         assert run.data.tags["tvts.data_md5"] == md5
@@ -244,8 +244,11 @@ def test_paper_config_dry_runs(tmp_path):
     proc = snakemake(tmp_path, "-n", configfile=ROOT / "config/paper.yaml")
     parts = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]["align_parts"]
     tasks = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["eval"]["tasks"]
-    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": 1, "pretrain": 1, "select_ckpt": 1, "report": 1,
-                                  "all": 1} | {f"eval_{task}": len(names) for task, names in tasks.items()}
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]
+    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": paper["shard_parts"], "shard_union": 1,
+                                  "shard_pairs": paper["pair_parts"], "pretrain": 1, "select_ckpt": 1,
+                                  "post_pretrain": 1, "report": 1, "all": 1} | {
+        f"eval_{task}": 2 * len(names) for task, names in tasks.items()}  # paper and paper-post
     assert len(tasks["finetune"]) == 4 and len(tasks["t2v"]) == 4  # every dataset of the paper's tables
 
 
@@ -255,7 +258,7 @@ def test_new_data_version_retriggers_alignment(done_workdir, tmp_path):
     original = (work / "data.dvc").read_text()
     try:
         (work / "data.dvc").write_text(original.replace("md5: ", "md5: 0", 1))
-        assert planned_jobs(snakemake(work, "-n")) == {"align_asr": smoke_parts(), "shard_clips": 1} | TRAIN
+        assert planned_jobs(snakemake(work, "-n")) == {"align_asr": smoke_parts(), "shard_clips": smoke_parts(), "shard_union": 1} | TRAIN
     finally:
         (work / "data.dvc").write_text(original)
     assert planned_jobs(snakemake(work, "-n")) == {}
