@@ -101,7 +101,8 @@ class VideoViT(nn.Module):
             (B, 1 + T' * n_keep, C) tokens, CLS first.
         """
         x = self.patch_embed(frames)                                   # (B, T', N, C)
-        x = x + self.pos_embed[:, None, 1:] + self.temporal_embed[:, :, None]
+        # the first T' temporal embeddings: a shorter clip (post-pretraining's 2-4 frames) takes its leading ones
+        x = x + self.pos_embed[:, None, 1:] + self.temporal_embed[:, :x.shape[1], None]
         if keep is not None:
             idx = keep[..., None].expand(-1, -1, -1, x.shape[-1])      # (B, T', n_keep, C)
             x = torch.gather(x, 2, idx)

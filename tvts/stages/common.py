@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Mapping
 
 from tvts.config import ConfigError
@@ -88,3 +89,51 @@ def command(build_parser: Callable[[], argparse.ArgumentParser]):
                 raise SystemExit(f"{run.__module__.rsplit('.', 1)[-1]}: {err}") from None
         return main
     return decorate
+
+
+def init_stage_parser(prog: str, doc: str, shards_help: str, out_help: str) -> argparse.ArgumentParser:
+    """The command line of an init stage (init_image_mae, init_text_mlm)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    p.add_argument("--shards", required=True, help=shards_help)
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--cpu", action="store_true", help="ignore any GPU")
+    add_common_args(p)
+    return p
+
+
+def run_init_stage(args: argparse.Namespace, stage: str, section: type, part: str, train: Callable,
+                   manifest: Path, outputs: dict | None = None) -> tuple[object, dict, dict]:
+    """Train an init stage's model in one MLflow run and write its manifest.
+
+    Args:
+        section: the stage's config dataclass (config section `stage`).
+        part: the `pretrain.model` part whose sizes the model takes ("video" or "text").
+        train: `train(shards, sizes, cfg, out, env) -> body` with counts, losses, history and
+            optionally rejects (tvts.train.image_mae / text_mlm).
+        manifest: where the manifest goes (`--out` may be a file or a folder).
+        outputs: more of the manifest's outputs.
+    Returns:
+        (the stage's config, the training body, timings).
+    """
+    import torch
+
+    from tvts import io, tracking
+    from tvts.config import load_sections
+    from tvts.train import distributed as dist
+    from tvts.train.config import PretrainConfig
+
+    sections = load_sections({stage: section, "pretrain": PretrainConfig}, args.config_path, args.config_json)
+    cfg, sizes = sections[stage], getattr(sections["pretrain"].model, part)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env = dist.init_distributed(use_cuda=False if args.cpu else None)
+    params = {stage: cfg, part: sizes}
+    with tracking.stage_run(stage, args.exp, params, rule=args.rule) as mlrun:
+        timings: dict[str, float] = {}
+        with io.timer(timings, "train_s"):
+            body = train(args.shards, sizes, cfg, Path(args.out), env)
+        mlrun.log_metrics({"init/loss_first": body["losses"]["first"], "init/loss_final": body["losses"]["final"]})
+        io.write_manifest(manifest, stage=stage, inputs={"shards": str(args.shards)}, config=params,
+                          counts=body["counts"], rejects=body.get("rejects") or io.Rejects(stage), timings=timings,
+                          outputs=(outputs or {}) | {"losses": body["losses"], "history": body["history"]})
+    return cfg, body, timings

@@ -16,14 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint as checkpoint_block
 from torch.utils.data import DataLoader
 
 from tvts import io
@@ -39,7 +37,7 @@ from tvts.train.config import PretrainConfig
 from tvts.train.pair_data import KINDS, AlternatingSampler, EvalSampler, PairDataset, PairSources, PairView
 from tvts.train.post_config import PostPretrainConfig
 from tvts.train.pretext import Meter, align_loss, to_device
-from tvts.train.pretrain import cpu_record, trim_log
+from tvts.train.pretrain import cpu_record, log_step, trim_log
 from tvts.train.trainer import Budget, TrainState, run_epochs
 
 log = logging.getLogger("tvts.post_pretrain")
@@ -59,14 +57,7 @@ class PairEncoder(nn.Module):
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, E) normalised, every patch kept."""
-        vit = self.model.video
-        x = vit.patch_embed(frames)                                           # (B, T', N, C)
-        x = x + vit.pos_embed[:, None, 1:] + vit.temporal_embed[:, :x.shape[1], None]
-        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x.flatten(1, 2)], dim=1)                          # (B, 1 + T' * N, C)
-        for blk in vit.blocks:
-            x = checkpoint_block(blk, x, use_reentrant=False) if vit.grad_checkpointing and self.training else blk(x)
-        return F.normalize(self.model.vid_proj(vit.norm(x)[:, 0]), dim=-1)
+        return F.normalize(self.model.vid_proj(self.model.video(frames)), dim=-1)
 
     def forward(self, frames: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """frames (B, 3, T, H, W), captions (B, 1, L) -> normalised (video, text) embeddings (B, E) each."""
@@ -203,13 +194,7 @@ class PostPretrainJob:
         self.meters[kind].add({"loss_align": loss.item()}, len(batch["index"]))
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        if not self.env.is_main:
-            return
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "time": time.time()} | values) + "\n")
-        if self.mlrun:
-            self.mlrun.log_metrics(values, step=step)
-        log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        log_step(self.out, self.mlrun, self.env, values, step, log)
 
     def after_step(self) -> None:
         state, tel = self.state, self.state.telemetry

@@ -91,6 +91,17 @@ def initial_model(cfg: PretrainConfig, spec: TextSpec):
     return model
 
 
+def log_step(out: Path, mlrun, env: dist.DistEnv, values: dict[str, float], step: int, logger: logging.Logger) -> None:
+    """One step's metrics into `out`/log.jsonl, MLflow and the log, on rank 0 only."""
+    if not env.is_main:
+        return
+    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "time": time.time()} | values) + "\n")
+    if mlrun:
+        mlrun.log_metrics(values, step=step)
+    logger.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+
 def trim_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be redone)."""
     if path.exists():
@@ -157,13 +168,7 @@ class PretrainJob:
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         """log.jsonl, MLflow and the log (rank 0)."""
-        if not self.env.is_main:
-            return
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "time": time.time()} | values) + "\n")
-        if self.mlrun:
-            self.mlrun.log_metrics(values, step=step)
-        log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        log_step(self.out, self.mlrun, self.env, values, step, log)
 
     def batches(self) -> Iterable[dict]:
         """This epoch's train batches (the core times the wait for each)."""
