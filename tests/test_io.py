@@ -4,7 +4,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,17 @@ def test_rejects_counts(tmp_path):
     assert r.counts() == {"empty_asr": 2, "zero_duration": 1}
     r.write(tmp_path / "rejects.jsonl")
     assert [row["item"] for row in io.read_jsonl(tmp_path / "rejects.jsonl")] == ["v1", "v2", "v3"]
+
+
+def test_remove_stale_temp_dirs_deletes_only_this_outputs_dead_writers(tmp_path):
+    out = tmp_path / "part-0"
+    dead = Path(tempfile.mkdtemp(prefix=".part-0.", suffix=".tmp", dir=tmp_path))  # as io.atomic_dir names it
+    (dead / "train-000000.tar").write_bytes(b"half")
+    other = Path(tempfile.mkdtemp(prefix=".part-1.", suffix=".tmp", dir=tmp_path))   # another output's writer
+    same_name_file = tmp_path / ".part-0.abcdefgh.tmp"                                # a temp file, not a folder
+    same_name_file.write_bytes(b"x")
+    assert io.remove_stale_temp_dirs(out) == [dead]
+    assert not dead.exists() and other.is_dir() and same_name_file.is_file()
+    with io.atomic_dir(out) as tmp:
+        (tmp / "ok").write_text("1")
+    assert io.remove_stale_temp_dirs(out) == [] and (out / "ok").read_text() == "1"

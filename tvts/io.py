@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -79,6 +81,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temp_dirs(out: str | os.PathLike) -> list[Path]:
+    """Delete the temp folders that killed runs of this stage left beside `out` (`io.atomic_dir`
+    names them `.<name>.XXXXXXXX.tmp`) before a stage writes `out` again. Returns them.
+
+    Any such folder is a dead writer's: Snakemake locks an output, so one job at a time writes
+    `out` (the same holds across Snakemake processes on one working directory). Other outputs'
+    temp files and folders, e.g. those of align_asr parts running beside this job, do not match.
+    """
+    out = Path(out)
+    name = re.compile(rf"^\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.tmp$")
+    stale = [p for p in out.parent.glob(f".{out.name}.*.tmp") if name.match(p.name) and p.is_dir()]
+    for path in stale:
+        logging.getLogger("tvts.io").warning("removing %s, left by a killed run", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

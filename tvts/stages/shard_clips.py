@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
-import shutil
 from pathlib import Path
 
 from tvts import io, tracking
@@ -35,22 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def remove_stale_temp_dirs(out: Path) -> list[Path]:
-    """Delete the temp folders that killed runs of this stage left beside `out` (`io.atomic_dir`
-    names them `.<name>.XXXXXXXX.tmp`). Returns them.
-
-    Any such folder is a dead writer's: Snakemake locks an output, so one job at a time writes
-    `out` (the same holds across Snakemake processes on one working directory). Other outputs'
-    temp files and folders, e.g. those of align_asr parts running beside this job, do not match.
-    """
-    name = re.compile(rf"^\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.tmp$")
-    stale = [p for p in out.parent.glob(f".{out.name}.*.tmp") if name.match(p.name) and p.is_dir()]
-    for path in stale:
-        log.warning("removing %s, left by a killed run", path)
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
-
-
 @command(build_parser)
 def main(args: argparse.Namespace) -> int:
     cfg = load_sections(SECTIONS, args.config_path, args.config_json)
@@ -60,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     timings: dict = {}
     with tracking.stage_run("shard_clips", args.exp, cfg | {"workers": workers}, rule=args.rule,
                             run_name=f"{args.exp}/shard_clips/{Path(args.out).name}") as mlrun:
-        remove_stale_temp_dirs(Path(args.out))
+        io.remove_stale_temp_dirs(Path(args.out))
         with io.atomic_dir(args.out) as tmp:
             with io.timer(timings, "shard_s"):
                 sinks, rejects = write_shards(rows, tmp, scfg, workers)

@@ -70,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
               "webvid_videos": args.webvid_videos, "part": args.part, "parts": args.parts}
     with tracking.stage_run("shard_pairs", args.exp, cfg, rule=args.rule,
                             run_name=f"{args.exp}/shard_pairs/part-{args.part}") as mlrun:
+        io.remove_stale_temp_dirs(args.out)
         with io.atomic_dir(args.out) as tmp:
             with io.timer(timings, "shard_s"):
                 read = io.Rejects("shard_pairs")
