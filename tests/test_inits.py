@@ -258,11 +258,12 @@ def test_frames_that_do_not_decode_are_skipped_and_counted():
     assert rejects.counts() == {"bad_jpeg": 2, "no_frames": 2, "too_small": 2}
 
 
-def test_the_demo_and_the_science_grid_start_from_the_same_inits():
-    """`make run`'s demo stays seed 0 of `make science`: the same init stages, on in both."""
+def test_the_demo_and_the_science_grid_share_the_init_recipes():
+    """The grid starts from the inits, as the paper; the demo from random weights (from the inits the
+    sort pretext stalls on corpus v3, docs/results.md), and `dag.inits: true` there builds the grid's."""
     demo, science = (load_yaml(ROOT / f"config/{n}.yaml") for n in ("demo", "science"))
     for section in ("init_image_mae", "init_text_mlm"):
         assert demo[section] == science[section], section
-    assert demo["dag"]["inits"] and science["dag"]["inits"]
+    assert science["dag"]["inits"] and not demo["dag"]["inits"]
     assert science["grid"]["methods"]["inits"] == {"no_pretrain": True}
     assert not load_yaml(ROOT / "config/paper.yaml")["dag"].get("inits", False)   # the real weights
