@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+log = logging.getLogger("tvts.io")
+
 _VERSIONED = ("tvts", "torch", "torchvision", "timm", "transformers", "decord", "av",
               "webdataset", "numpy", "rapidfuzz", "ftfy", "mlflow", "snakemake", "dvc")
 
@@ -95,7 +97,7 @@ def remove_stale_temp_dirs(out: str | os.PathLike) -> list[Path]:
     name = re.compile(rf"^\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.tmp$")
     stale = [p for p in out.parent.glob(f".{out.name}.*.tmp") if name.match(p.name) and p.is_dir()]
     for path in stale:
-        logging.getLogger("tvts.io").warning("removing %s, left by a killed run", path)
+        log.warning("removing %s, left by a killed run", path)
         shutil.rmtree(path, ignore_errors=True)
     return stale
 

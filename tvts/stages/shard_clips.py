@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     timings: dict = {}
     with tracking.stage_run("shard_clips", args.exp, cfg | {"workers": workers}, rule=args.rule,
                             run_name=f"{args.exp}/shard_clips/{Path(args.out).name}") as mlrun:
-        io.remove_stale_temp_dirs(Path(args.out))
+        io.remove_stale_temp_dirs(args.out)
         with io.atomic_dir(args.out) as tmp:
             with io.timer(timings, "shard_s"):
                 sinks, rejects = write_shards(rows, tmp, scfg, workers)
