@@ -73,11 +73,10 @@ def test_science_config_is_valid():
     config = load_yaml("config/science.yaml")
     validate_workflow_config(config, SCHEMA)
     g = grid.grid_of(config)
-    assert g.seeds == (0, 1, 2) and {"tvts", "videomae", "contrastive_only", "sort_only"} <= set(g.methods)
+    assert g.seeds == (0, 1, 2) and {"tvts", "videomae", "contrastive_only", "inits"} <= set(g.methods)
     video = grid.method_config(config, "videomae", 0)["pretrain"]
     assert video["method"] == "videomae" and video["model"]["mask_ratio"] == 0.9
     assert grid.method_config(config, "contrastive_only", 0)["pretrain"]["loss"]["sort_weight"] == 0
-    assert grid.method_config(config, "sort_only", 0)["pretrain"]["loss"]["align_weight"] == 0
     # same data, steps and encoder for every method
     base = grid.method_config(config, "tvts", 0)["pretrain"]
     for method in g.methods:
