@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,6 +40,16 @@ def test_encoder_sees_cls_plus_kept_patches_of_every_tube():
     assert vit.forward_features(x, None).shape == (3, 1 + 4 * 16, 32)
     full = torch.from_numpy(all_patches(4, 16)).expand(3, -1, -1)
     assert torch.allclose(vit.forward_features(x, full), vit.forward_features(x, None), atol=1e-6)
+
+
+@pytest.mark.parametrize("std", [0.5, 1.0, 8.0])
+def test_temporal_embedding_init_scales_with_its_std(std):
+    """Truncated at ±2 std, not at timm's absolute ±2: std 8 must not be clipped to ~1.2."""
+    torch.manual_seed(0)
+    vit = VideoViT(replace(TINY_VIDEO, dim=256, temporal_init_std=std))
+    emb = vit.temporal_embed.detach()
+    assert emb.abs().max() <= 2 * std + 1e-6
+    assert 0.8 * std < emb.std().item() < 0.95 * std     # a normal cut at ±2σ has std 0.88σ
 
 
 def test_tube_masks_differ_per_tube_and_per_sample():

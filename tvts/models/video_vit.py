@@ -84,7 +84,10 @@ class VideoViT(nn.Module):
             # At zero, tokens of different tubes differ only by content, so the encoder is blind to
             # their order until gradients grow this embedding: the sort loss sits on ln K for
             # hundreds of steps. Small CPU runs start it random instead (config/demo.yaml).
-            trunc_normal_(self.temporal_embed, std=cfg.temporal_init_std)
+            # Cut at ±2 std: timm's default bounds are an absolute ±2, which would clip any std
+            # above ~1 (std 1.0, the demo's, is the same either way).
+            s = cfg.temporal_init_std
+            trunc_normal_(self.temporal_embed, std=s, a=-2 * s, b=2 * s)
         self.apply(_init_weights)
 
     @property
