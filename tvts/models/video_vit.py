@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
+from timm.layers import trunc_normal_, trunc_normal_tf_
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
@@ -84,10 +84,9 @@ class VideoViT(nn.Module):
             # At zero, tokens of different tubes differ only by content, so the encoder is blind to
             # their order until gradients grow this embedding: the sort loss sits on ln K for
             # hundreds of steps. Small CPU runs start it random instead (config/demo.yaml).
-            # Cut at ±2 std: timm's default bounds are an absolute ±2, which would clip any std
-            # above ~1 (std 1.0, the demo's, is the same either way).
-            s = cfg.temporal_init_std
-            trunc_normal_(self.temporal_embed, std=s, a=-2 * s, b=2 * s)
+            # Cut at ±2 std (the _tf_ variant): trunc_normal_'s bounds are an absolute ±2, which
+            # would clip any std above ~1 (std 1.0, the demo's, draws the same either way).
+            trunc_normal_tf_(self.temporal_embed, std=cfg.temporal_init_std)
         self.apply(_init_weights)
 
     @property
