@@ -100,6 +100,7 @@ class LinearConfig:
     warmup_epochs: int = 10
     min_lr: float = 0.0
     batch_size: int = 256         # videos per step (each brings all its training views)
+    min_steps: int = 0            # at least this many steps (more epochs on a small set); 0 = the official 100 epochs
     label_smoothing: float = 0.0
     standardize: bool = True      # standardise features with train-set mean/std (folded into the head)
     train_views: str = "all"      # all: each test-style view of a train video is an example; center: 1 view
@@ -111,6 +112,7 @@ class LinearConfig:
         require(0 <= self.momentum < 1, where, "momentum", "must be in [0, 1)")
         require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
         require(self.epochs >= 1, where, "epochs", "must be >= 1")
+        require(self.min_steps >= 0, where, "min_steps", "must be >= 0")
         require(0 <= self.warmup_epochs <= self.epochs, where, "warmup_epochs", "must be in 0..epochs")
         require(0 <= self.min_lr <= self.lr, where, "min_lr", "must be in [0, lr]")
         require(self.batch_size >= 1, where, "batch_size", "must be >= 1")

@@ -9,7 +9,9 @@ from pathlib import Path
 from tvts import io
 from tvts.eval.config import LinearConfig, ViewsConfig, load_dataset_split
 from tvts.eval.features import Features, add_rejects, feature_key, file_digest, split_features
-from tvts.eval.linear import ProbeResult, evaluate_probe, resolve_device, train_probe_cached, train_probe_uncached
+from tvts.eval.health import feature_health
+from tvts.eval.linear import (ProbeResult, evaluate_probe, hits_json, resolve_device, score_probe, train_probe_cached,
+                              train_probe_uncached)
 from tvts.eval.temporal import resolve_pairs
 from tvts.eval.views import ClipDataset, view_name
 from tvts.models.load import load_model
@@ -27,6 +29,7 @@ class LinearEval:
         self.cache_hits: dict[str, bool] = {}
         self.rejects = io.Rejects(STAGE)
         self.n_train = 0
+        self.health: dict = {}
 
     def train_views(self) -> tuple[int, int]:
         return (self.views.temporal, self.views.spatial) if self.lin.train_views == "all" else (1, 1)
@@ -56,7 +59,11 @@ class LinearEval:
             feats = self.features(train_set, "train", t, s)
             self.n_train = int(feats.ok.sum())
             with io.timer(self.timings, "time/train_s"):
-                return train_probe_cached(feats, n_classes, self.lin, self.device)
+                result = train_probe_cached(feats, n_classes, self.lin, self.device)
+            self.health = feature_health(feats.feats, feats.ok) | {
+                "train_top1": evaluate_probe(result, feats, ks=(1,))["top1"], "final_loss": result.losses[-1],
+                "steps": result.steps}
+            return result
         with io.timer(self.timings, "time/train_s"):  # includes the encoder: that is what uncached costs
             result = train_probe_uncached(self.model.video, self.dataset(train_set.items, t, s), n_classes,
                                           self.lin, self.device, self.views.workers, self.views.batch_size,
@@ -79,7 +86,8 @@ class LinearEval:
         pairs = resolve_pairs(train_set.classes, self.spec.reversed_pairs, f"eval.datasets.{self.args.dataset}")
         result = self.train(train_set, n_classes)
         test = self.features(test_set, "test", self.views.temporal, self.views.spatial)
-        metrics = evaluate_probe(result, test, pairs=pairs)
+        metrics, hits = score_probe(result, test, pairs=pairs)
+        self.per_clip = {"ids": [i.video_id for i in test_set.items]} | {k: hits_json(h) for k, h in hits.items()}
         t = self.timings
         t["time/extract_s"] = t.get("time/extract_train_s", 0.0) + t["time/extract_test_s"]
         n_missing = len(train_set.missing) + len(test_set.missing)
@@ -93,7 +101,7 @@ class LinearEval:
         """The stage's JSON: metrics, counts, rejects, protocol, config, checkpoint, timings."""
         v = self.pcfg.model.video
         return {"task": "linear", "dataset": self.args.dataset, "metrics": metrics, "counts": counts,
-                "rejects": self.rejects.rows, "reject_counts": self.rejects.counts(), "protocol": self.protocol(),
+                "health": self.health, "per_clip": self.per_clip, "rejects": self.rejects.rows, "reject_counts": self.rejects.counts(), "protocol": self.protocol(),
                 "config": {"dataset": self.spec, "views": self.views, "linear": self.lin},
                 "model": {"checkpoint": self.args.model, "sha256": self.sha, "num_frames": v.num_frames,
                           "img_size": v.img_size},

@@ -104,6 +104,16 @@ def average_views(logits: ArrayLike) -> torch.Tensor:
     return _tensor(logits, torch.float32).mean(1)
 
 
+def topk_hits(logits: ArrayLike, labels: ArrayLike, k: int) -> torch.Tensor:
+    """(N,) bool: the label is within the top K, i.e. fewer than K other classes score >= it (ties pessimistic)."""
+    s = _tensor(logits, torch.float64)
+    y = _tensor(labels, torch.int64)
+    target = s.gather(1, y[:, None])
+    others = torch.ones_like(s, dtype=torch.bool)
+    others[torch.arange(len(s)), y] = False
+    return ((s >= target) & others).sum(1) < k
+
+
 def topk_accuracy(logits: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """Top-K accuracy in percent; a label is within the top K when fewer than K other classes score >= it.
 
@@ -114,10 +124,4 @@ def topk_accuracy(logits: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 
     Returns:
         {"top1": ..., "top5": ...}.
     """
-    s = _tensor(logits, torch.float64)
-    y = _tensor(labels, torch.int64)
-    target = s.gather(1, y[:, None])
-    others = torch.ones_like(s, dtype=torch.bool)
-    others[torch.arange(len(s)), y] = False
-    beaten_by = ((s >= target) & others).sum(1)
-    return {f"top{k}": 100.0 * (beaten_by < k).double().mean().item() for k in ks}
+    return {f"top{k}": 100.0 * topk_hits(logits, labels, k).double().mean().item() for k in ks}

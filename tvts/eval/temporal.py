@@ -167,6 +167,19 @@ def resolve_pairs(classes: Sequence[str], rule: str, where: str) -> list[tuple[i
     return pairs
 
 
+def within_pair_hits(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                     pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(N,) float: 1.0 where the true class beats its reverse, 0.0 where not (a tie is wrong), nan
+    for a clip of an unpaired class."""
+    x, y = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.int64)
+    partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
+    hits = np.full(len(y), np.nan)
+    for i, label in enumerate(y.tolist()):
+        if label in partner:
+            hits[i] = float(x[i, label] > x[i, partner[label]])
+    return hits
+
+
 def within_pair_accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
                          pairs: Sequence[tuple[int, int]]) -> tuple[float, int]:
     """Accuracy (percent) of the class probe restricted to each paired clip's pair.
@@ -178,10 +191,8 @@ def within_pair_accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray |
     Returns:
         (accuracy, number of clips of a paired class); nan when there is none. A tie is wrong.
     """
-    x, y = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.int64)
-    partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
-    rows = [i for i, label in enumerate(y.tolist()) if label in partner]
-    if not rows:
+    hits = within_pair_hits(logits, labels, pairs)
+    paired = hits[~np.isnan(hits)]
+    if len(paired) == 0:
         return float("nan"), 0
-    right = [bool(x[i, y[i]] > x[i, partner[int(y[i])]]) for i in rows]
-    return 100.0 * float(np.mean(right)), len(rows)
+    return 100.0 * float(paired.mean()), len(paired)

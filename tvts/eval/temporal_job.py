@@ -11,7 +11,8 @@ from tvts import io
 from tvts.config import ConfigError
 from tvts.eval.config import LinearConfig, TemporalConfig, ViewsConfig, load_dataset_split
 from tvts.eval.features import Features, add_rejects, feature_key, file_digest
-from tvts.eval.linear import evaluate_probe, resolve_device, train_probe_cached
+from tvts.eval.health import feature_health
+from tvts.eval.linear import evaluate_probe, hits_json, resolve_device, score_probe, train_probe_cached
 from tvts.eval.temporal import DIRECTIONS, arrow_split, cached_directions, extract_directions, resolve_pairs
 from tvts.eval.views import ClipDataset, view_name
 from tvts.models.load import load_model
@@ -34,6 +35,8 @@ class TemporalEval:
         self.timings: dict[str, float] = {}
         self.cache_hits: dict[str, bool] = {}
         self.rejects = io.Rejects(STAGE)
+        self.health: dict[str, dict] = {}
+        self.hits: dict = {}
 
     def view_grid(self) -> tuple[int, int]:
         return (self.views.temporal, self.views.spatial) if self.cfg.views == "all" else (1, 1)
@@ -67,20 +70,29 @@ class TemporalEval:
         return paths, key
 
     def probes(self, train: dict, test: dict, n_classes: int, pairs: list) -> dict[str, float]:
-        """Per pool: the class probe's top-1 and within-pair accuracy, and the arrow-of-time accuracy."""
+        """Per pool: the class probe's top-1 and within-pair accuracy, and the arrow-of-time accuracy.
+        Fills self.health (feature spread, train accuracies) and self.hits (per test clip)."""
         metrics: dict[str, float] = {}
         for pool in self.cfg.pools:
             fwd_train, fwd_test = train[(pool, "forward")], test[(pool, "forward")]
+            arrow_train = arrow_split(fwd_train, train[(pool, "reversed")])
             with io.timer(self.timings, "time/train_s"):
                 classes = train_probe_cached(fwd_train, n_classes, self.lin, self.device)
-                arrow = train_probe_cached(arrow_split(fwd_train, train[(pool, "reversed")]), 2, self.lin,
-                                           self.device)
-            scored = evaluate_probe(classes, fwd_test, ks=(1,), pairs=pairs)
+                arrow = train_probe_cached(arrow_train, 2, self.lin, self.device)
+            scored, hits = score_probe(classes, fwd_test, ks=(1,), pairs=pairs)
             metrics[f"{pool}/top1"] = scored["top1"]
+            self.hits[f"{pool}/top1"] = hits["top1"]
             if pairs:
                 metrics[f"{pool}/within_pair_top1"] = scored["within_pair_top1"]
-            test_arrow = arrow_split(fwd_test, test[(pool, "reversed")])
-            metrics[f"{pool}/arrow_top1"] = evaluate_probe(arrow, test_arrow, ks=(1,))["top1"]
+                self.hits[f"{pool}/within_pair_top1"] = hits["within_pair_top1"]
+            arrow_scored, arrow_hits = score_probe(arrow, arrow_split(fwd_test, test[(pool, "reversed")]), ks=(1,))
+            metrics[f"{pool}/arrow_top1"] = arrow_scored["top1"]
+            # an arrow example is a clip with its reverse: one resampling unit, scored 0, 0.5 or 1
+            self.hits[f"{pool}/arrow_top1"] = arrow_hits["top1"].reshape(2, -1).mean(0)
+            self.health[pool] = feature_health(fwd_train.feats, fwd_train.ok) | {
+                "train_top1": evaluate_probe(classes, fwd_train, ks=(1,))["top1"],
+                "arrow_train_top1": evaluate_probe(arrow, arrow_train, ks=(1,))["top1"],
+                "final_loss": classes.losses[-1], "steps": classes.steps}
         return metrics
 
     def run(self) -> dict:
@@ -102,6 +114,7 @@ class TemporalEval:
                   "n_classes": n_classes, "n_reversed_pairs": len(pairs),
                   "n_test_paired": sum(int(ok) for item, ok in zip(test_set.items, ok_test) if item.label in paired),
                   "n_unreadable": len(self.rejects) - n_missing, "n_missing": n_missing}
+        self.test_ids = [item.video_id for item in test_set.items]
         return self.output(metrics, counts)
 
     def output(self, metrics: dict, counts: dict) -> dict:
@@ -109,6 +122,7 @@ class TemporalEval:
         v, (t, s) = self.pcfg.model.video, self.view_grid()
         return {"task": "temporal", "dataset": self.args.dataset, "metrics": metrics, "counts": counts,
                 "chance": {"arrow_top1": CHANCE, "within_pair_top1": CHANCE, "top1": 100.0 / counts["n_classes"]},
+                "health": self.health, "per_clip": {"ids": self.test_ids} | {k: hits_json(h) for k, h in self.hits.items()},
                 "rejects": self.rejects.rows, "reject_counts": self.rejects.counts(),
                 "protocol": {"classifier": "the linear probe's (eval.linear), on cached features",
                              "arrow_of_time": "each clip forward (0) and its frames reversed (1); train on train, "
