@@ -56,3 +56,26 @@ def test_load_per_clip_reads_an_evaluation_json(tmp_path):
     hits = load_per_clip(path)
     assert list(hits["ids"]) == ["a", "b"] and hits["cls/top1"][0] == 1.0 and np.isnan(hits["cls/top1"][1])
     assert load_per_clip(tmp_path / "none.json") is None
+
+
+def _write_eval(root, exp, hits, section="temporal", metric="cls/arrow_top1"):
+    path = root / exp / "eval" / section / "ssv2.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"per_clip": {"ids": [str(i) for i in range(len(hits))], metric: list(hits)}}))
+
+
+def test_grid_intervals_pair_methods_by_seed_from_the_evaluation_jsons(tmp_path):
+    from tvts.compare import GridIntervals, GroupedTable, RowKey, differences_text, render_grouped_text
+    rng = np.random.default_rng(3)
+    members = {"tvts": ["tvts-s0", "tvts-s1"], "random": ["random-s0", "random-s1"], "old": ["old-s0"]}
+    for seed in (0, 1):
+        _write_eval(tmp_path, f"tvts-s{seed}", (rng.random(960) < 0.8).astype(float))
+        _write_eval(tmp_path, f"random-s{seed}", (rng.random(960) < 0.5).astype(float))
+    row = RowKey("temporal", "ssv2", "cls/arrow_top1")
+    iv = GridIntervals(tmp_path, members, replicates=500)
+    assert iv.difference("random", row).verdict() == "ahead"
+    assert iv.interval("old", row) is None and iv.difference("old", row) is None   # no per-clip hits: no interval
+    g = GroupedTable(list(members), members, [row], show_paper=False)
+    text = differences_text(g, iv)
+    assert "random" in text and "ahead" in text and "old" not in text
+    assert "[" in render_grouped_text(g, iv)

@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import Iterable, TextIO
 
 from tvts import io
-from tvts.grid import Aggregate, aggregate, group_by_method
+from tvts.grid import Aggregate, aggregate, group_by_method, parse_experiment
 from tvts.paper import PAPER, paper_post_value, paper_value
+from tvts.stats import Interval, load_per_clip, metric_interval, paired_difference
 from tvts.tracking import RunRecord
 
 MISSING = "–"
+REFERENCE_METHOD = "tvts"   # the method every paired difference is taken against
+# Evaluations whose JSON carries per-clip hits (tvts.stats): their metrics get intervals.
+PER_CLIP_SECTIONS = ("linear", "temporal")
 
 # Training stages first, then the evaluations in the order of the paper's tables, then data stages.
 SECTION_ORDER = ("pretrain", "text_only_baseline", "select_ckpt", "post_pretrain",
@@ -277,13 +281,16 @@ def format_aggregate(metric: str, agg: Aggregate | None) -> str:
     return text if agg.n > 1 else f"{format_metric(metric, agg.mean)} (n=1)"
 
 
-def render_grouped_text(g: GroupedTable) -> str:
+def render_grouped_text(g: GroupedTable, intervals: "GridIntervals | None" = None) -> str:
+    """Mean ± std over seeds per method; with `intervals`, each metric's 95 % interval over test clips after it."""
     seeds = {m: len(es) for m, es in g.members.items()}
     head = ["stage/task", "dataset", "metric", *[f"{m} (n={seeds[m]})" for m in g.methods]]
     head += ["paper"] if g.show_paper else []
     lines = [head]
     for row in g.rows:
-        cells = [format_aggregate(row.metric, g.cell(row, m)) for m in g.methods]
+        cells = [format_aggregate(row.metric, g.cell(row, m))
+                 + (f" {format_interval(iv)}" if intervals and (iv := intervals.interval(m, row)) else "")
+                 for m in g.methods]
         lines.append([row.section, row.dataset, row.metric, *cells, *g.paper_cells(row)])
     return align_columns(lines)
 
@@ -301,3 +308,61 @@ def grouped_csv(g: GroupedTable) -> str:
             cells += [repr(agg.mean), repr(agg.std), str(agg.n)] if agg else ["", "", "0"]
         writer.writerow([row.section, row.dataset, row.metric, *cells])
     return buf.getvalue()
+
+
+class GridIntervals:
+    """Bootstrap intervals of a grid's metrics from the evaluations' per-clip hits (tvts.stats).
+
+    Reads `<results>/<exp>/eval/<section>/<dataset>.json`; a metric without per-clip hits for some
+    seed (an older run, or results on another machine) gets no interval rather than a partial one.
+
+    Args:
+        results: the results folder. members: method -> its experiments `<method>-s<seed>`.
+    """
+
+    def __init__(self, results: str | Path, members: dict[str, list[str]], replicates: int = 10_000):
+        self.results, self.members, self.replicates = Path(results), members, replicates
+        self._files: dict[Path, dict | None] = {}
+
+    def hits(self, exp: str, row: RowKey):
+        """(ids, per-clip hits) of one experiment's metric, or None."""
+        if row.section not in PER_CLIP_SECTIONS:
+            return None
+        path = self.results / exp / "eval" / row.section / f"{row.dataset}.json"
+        if path not in self._files:
+            self._files[path] = load_per_clip(path)
+        per_clip = self._files[path]
+        return None if per_clip is None or row.metric not in per_clip else (per_clip["ids"], per_clip[row.metric])
+
+    def by_seed(self, method: str, row: RowKey) -> dict[int | None, tuple] | None:
+        found = {parse_experiment(e)[1]: self.hits(e, row) for e in self.members.get(method, [])}
+        return found if found and all(h is not None for h in found.values()) else None
+
+    def interval(self, method: str, row: RowKey) -> Interval | None:
+        """The method's mean over seeds with its 95 % interval over test clips."""
+        found = self.by_seed(method, row)
+        return metric_interval([h for _, h in found.values()], self.replicates) if found else None
+
+    def difference(self, method: str, row: RowKey, reference: str = REFERENCE_METHOD) -> Interval | None:
+        """reference − method, paired by seed over the seeds both have, on the same test clips."""
+        a, b = self.by_seed(reference, row), self.by_seed(method, row)
+        seeds = sorted(set(a or {}) & set(b or {}), key=lambda s: -1 if s is None else s)
+        if not seeds or any(list(a[s][0]) != list(b[s][0]) for s in seeds):
+            return None
+        return paired_difference([a[s][1] for s in seeds], [b[s][1] for s in seeds], self.replicates)
+
+
+def format_interval(interval: Interval | None) -> str:
+    return MISSING if interval is None or interval.lo != interval.lo else f"[{interval.lo:.1f}, {interval.hi:.1f}]"
+
+
+def differences_text(g: GroupedTable, intervals: GridIntervals) -> str:
+    """`tvts − method` per metric with per-clip hits: the paired difference, its 95 % interval, the verdict."""
+    lines = [["stage/task", "dataset", "metric", "method", "tvts − method", "95 % interval", "verdict"]]
+    for row in g.rows:
+        for method in (m for m in g.methods if m != REFERENCE_METHOD):
+            d = intervals.difference(method, row)
+            if d is not None:
+                lines.append([row.section, row.dataset, row.metric, method, f"{d.value:+.2f}", format_interval(d),
+                              d.verdict()])
+    return align_columns(lines, labels=4) if len(lines) > 1 else ""

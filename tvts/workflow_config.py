@@ -17,7 +17,7 @@ from tvts.config import ConfigError, from_dict, load_yaml, require
 from tvts.data.config import AlignConfig, ShardConfig, WindowConfig
 from tvts.data.demo import DemoConfig
 from tvts.data.formats import CLASSIFICATION, RETRIEVAL
-from tvts.eval.config import (FinetuneConfig, LinearConfig, T2VConfig, TemporalConfig, ViewsConfig, ZeroShotV2VConfig,
+from tvts.eval.config import (AttentiveConfig, FinetuneConfig, LinearConfig, T2VConfig, TemporalConfig, ViewsConfig, ZeroShotV2VConfig,
                               dataset_spec, eval_part)
 from tvts.grid import OVERRIDABLE, grid_of, method_config
 from tvts.data.pairs import PairShardConfig
@@ -33,7 +33,8 @@ STAGE_SECTIONS: dict[str, type] = {"demo": DemoConfig, "align_asr": AlignConfig,
                                    "shard_pairs": PairShardConfig, "post_pretrain": PostPretrainConfig}
 # Every `eval.<part>` and the dataclass that checks it.
 EVAL_PARTS: dict[str, type] = {"views": ViewsConfig, "zeroshot_v2v": ZeroShotV2VConfig, "linear": LinearConfig,
-                               "temporal": TemporalConfig, "finetune": FinetuneConfig, "t2v": T2VConfig}
+                               "temporal": TemporalConfig, "attentive": AttentiveConfig, "finetune": FinetuneConfig,
+                               "t2v": T2VConfig}
 # What kind of dataset each evaluation task needs.
 TASK_KINDS = {"zeroshot_v2v": "classification", "linear": "classification", "temporal": "classification",
               "finetune": "classification", "t2v": "retrieval"}

@@ -129,13 +129,40 @@ class TemporalConfig:
     standardisation, seed); train and test clips both take the views named here.
     """
 
-    pools: tuple[str, ...] = ("cls", "mean")   # cls: final-norm CLS (the paper's); mean: mean of the patch tokens
+    # cls: final-norm CLS (the paper's); mean: mean of the patch tokens; attentive: the attentive
+    # probe (eval.attentive) over every final-norm token
+    pools: tuple[str, ...] = ("cls", "mean")
     views: str = "center"                      # center: one view per clip; all: eval.views temporal x spatial
 
     def check(self, where: str) -> None:
-        require(len(self.pools) > 0 and set(self.pools) <= {"cls", "mean"} and len(set(self.pools)) == len(self.pools),
-                where, "pools", "must be distinct names from cls, mean")
+        require(len(self.pools) > 0 and set(self.pools) <= {"cls", "mean", "attentive"}
+                and len(set(self.pools)) == len(self.pools), where, "pools", "must be distinct names from cls, mean, attentive")
         require(self.views in ("center", "all"), where, "views", "must be center or all")
+
+
+@dataclass(frozen=True)
+class AttentiveConfig:
+    """`eval.attentive`: the attentive probe over the frozen token grid (tvts.eval.attentive).
+
+    Not in the paper (its readout is the CLS linear probe): the frozen-video protocol of V-JEPA,
+    cut to learned queries without key/value projections so that it trains on a CPU.
+    """
+
+    queries: int = 4
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    seed: int = 0
+
+    def check(self, where: str) -> None:
+        require(self.queries >= 1, where, "queries", "must be >= 1")
+        require(self.steps >= 1, where, "steps", "must be >= 1")
+        require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
+        require(self.lr > 0, where, "lr", "must be > 0")
+        require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")
+        require(0 <= self.warmup_steps <= self.steps, where, "warmup_steps", "must be in 0..steps")
 
 
 def load_eval_section(config_path: str | None = None, config_json: str | None = None) -> dict[str, Any]:

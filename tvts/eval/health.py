@@ -42,3 +42,14 @@ def feature_health(feats: np.ndarray, ok: np.ndarray | None = None) -> dict[str,
     p = eig[eig > 0] / total
     return {"centred_share": total / second_moment if second_moment > 0 else 0.0,
             "effective_rank": float(np.exp(-(p * np.log(p)).sum())), "n": int(len(x))}
+
+
+def health_metrics(health: dict, prefix: str = "health") -> dict[str, float]:
+    """A (nested) health dict as flat MLflow metrics: {"cls": {"effective_rank": r}} -> {"health/cls/effective_rank": r}."""
+    flat: dict[str, float] = {}
+    for name, value in health.items():
+        if isinstance(value, dict):
+            flat |= health_metrics(value, f"{prefix}/{name}")
+        elif isinstance(value, (int, float)):
+            flat[f"{prefix}/{name}"] = float(value)
+    return flat

@@ -282,12 +282,19 @@ def score_probe(result: ProbeResult, test: Features, ks: Sequence[int] = (1, 5),
                 pairs: Sequence[tuple[int, int]] = ()) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """`evaluate_probe`'s metrics and, per test video, each metric's hit (1.0 / 0.0; nan where the
     video is unreadable or, for within-pair, of an unpaired class): what a paired bootstrap resamples."""
+    feats, _ = test.valid()
+    logits = average_views(probe_logits(result, feats)) if len(feats) else torch.zeros(0, 1)
+    return score_logits(logits, test, ks, pairs)
+
+
+def score_logits(logits: torch.Tensor, test: Features, ks: Sequence[int] = (1, 5),
+                 pairs: Sequence[tuple[int, int]] = ()) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics and per-video hits of view-averaged logits (M, K) of the readable test videos (`score_probe`)."""
     hits = {f"top{k}": np.full(len(test), np.nan) for k in ks}
     hits |= {"within_pair_top1": np.full(len(test), np.nan)} if pairs else {}
-    feats, labels = test.valid()
+    labels = test.labels[test.ok]
     if len(labels) == 0:
         return {name: float("nan") for name in hits}, hits
-    logits = average_views(probe_logits(result, feats))
     for k in ks:
         hits[f"top{k}"][test.ok] = topk_hits(logits, labels, k).double().numpy()
     if pairs:

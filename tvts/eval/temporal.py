@@ -30,16 +30,19 @@ from tvts.config import ConfigError
 from tvts.eval.features import Features, iter_batches, load_features, save_features
 from tvts.train.distributed import autocast
 
-POOLS = ("cls", "mean")
+POOLS = ("cls", "mean", "attentive")
 DIRECTIONS = ("forward", "reversed")
 
 
 def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
-    """(B, 1 + N, C) final-norm tokens -> (B, C): the CLS, or the mean of the patch tokens."""
+    """(B, 1 + N, C) final-norm tokens -> (B, C): the CLS, or the mean of the patch tokens; or, for
+    the attentive probe, every token as float16 (B, 1 + N, C): its readout is learned later."""
     if pool == "cls":
         return tokens[:, 0]
     if pool == "mean":
         return tokens[:, 1:].mean(1)
+    if pool == "attentive":
+        return tokens.half()
     raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
 
 
@@ -53,12 +56,13 @@ def encode_pooled(model_video: torch.nn.Module, frames: torch.Tensor, pools: Seq
         pools: names from POOLS.
         amp: autocast dtype on CUDA.
     Returns:
-        pool -> (B, V, C) float32.
+        pool -> (B, V, C) float32; "attentive" -> (B, V, 1 + N, C) float16.
     """
     b, v = frames.shape[:2]
     with torch.inference_mode(), autocast(frames.device, amp):
         tokens = model_video.forward_features(frames.flatten(0, 1))           # (B*V, 1+N, C)
-        return {p: pool_tokens(tokens, p).float().view(b, v, -1).clone() for p in pools}
+        pooled = {p: pool_tokens(tokens, p) for p in pools}
+        return {p: (x if p == "attentive" else x.float()).view(b, v, *x.shape[1:]).clone() for p, x in pooled.items()}
 
 
 def reverse_clips(frames: torch.Tensor) -> torch.Tensor:
@@ -83,8 +87,9 @@ def extract_directions(model_video: torch.nn.Module, dataset, pools: Sequence[st
         for direction in DIRECTIONS:
             frames = batch["frames"] if direction == "forward" else reverse_clips(batch["frames"])
             for pool, out in encode_pooled(model_video, frames, pools, amp).items():
-                arr = feats.setdefault((pool, direction), np.zeros((n, *out.shape[1:]), np.float32))
-                arr[idx] = np.where(good[:, None, None], out.cpu().numpy(), 0.0)
+                out = out.cpu().numpy()
+                arr = feats.setdefault((pool, direction), np.zeros((n, *out.shape[1:]), out.dtype))
+                arr[idx] = np.where(good.reshape(-1, *[1] * (out.ndim - 1)), out, 0)
         labels[idx], ok[idx] = batch["label"].numpy(), good
         for i, r in zip(idx, batch["reason"]):
             reasons[int(i)] = r

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from tvts import io
 from tvts.config import ConfigError
-from tvts.eval.config import LinearConfig, TemporalConfig, ViewsConfig, load_dataset_split
+from tvts.eval.attentive import attentive_logits, train_attentive
+from tvts.eval.config import AttentiveConfig, LinearConfig, TemporalConfig, ViewsConfig, load_dataset_split
 from tvts.eval.features import Features, add_rejects, feature_key, file_digest
 from tvts.eval.health import feature_health
-from tvts.eval.linear import evaluate_probe, hits_json, resolve_device, score_probe, train_probe_cached
+from tvts.eval.linear import hits_json, probe_logits, resolve_device, score_logits, train_probe_cached
+from tvts.eval.metrics import average_views
 from tvts.eval.temporal import DIRECTIONS, arrow_split, cached_directions, extract_directions, resolve_pairs
 from tvts.eval.views import ClipDataset, view_name
 from tvts.models.load import load_model
@@ -26,11 +28,12 @@ class TemporalEval:
 
     Args:
         args: the parsed command line. spec, views: the dataset and `eval.views`.
-        cfg: `eval.temporal`. lin: `eval.linear`, the classifiers' protocol.
+        cfg: `eval.temporal`. lin: `eval.linear`, the linear classifiers' protocol. att: `eval.attentive`.
     """
 
-    def __init__(self, args: argparse.Namespace, spec, views: ViewsConfig, cfg: TemporalConfig, lin: LinearConfig):
-        self.args, self.spec, self.views, self.cfg, self.lin = args, spec, views, cfg, lin
+    def __init__(self, args: argparse.Namespace, spec, views: ViewsConfig, cfg: TemporalConfig, lin: LinearConfig,
+                 att: AttentiveConfig = AttentiveConfig()):
+        self.args, self.spec, self.views, self.cfg, self.lin, self.att = args, spec, views, cfg, lin, att
         self.device = resolve_device(args.device)
         self.timings: dict[str, float] = {}
         self.cache_hits: dict[str, bool] = {}
@@ -76,24 +79,42 @@ class TemporalEval:
         for pool in self.cfg.pools:
             fwd_train, fwd_test = train[(pool, "forward")], test[(pool, "forward")]
             arrow_train = arrow_split(fwd_train, train[(pool, "reversed")])
+            arrow_test = arrow_split(fwd_test, test[(pool, "reversed")])
             with io.timer(self.timings, "time/train_s"):
-                classes = train_probe_cached(fwd_train, n_classes, self.lin, self.device)
-                arrow = train_probe_cached(arrow_train, 2, self.lin, self.device)
-            scored, hits = score_probe(classes, fwd_test, ks=(1,), pairs=pairs)
-            metrics[f"{pool}/top1"] = scored["top1"]
-            self.hits[f"{pool}/top1"] = hits["top1"]
+                classes, arrow = self.classifier(fwd_train, n_classes), self.classifier(arrow_train, 2)
+            scored, hits = score_logits(classes(fwd_test), fwd_test, ks=(1,), pairs=pairs)
+            arrow_scored, arrow_hits = score_logits(arrow(arrow_test), arrow_test, ks=(1,))
+            metrics[f"{pool}/top1"], self.hits[f"{pool}/top1"] = scored["top1"], hits["top1"]
             if pairs:
                 metrics[f"{pool}/within_pair_top1"] = scored["within_pair_top1"]
                 self.hits[f"{pool}/within_pair_top1"] = hits["within_pair_top1"]
-            arrow_scored, arrow_hits = score_probe(arrow, arrow_split(fwd_test, test[(pool, "reversed")]), ks=(1,))
             metrics[f"{pool}/arrow_top1"] = arrow_scored["top1"]
             # an arrow example is a clip with its reverse: one resampling unit, scored 0, 0.5 or 1
             self.hits[f"{pool}/arrow_top1"] = arrow_hits["top1"].reshape(2, -1).mean(0)
-            self.health[pool] = feature_health(fwd_train.feats, fwd_train.ok) | {
-                "train_top1": evaluate_probe(classes, fwd_train, ks=(1,))["top1"],
-                "arrow_train_top1": evaluate_probe(arrow, arrow_train, ks=(1,))["top1"],
-                "final_loss": classes.losses[-1], "steps": classes.steps}
+            self.health[pool] = self.feature_health(fwd_train) | {
+                "train_top1": score_logits(classes(fwd_train), fwd_train, ks=(1,))[0]["top1"],
+                "arrow_train_top1": score_logits(arrow(arrow_train), arrow_train, ks=(1,))[0]["top1"],
+                "final_loss": classes.losses[-1]}
         return metrics
+
+    def classifier(self, train: Features, n_classes: int):
+        """A trained classifier as a function: Features -> view-averaged logits of its readable rows.
+        The linear probe's protocol for a pooled vector; the attentive probe for the token grid."""
+        if train.feats.ndim == 4:
+            probe, losses = train_attentive(train, n_classes, self.att)
+            fn = lambda f: attentive_logits(probe, f.valid()[0])  # noqa: E731
+        else:
+            result = train_probe_cached(train, n_classes, self.lin, self.device)
+            fn, losses = (lambda f: average_views(probe_logits(result, f.valid()[0]))), result.losses  # noqa: E731
+        fn.losses = losses
+        return fn
+
+    @staticmethod
+    def feature_health(train: Features, max_clips: int = 256) -> dict[str, float]:
+        """Health of a split's pooled vectors; for a token grid, of the tokens of its first readable clips."""
+        if train.feats.ndim == 4:
+            return feature_health(train.feats[train.ok][:max_clips])
+        return feature_health(train.feats, train.ok)
 
     def run(self) -> dict:
         """Read both splits, extract, train and test every probe; returns the output JSON as a dict."""

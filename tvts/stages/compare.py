@@ -7,7 +7,10 @@ finished runs is named on stderr and the exit status is 2; the others are still 
 
 An EXP may be a glob over the store's experiment names (`'tvts-s*'`). With `--by-method`, the
 experiments `<method>-s<seed>` of a methods x seeds grid fold into one column per method,
-each cell the mean ± sample std over the seeds (CSV: `<method>_mean`, `_std`, `_n`).
+each cell the mean ± sample std over the seeds (CSV: `<method>_mean`, `_std`, `_n`), and, where
+the evaluation JSONs under `--results` carry per-clip hits (linear and temporal probes), the 95 %
+bootstrap interval over test clips after it, and a table of `tvts − method` paired by seed with
+its interval and verdict (docs/results.md, "Pre-registered").
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headline", action="store_true", help="only the metrics the paper reports (and sort accuracy)")
     p.add_argument("--by-method", action="store_true",
                    help="one column per method: mean ± std over its seeds (experiments named <method>-s<seed>)")
+    p.add_argument("--results", default="results",
+                   help="with --by-method: the results folder whose evaluation JSONs give the intervals")
     add_store_args(p)
     return p
 
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if shown:
         table = compare.build_table(latest, shown, headline_only=args.headline)
         if args.by_method:
-            print_grouped(compare.group_table(table), args.csv)
+            print_grouped(compare.group_table(table), args.csv, args.results)
         elif args.csv == "-":
             compare.write_csv(table, "-")
         else:
@@ -70,10 +75,15 @@ def expand(patterns: list[str], experiment: str, uri: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def print_grouped(grouped: compare.GroupedTable, csv_path: str | None) -> None:
+def print_grouped(grouped: compare.GroupedTable, csv_path: str | None, results: str = "results") -> None:
     if csv_path == "-":
         sys.stdout.write(compare.grouped_csv(grouped))
         return
-    print(compare.render_grouped_text(grouped))
+    intervals = compare.GridIntervals(results, grouped.members)
+    print(compare.render_grouped_text(grouped, intervals))
+    differences = compare.differences_text(grouped, intervals)
+    if differences:
+        print("\nPaired by seed, 95 % bootstrap interval over test clips; ahead/behind: the interval excludes 0\n")
+        print(differences)
     if csv_path:
         io.atomic_write_text(csv_path, compare.grouped_csv(grouped))

@@ -17,8 +17,9 @@ import logging
 from pathlib import Path
 
 from tvts import io
-from tvts.eval.config import LinearConfig, TemporalConfig, eval_part, load_eval_section
+from tvts.eval.config import AttentiveConfig, LinearConfig, TemporalConfig, eval_part, load_eval_section
 from tvts.eval.job import eval_stage_run
+from tvts.eval.health import health_metrics
 from tvts.eval.temporal_job import STAGE, TemporalEval
 from tvts.stages.common import command
 from tvts.stages.eval_common import add_feature_args, eval_parser, load_stage_config
@@ -33,12 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 @command(build_parser)
 def main(args: argparse.Namespace) -> int:
     spec, views, cfg = load_stage_config(args, "temporal", TemporalConfig)
-    lin = eval_part(load_eval_section(args.config_path, args.config_json), "linear", LinearConfig)
-    with eval_stage_run(STAGE, "temporal", args, spec, views, {"temporal": cfg, "linear": lin}) as mlrun:
-        result = TemporalEval(args, spec, views, cfg, lin).run()
+    section = load_eval_section(args.config_path, args.config_json)
+    lin, att = eval_part(section, "linear", LinearConfig), eval_part(section, "attentive", AttentiveConfig)
+    with eval_stage_run(STAGE, "temporal", args, spec, views, {"temporal": cfg, "linear": lin, "attentive": att}) as mlrun:
+        result = TemporalEval(args, spec, views, cfg, lin, att).run()
         out = Path(args.out)
         io.atomic_write_json(out, result)
-        mlrun.log_metrics(result["metrics"] | result["counts"] | result["timings"], step=0)
+        mlrun.log_metrics(result["metrics"] | result["counts"] | result["timings"] | health_metrics(result["health"]),
+                          step=0)
         mlrun.log_artifact(out)
     m = result["metrics"]
     log.info("%s temporal probes: %s (%d train, %d test)", args.dataset,
