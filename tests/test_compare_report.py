@@ -159,9 +159,12 @@ def test_report_side_by_side_without_paper_column(store, tmp_path, capsys):
     argv = ["--out", str(out), "--exps", "demo", "random", "--json", str(out / "report.json")]
     assert report_stage.main(argv) == 0
     summary, data = read_report(out)
-    assert md_row(summary, "Evaluation", "Dataset", "Metric") == ["`demo`", "`random`"]  # no paper column
-    assert md_row(summary, "Linear probe", "ssv2", "top-1") == ["20.50", "5.50"]
-    assert md_row(summary, "Zero-shot V2V retrieval", "ssv2", "R@10") == ["20.00", "9.50"]
+    # evaluations first, each beside its chance level; no paper column
+    assert md_row(summary, "Evaluation", "Dataset", "Metric") == ["chance", "`demo`", "`random`"]
+    assert md_row(summary, "Linear probe", "ssv2", "top-1")[1:] == ["20.50", "5.50"]
+    assert md_row(summary, "Zero-shot V2V retrieval", "ssv2", "R@10")[1:] == ["20.00", "9.50"]
+    assert summary.index("## Evaluations") < summary.index("## Training and selection internals")
+    assert md_row(summary, "Stage", "Dataset", "Metric") == ["`demo`", "`random`"]
     assert "n_train" not in summary and "## Paper reference" in summary
     assert md_row(summary, "SSV2 linear probe", "ssv2", "top-1")[0] == "31.50"  # the reference table
     assert md_row(summary, "`demo`") == ["0.8", "0.4", "0.4", "0.2", "+0.2"]  # TVTS vs text-only sorting
@@ -178,9 +181,9 @@ def test_report_paper_column_only_with_paper_config(store, tmp_path):
     argv = ["--out", str(out), "--exps", "demo", "paperish", "--json", str(out / "report.json")]
     assert report_stage.main(argv) == 0
     summary, data = read_report(out)
-    assert md_row(summary, "Evaluation", "Dataset", "Metric") == ["`demo`", "`paperish`", "paper"]
-    assert md_row(summary, "Linear probe", "ssv2", "top-1") == ["20.50", "30.00", "31.50"]
-    assert md_row(summary, "Fine-tune", "k400", "top-1") == ["–", "–", "78.80"]  # the paper's rows all appear
+    assert md_row(summary, "Evaluation", "Dataset", "Metric") == ["chance", "`demo`", "`paperish`", "paper"]
+    assert md_row(summary, "Linear probe", "ssv2", "top-1")[1:] == ["20.50", "30.00", "31.50"]
+    assert md_row(summary, "Fine-tune", "k400", "top-1")[1:] == ["–", "–", "78.80"]  # the paper's rows all appear
     assert "## Paper reference" not in summary and data["show_paper"] is True
 
 

@@ -8,6 +8,7 @@ import json
 import statistics
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -153,4 +154,28 @@ def test_report_without_grid_has_a_placeholder(store, tmp_path):
     assert report_stage.main(["--out", str(out), "--exps", "tvts-s0", "videomae-s0"]) == 0
     assert "## Methods over seeds" not in (out / "summary.md").read_text()
     with Image.open(out / "methods.png") as im:
+        assert im.format == "PNG"
+
+
+def test_report_pairs_methods_by_seed_from_per_clip_hits(store, tmp_path):
+    """With the evaluations' per-clip hits under --results, each cell gets its 95 % interval over
+    test clips and tvts − method its paired interval and verdict (docs/results.md, "Pre-registered")."""
+    rng = np.random.default_rng(0)
+    easy = rng.random(960) < 0.3
+    for method, extra in (("tvts", 0.4), ("videomae", 0.0), ("random", 0.38)):
+        for seed in range(3):
+            hits = (easy | (rng.random(960) < extra)).astype(float)
+            path = tmp_path / "results" / f"{method}-s{seed}" / "eval" / "linear" / "ssv2.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps({"per_clip": {"ids": [str(i) for i in range(960)], "top1": list(hits)}}))
+    out = tmp_path / "report"
+    exps = [f"{m}-s{s}" for m in LINEAR for s in range(3)]
+    assert report_stage.main(["--out", str(out), "--exps", *exps, "--results", str(tmp_path / "results")]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "### TVTS against each method, paired by seed" in summary
+    videomae = next(l for l in summary.splitlines() if l.startswith("| `tvts` − `videomae` | linear top-1"))
+    assert "**ahead**" in videomae
+    tvts_row = next(l for l in summary.splitlines() if l.startswith("| `tvts` |"))
+    assert "[" in tvts_row and "]" in tvts_row
+    with Image.open(out / "temporal.png") as im:
         assert im.format == "PNG"

@@ -18,7 +18,7 @@ from browser import Browser, chromium
 from conftest import ROOT, SMOKE
 
 ARTIFACTS = Path(os.environ.get("TVTS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-PLOTS = ("pretrain_curves.png", "retrieval.png", "classification.png", "methods.png")
+PLOTS = ("pretrain_curves.png", "retrieval.png", "classification.png", "methods.png", "temporal.png")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_summary_page_shows_every_plot(smoke_dag_done, browser):
     assert browser.errors() == []
     assert len(images) == 3 and all(i["width"] > 300 and i["height"] > 150 for i in images), images
     headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
-    assert {"Headline metrics", "Throughput: where the training time went", "Plots"} <= set(headings)
+    assert {"Evaluations", "Throughput: where the training time went", "Plots"} <= set(headings)
     assert browser.evaluate("document.querySelectorAll('table').length") >= 4
     assert shot.stat().st_size > 50_000
 

@@ -1,4 +1,4 @@
-"""The report: `summary.md` and four plots of every experiment's runs, side by side.
+"""The report: `summary.md` and five plots of every experiment's runs, side by side.
 
 Each number is the latest FINISHED run of its stage or evaluation. The paper's numbers
 become a column only when a shown run used the paper config; otherwise they sit in a
@@ -17,13 +17,14 @@ from pathlib import Path
 from tvts import io
 from tvts.grid import is_grid
 from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PLOTS, PRETRAIN_PNG, RETRIEVAL_PNG, SUMMARY,
-                                 SUMMARY_HTML, ReportData, collect, comparison_columns, headline_table, method_cells,
+                                 SUMMARY_HTML, TEMPORAL_PNG, ReportData, collect, comparison_columns, headline_table, method_cells,
                                  missing_runs)
 from tvts.report.page import render_html
-from tvts.report.plots import plot_classification, plot_methods, plot_pretrain, plot_retrieval
+from tvts.report.plots import plot_classification, plot_methods, plot_pretrain, plot_retrieval, plot_temporal
 from tvts.report.summary import render_summary
 
 __all__ = ["CLASSIFICATION_PNG", "METHODS_PNG", "PLOTS", "PRETRAIN_PNG", "RETRIEVAL_PNG", "SUMMARY", "SUMMARY_HTML",
+           "TEMPORAL_PNG",
            "ReportData", "as_json", "collect", "render_summary", "write_report"]
 
 
@@ -59,6 +60,7 @@ def write_report(data: ReportData, out: str | Path) -> dict:
     plot_retrieval(data, out / RETRIEVAL_PNG, empty_text or "no retrieval runs")
     plot_classification(data, out / CLASSIFICATION_PNG, empty_text or "no classification runs")
     plot_methods(data, out / METHODS_PNG, empty_text or "no methods x seeds grid in these experiments")
+    plot_temporal(data, out / TEMPORAL_PNG, empty_text or "no temporal-order probe runs")
     summary = render_summary(data, skipped)
     io.atomic_write_text(out / SUMMARY, summary)
     io.atomic_write_text(out / SUMMARY_HTML, render_html(summary, out))

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvts import tracking
-from tvts.compare import RowKey, Table, build_table, row_sort_key, section_of
+from tvts.compare import GridIntervals, RowKey, Table, build_table, row_sort_key, section_of
 from tvts.grid import Aggregate, aggregate, group_by_method
+from tvts.stats import Interval
 from tvts.tracking import RunRecord
 
 SUMMARY = "summary.md"
@@ -19,12 +20,17 @@ PRETRAIN_PNG = "pretrain_curves.png"
 RETRIEVAL_PNG = "retrieval.png"
 CLASSIFICATION_PNG = "classification.png"
 METHODS_PNG = "methods.png"
-PLOTS = (PRETRAIN_PNG, RETRIEVAL_PNG, CLASSIFICATION_PNG, METHODS_PNG)
+TEMPORAL_PNG = "temporal.png"
+PLOTS = (PRETRAIN_PNG, RETRIEVAL_PNG, CLASSIFICATION_PNG, METHODS_PNG, TEMPORAL_PNG)
 # The methods x seeds comparison: (task, metric), on the first dataset each task has.
 # The temporal-order columns (tvts/eval/temporal.py): within-pair and arrow of time, on the CLS
 # (the linear probe's within-pair is the CLS one) and on the mean-pooled tokens.
-COMPARISON = (("linear", "top1"), ("linear", "within_pair_top1"), ("temporal", "cls/arrow_top1"),
-              ("temporal", "mean/top1"), ("temporal", "mean/within_pair_top1"), ("temporal", "mean/arrow_top1"),
+# The attentive probe (tvts/eval/attentive.py) reads the whole token grid.
+TEMPORAL_COLUMNS = (("linear", "top1"), ("linear", "within_pair_top1"), ("temporal", "cls/arrow_top1"),
+                    ("temporal", "mean/top1"), ("temporal", "mean/within_pair_top1"), ("temporal", "mean/arrow_top1"),
+                    ("temporal", "attentive/top1"), ("temporal", "attentive/within_pair_top1"),
+                    ("temporal", "attentive/arrow_top1"))
+COMPARISON = (*TEMPORAL_COLUMNS,
               ("zeroshot_v2v", "r1"), ("zeroshot_v2v", "r5"), ("zeroshot_v2v", "r10"),
               ("finetune", "top1"), ("t2v", "zeroshot/r1"), ("t2v", "finetuned/r1"))
 _SHORT = {"linear": "linear", "temporal": "temporal", "zeroshot_v2v": "ZS V2V", "finetune": "fine-tune", "t2v": "T2V"}
@@ -34,6 +40,11 @@ CURVES = ("train/loss_sort", "val/sort_exact")
 CORE_STAGES = ("pretrain", "select_ckpt")
 # What a no-pretraining baseline (`init_model`) does not run.
 TRAINING_STAGES = frozenset({"pretrain", "text_only_baseline", "select_ckpt", "align_asr", "shard_clips"})
+# Stages that run once per data set or init, under one experiment's name, not for every experiment.
+SHARED_STAGES = frozenset({"align_asr", "shard_clips", "shard_union", "shard_pairs", "init_image_mae", "init_text_mlm",
+                           "text_only_baseline"})
+# What a post-pretrained experiment (`<exp>-post`) has instead of pretraining: post_pretrain.
+POST_SKIPS = frozenset({"pretrain", "select_ckpt", "init_model"})
 
 
 @dataclass
@@ -45,6 +56,7 @@ class ReportData:
     latest: list[RunRecord]  # the run that counts per stage/evaluation
     where: str
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
+    results: str = "results"  # where the evaluations' JSONs (per-clip hits, for intervals) are
 
     @property
     def show_paper(self) -> bool:
@@ -59,13 +71,15 @@ class ReportData:
         return run.metrics.get(metric) if run else None
 
 
-def collect(exps: list[str] | None, experiment: str | None = None, uri: str | None = None) -> ReportData:
+def collect(exps: list[str] | None, experiment: str | None = None, uri: str | None = None,
+            results: str = "results") -> ReportData:
     """Read the runs of `exps` (None: every experiment in the store) and their training curves."""
     uri = uri or tracking.tracking_uri()
     experiment = experiment or tracking.experiment_name()
     exps = list(dict.fromkeys(exps)) if exps else tracking.list_exps(experiment, uri)
     records = tracking.search_stage_runs(exps, None, experiment, uri)
-    data = ReportData(exps, records, tracking.pick_latest(records), f"MLflow experiment `{experiment}` at `{uri}`")
+    data = ReportData(exps, records, tracking.pick_latest(records), f"MLflow experiment `{experiment}` at `{uri}`",
+                      results=results)
     for exp in exps:
         for stage in ("pretrain", "text_only_baseline"):
             if run := data.run(exp, stage):
@@ -77,10 +91,11 @@ def missing_runs(data: ReportData) -> list[str]:
     """One line per experiment and expected stage/evaluation that has no finished run.
 
     A no-pretraining baseline (an experiment with an `init_model` run) is not expected to have
-    the training stages, nor a pretrained experiment an `init_model` run.
+    the training stages, nor a pretrained experiment an `init_model` run, nor a post-pretrained
+    one (`<exp>-post`) pretraining; the data and init stages run once, under one experiment.
     """
     expected = {(s, "") for s in CORE_STAGES}
-    expected |= {(section_of(r), r.dataset) for r in data.latest if not r.part}
+    expected |= {(section_of(r), r.dataset) for r in data.latest if not r.part and section_of(r) not in SHARED_STAGES}
     lines = []
     for exp in data.exps:
         if not any(r.exp == exp for r in data.records):
@@ -88,13 +103,20 @@ def missing_runs(data: ReportData) -> list[str]:
             continue
         baseline = any(r.exp == exp and r.stage == "init_model" for r in data.records)
         for section, dataset in sorted(expected, key=lambda k: row_sort_key(RowKey(k[0], k[1], ""))):
-            if data.run(exp, section, dataset) or (section in TRAINING_STAGES if baseline else section == "init_model"):
+            if data.run(exp, section, dataset) or by_design(exp, section, baseline):
                 continue
             name = f"{section}/{dataset}" if dataset else section
             tried = sorted({r.status for r in data.records if r.exp == exp and section_of(r) == section
                             and r.dataset == dataset})
             lines.append(f"`{exp}`: {name}" + (f" (only {', '.join(tried)} runs)" if tried else ""))
     return lines
+
+
+def by_design(exp: str, section: str, baseline: bool) -> bool:
+    """Whether an experiment lacks `section` by design (not a missing run)."""
+    if exp.endswith("-post"):
+        return section in POST_SKIPS
+    return section in TRAINING_STAGES | {"post_pretrain"} if baseline else section in ("init_model", "post_pretrain")
 
 
 _METRIC_NAMES = {"r1": "R@1", "r5": "R@5", "r10": "R@10", "medr": "MedR", "top1": "top-1", "top5": "top-5",
@@ -146,6 +168,22 @@ def method_cells(data: ReportData, cols: list[Column]) -> dict[str, dict[Column,
     groups = group_by_method(data.exps)
     return {m: {c: aggregate(data.metric(e, c.section, c.metric, c.dataset) for e in exps) for c in cols}
             for m, exps in groups.items()}
+
+
+def method_intervals(data: ReportData, cols: list[Column]) -> tuple[dict, dict]:
+    """(method -> column -> Interval of its mean over seeds, method -> column -> tvts − method paired by
+    seed), from the evaluations' per-clip hits under `data.results`; a column without them is absent."""
+    grid = GridIntervals(data.results, group_by_method(data.exps))
+    means: dict[str, dict[Column, Interval]] = {}
+    diffs: dict[str, dict[Column, Interval]] = {}
+    for method in grid.members:
+        for c in cols:
+            row = RowKey(c.section, c.dataset, c.metric)
+            if (iv := grid.interval(method, row)) is not None:
+                means.setdefault(method, {})[c] = iv
+            if method != "tvts" and (d := grid.difference(method, row)) is not None:
+                diffs.setdefault(method, {})[c] = d
+    return means, diffs
 
 
 def datasets_of(data: ReportData, section: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The report's plots: pretraining curves, retrieval, classification, methods over seeds.
+"""The report's plots: pretraining curves, retrieval, classification, methods over seeds, temporal probes.
 
 matplotlib's object API on the Agg canvas: no pyplot state, no display needed. A plot
 with nothing to show is a placeholder that says so, since the rule declares every file.
@@ -10,7 +10,8 @@ from pathlib import Path
 from tvts import io
 from tvts.grid import is_grid
 from tvts.paper import TABLE4, paper_post_value, paper_value
-from tvts.report.content import CURVES, PHASES, ReportData, comparison_columns, datasets_of, method_cells
+from tvts.report.content import (CURVES, PHASES, TEMPORAL_COLUMNS, ReportData, comparison_columns, datasets_of,
+                                 method_cells, method_intervals)
 
 _RETRIEVAL = ("r1", "r5", "r10")
 
@@ -162,4 +163,30 @@ def plot_methods(data: ReportData, path: Path, empty_text: str) -> None:
     axes[1].tick_params(axis="x", labelrotation=30, labelsize=7)
     axes[1].set(title="paper, Table 4 (ViT-B, full SSV2): orientation only", ylabel="%")
     axes[1].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_temporal(data: ReportData, path: Path, empty_text: str) -> None:
+    """The temporal-order probes per method (or experiment): bars at the mean over seeds, error bars the
+    95 % bootstrap interval over test clips where the evaluation wrote per-clip hits; chance dashed."""
+    cols = [c for c in comparison_columns(data) if (c.section, c.metric) in TEMPORAL_COLUMNS]
+    if not cols:
+        _placeholder(path, empty_text)
+        return
+    cells = method_cells(data, cols)
+    means, _ = method_intervals(data, cols)
+    fig, axes = _figure(1, width=max(5.0, 1.1 * len(cols)), height=3.8)
+    ax, width = axes[0], 0.8 / max(len(cells), 1)
+    for i, (method, row) in enumerate(cells.items()):
+        shown = [(j, means.get(method, {}).get(c), row[c]) for j, c in enumerate(cols) if row[c]]
+        xs = [j + (i - (len(cells) - 1) / 2) * width for j, _, _ in shown]
+        ys = [iv.value if iv else agg.mean for _, iv, agg in shown]
+        err = [[y - iv.lo if iv else 0.0 for y, (_, iv, _) in zip(ys, shown)],
+               [iv.hi - y if iv else 0.0 for y, (_, iv, _) in zip(ys, shown)]]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=method, color=f"C{i % 10}", edgecolor="0.3")
+    ax.axhline(50, color="0.3", linestyle="--", linewidth=0.8, label="chance (within-pair, arrow)")
+    ax.set_xticks(range(len(cols)), [c.label for c in cols], rotation=30, ha="right", fontsize=7)
+    ax.set(title="temporal-order probes: mean over seeds, 95 % interval over test clips", ylabel="%")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
     _save(fig, path)

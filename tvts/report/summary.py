@@ -7,9 +7,13 @@ from tvts.compare import (MISSING, PERF, SECTION_LABELS, RowKey, Table, format_a
                           paper_headers, row_sort_key, section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.paper import CITATION, PAPER, TABLE4
-from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PRETRAIN_PNG, RETRIEVAL_PNG, Column,
-                                 ReportData, comparison_columns, headline_table, method_cells, metric_label,
-                                 missing_runs)
+from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PRETRAIN_PNG, RETRIEVAL_PNG, TEMPORAL_PNG, Column,
+                                 ReportData, comparison_columns, headline_table, method_cells, method_intervals,
+                                 metric_label, missing_runs)
+from tvts.stats import Interval
+
+# Sections of the headline table that are training internals, not evaluations: their own table.
+INTERNAL_SECTIONS = ("pretrain", "text_only_baseline", "select_ckpt", "post_pretrain")
 
 
 def _md_table(head: list[str], rows: list[list[str]], numeric: range | list[int]) -> list[str]:
@@ -18,14 +22,32 @@ def _md_table(head: list[str], rows: list[list[str]], numeric: range | list[int]
     return [f"| {' | '.join(head)} |", f"| {' | '.join(align)} |", *(f"| {' | '.join(r)} |" for r in rows)]
 
 
-def _headline_md(table: Table) -> list[str]:
-    head = ["Evaluation", "Dataset", "Metric", *[f"`{e}`" for e in table.exps], *paper_headers(table)]
+def chance(data: ReportData, row: RowKey, exp: str) -> float | None:
+    """A metric's chance level where it is defined by the evaluation alone: top-K of K-way
+    classification (n_classes logged by the run), within-pair and arrow of time (50)."""
+    name = row.metric.rpartition("/")[2]
+    if name in ("within_pair_top1", "arrow_top1"):
+        return 50.0
+    n = data.metric(exp, row.section, "n_classes", row.dataset)
+    if name in ("top1", "top5") and n:
+        return min(100.0, 100.0 * int(name[3:]) / n)
+    return None
+
+
+def _headline_md(table: Table, data: ReportData | None = None, internals: bool = False) -> list[str]:
+    """The evaluations (internals False), each beside its chance level, or the training internals."""
+    keep = [r for r in table.rows if (r.section in INTERNAL_SECTIONS) == internals]
+    head = ["Evaluation" if not internals else "Stage", "Dataset", "Metric", *(["chance"] if not internals else []),
+            *[f"`{e}`" for e in table.exps], *paper_headers(table)]
     rows = []
-    for row in table.rows:
+    for row in keep:
+        level = [] if internals else [next((format_metric(row.metric, c) for e in table.exps
+                                            if (c := chance(data, row, e)) is not None), "")] if data else [""]
         cells = [format_metric(row.metric, table.value(row, e)) for e in table.exps] + table.paper_cells(row)
-        rows.append([SECTION_LABELS.get(row.section, row.section), row.dataset, metric_label(row.metric), *cells])
+        rows.append([SECTION_LABELS.get(row.section, row.section), row.dataset, metric_label(row.metric), *level,
+                     *cells])
     if not rows:
-        return ["No headline metrics were logged by these experiments."]
+        return ["No such metrics were logged by these experiments."]
     return _md_table(head, rows, range(3, len(head)))
 
 
@@ -85,28 +107,49 @@ def _runs_md(data: ReportData) -> list[str]:
     return _md_table(["Experiment", "Stage", "Dataset", "Run id", "Started (UTC)", "Paper config"], rows, [])
 
 
+def _cell(metric: str, agg: Aggregate | None, interval: Interval | None) -> str:
+    text = format_aggregate(metric, agg)
+    return text if interval is None or interval.lo != interval.lo else f"{text} [{interval.lo:.1f}, {interval.hi:.1f}]"
+
+
 def _methods_md(data: ReportData) -> list[str]:
     cols = comparison_columns(data)
     if not cols:
         return ["No evaluation runs yet."]
     cells = method_cells(data, cols)
+    means, diffs = method_intervals(data, cols)
     groups = group_by_method(data.exps)
     seeds = {m: len(es) for m, es in groups.items()}
     sort = {m: aggregate(data.metric(e, "pretrain", "val/sort_exact") for e in es) for m, es in groups.items()}
     head = ["Method", "seeds", *[c.label for c in cols], "pretrain val sort_exact"]
-    rows = [[f"`{m}`", str(seeds[m]), *[format_aggregate(c.metric, cells[m][c]) for c in cols],
+    rows = [[f"`{m}`", str(seeds[m]), *[_cell(c.metric, cells[m][c], means.get(m, {}).get(c)) for c in cols],
              format_aggregate("sort_exact", sort[m]) if sort[m] else MISSING] for m in cells]
     paper_rows = [[f"paper: {name}", "", *[format_metric(c.metric, v) if (v := vals.get((c.section, c.dataset,
                   c.metric))) is not None else "" for c in cols], ""] for name, vals in TABLE4.items()]
     lines = _md_table(head, rows + paper_rows, range(1, len(head)))
-    lines += ["", "Mean ± sample standard deviation (ddof 1) over the seeds; every seed is shown, none is "
+    lines += ["", "Mean ± sample standard deviation (ddof 1) over the seeds, and in brackets the 95 % bootstrap "
+              "interval over test clips where the evaluation wrote per-clip hits; every seed is shown, none is "
               "dropped. The `paper:` rows are the paper's Table 4 (ViT-B, 174 SSV2 classes, "
               "millions of videos) for orientation only: a demo-scale run is not comparable with them.", ""]
-    return lines + _differences_md(cells, cols)
+    return lines + _paired_md(diffs, cols) + _differences_md(cells, cols, diffs)
 
 
-def _differences_md(cells: dict[str, dict[Column, Aggregate | None]], cols: list[Column]) -> list[str]:
-    """TVTS against each other method: the gap of the means beside the larger seed spread."""
+def _paired_md(diffs: dict[str, dict[Column, Interval]], cols: list[Column]) -> list[str]:
+    """`tvts − method` paired by seed with its 95 % interval over test clips and the pre-registered verdict."""
+    rows = [[f"`tvts` − `{m}`", c.label, f"{d.value:+.2f}", f"[{d.lo:.2f}, {d.hi:.2f}]", f"**{d.verdict()}**"]
+            for m, by_col in diffs.items() for c in cols if (d := by_col.get(c)) is not None]
+    if not rows:
+        return []
+    return ["### TVTS against each method, paired by seed", "",
+            *_md_table(["Difference", "Metric", "points", "95 % interval", "verdict"], rows, [2, 3]), "",
+            "Paired by seed (same inits, data and data order), bootstrapped over the test clips (10,000 "
+            "replicates); ahead / behind when the interval excludes 0 (docs/results.md, \"Pre-registered\").", ""]
+
+
+def _differences_md(cells: dict[str, dict[Column, Aggregate | None]], cols: list[Column],
+                    paired: dict[str, dict[Column, Interval]] | None = None) -> list[str]:
+    """TVTS against each other method where no paired interval exists: the gap of the means beside the
+    larger seed spread."""
     if "tvts" not in cells:
         return []
     lines = []
@@ -114,7 +157,7 @@ def _differences_md(cells: dict[str, dict[Column, Aggregate | None]], cols: list
         parts = []
         for c in cols:
             a, b = cells["tvts"][c], cells[other][c]
-            if a is None or b is None:
+            if a is None or b is None or c in (paired or {}).get(other, {}):
                 continue
             gap, spread = a.mean - b.mean, max(a.std, b.std)
             verdict = ("within the seed spread" if abs(gap) <= spread
@@ -122,8 +165,8 @@ def _differences_md(cells: dict[str, dict[Column, Aggregate | None]], cols: list
             parts.append(f"{c.label} {gap:+.2f} (spread {spread:.2f}, {verdict})")
         if parts:
             lines.append(f"- `tvts` − `{other}`: " + "; ".join(parts))
-    return (["Differences of the means, against the larger of the two seed standard deviations:", "", *lines, ""]
-            if lines else [])
+    return (["Without per-clip hits, differences of the means against the larger of the two seed standard "
+             "deviations:", "", *lines, ""] if lines else [])
 
 
 def render_summary(data: ReportData, skipped_curves: list[str]) -> str:
@@ -136,19 +179,22 @@ def render_summary(data: ReportData, skipped_curves: list[str]) -> str:
                   "the plots are placeholders.", ""]
     if is_grid(data.exps):
         lines += ["## Methods over seeds", "", *_methods_md(data), f"![Methods over seeds]({METHODS_PNG})", ""]
-    lines += ["## Headline metrics", "", *_headline_md(headline_table(data)), ""]
+    table = headline_table(data)
+    lines += ["## Evaluations", "", *_headline_md(table, data), ""]
     if data.show_paper:
         lines += [f"The `paper` column is the paper's number ({CITATION}), shown because at least one run "
                   "used the paper config; it is a reference, not a result of this project.", ""]
     else:
         lines += ["No shown run used the paper config, so the paper's numbers are not set beside these "
                   "results; they are listed for reference in [a separate table](#paper-reference).", ""]
+    lines += ["## Training and selection internals", "", *_headline_md(table, internals=True), ""]
     lines += ["## Transcript sorting: TVTS vs the text-only baseline", "", *_sort_md(data), ""]
     if not data.show_paper:
         lines += ["## Paper reference", "", f"{CITATION}.", "", *_paper_reference_md(), ""]
     lines += ["## Throughput: where the training time went", "", *_throughput_md(data), ""]
     lines += ["## Plots", "", f"![Pretraining curves]({PRETRAIN_PNG})", "",
-              f"![Retrieval]({RETRIEVAL_PNG})", "", f"![Classification]({CLASSIFICATION_PNG})", ""]
+              f"![Retrieval]({RETRIEVAL_PNG})", "", f"![Classification]({CLASSIFICATION_PNG})", "",
+              f"![Temporal-order probes]({TEMPORAL_PNG})", ""]
     if skipped_curves:
         lines += [f"Not in `{PRETRAIN_PNG}` (no finished pretrain run): "
                   f"{', '.join(f'`{e}`' for e in skipped_curves)}.", ""]

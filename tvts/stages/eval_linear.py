@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tvts import io
 from tvts.eval.config import LinearConfig
+from tvts.eval.health import health_metrics
 from tvts.eval.job import eval_stage_run
 from tvts.eval.linear_job import STAGE, LinearEval
 from tvts.stages.common import command
@@ -33,7 +34,8 @@ def main(args: argparse.Namespace) -> int:
         result = LinearEval(args, spec, views, lin).run()
         out = Path(args.out)
         io.atomic_write_json(out, result)
-        mlrun.log_metrics(result["metrics"] | result["counts"] | result["timings"], step=0)
+        mlrun.log_metrics(result["metrics"] | result["counts"] | result["timings"] | health_metrics(result["health"]),
+                          step=0)
         for epoch, loss in enumerate(result["losses"]):
             mlrun.log_metrics({"train/loss": loss}, step=epoch)
         mlrun.log_artifact(out)

@@ -22,13 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiments to show, in column order (default: every experiment in the store)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the report's content as JSON ('-': stdout)")
+    p.add_argument("--results", default="results",
+                   help="the results folder: the evaluations' JSONs there give the intervals over test clips")
     add_store_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    data = report.collect(args.exps, args.experiment, args.tracking_uri)
+    data = report.collect(args.exps, args.experiment, args.tracking_uri, args.results)
     if not data.latest:
         print(f"tvts report: warning: no finished runs for {data.exps or 'any experiment'} in {data.where}; "
               "writing placeholder outputs", file=sys.stderr)

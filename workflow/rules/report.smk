@@ -12,6 +12,7 @@ rule report:
         classification=report(f"{REPORT_DIR}/classification.png", caption="../report/classification.rst",
                               category="Evaluation"),
         methods=report(f"{REPORT_DIR}/methods.png", caption="../report/methods.rst", category="Evaluation"),
+        temporal=report(f"{REPORT_DIR}/temporal.png", caption="../report/temporal.rst", category="Evaluation"),
     log:
         "logs/report.log",
     params:
