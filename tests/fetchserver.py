@@ -55,6 +55,7 @@ class FakeYouTube:
         self.subs: dict[str, str] = {}
         self.hits: Counter = Counter()
         self.proxy_auth: list[str] = []
+        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of every ranged request
         self.release = threading.Event()
         self.served_half = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -106,6 +107,8 @@ def _handler(site: FakeYouTube):
                 site.proxy_auth.append(self.headers.get("Proxy-Authorization", ""))
                 path = urlsplit(path).path
             site.hits[path] += 1
+            if self.headers.get("Range"):
+                site.ranges.append((path, self.headers["Range"]))
             kind, _, name = path.lstrip("/").partition("/")
             if kind == "info" and name.removesuffix(".json") in site.infos:
                 return self._send(json.dumps(site.infos[name.removesuffix(".json")]).encode(), "application/json")
