@@ -15,7 +15,7 @@ rule fetch_videos:
     log:
         f"logs/{EXP}/fetch_videos/part-{{part}}.log",
     params:
-        cfg=stage_json("fetch"),
+        cfg=lambda wc: stage_json("fetch"),  # a function: `{id}` in fetch.info_url is not a wildcard
         parts=fetch_parts(),
     threads: res("fetch_videos", "threads")
     resources:
@@ -58,7 +58,7 @@ rule join_fetched:
     log:
         f"logs/{EXP}/join_fetched.log",
     params:
-        cfg=stage_json("fetch"),
+        cfg=lambda wc: stage_json("fetch"),  # a function: `{id}` in fetch.info_url is not a wildcard
         upstream=upstream(EXP, "fetch", "transcribe"),
     resources:
         **job_resources("join_fetched"),
