@@ -16,8 +16,8 @@ from dataclasses import replace
 from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.data.fetch import availability
-from tvts.data.fetch.config import FetchConfig, cookies_of, proxy_of
-from tvts.data.fetch.download import Redactor, fetch_ids
+from tvts.data.fetch.config import FetchConfig, cookies_of, logged_config, proxy_of
+from tvts.data.fetch.download import fetch_ids
 from tvts.data.fetch.ids import distinct_ids, part_of
 from tvts.stages.common import add_common_args, command
 
@@ -32,13 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output part-N.jsonl")
     add_common_args(p)
     return p
-
-
-def logged_config(cfg: FetchConfig) -> dict:
-    """The section as it may be logged: where the proxy and cookies came from, never what they are."""
-    out = dict(vars(cfg))
-    out["proxy"] = Redactor([cfg.proxy])(cfg.proxy) if cfg.proxy else ""
-    return out
 
 
 @command(build_parser)

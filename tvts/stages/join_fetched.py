@@ -15,10 +15,9 @@ from pathlib import Path
 from tvts import io, tracking
 from tvts.config import load_sections
 from tvts.data.fetch import availability
-from tvts.data.fetch.config import FetchConfig
+from tvts.data.fetch.config import FetchConfig, logged_config
 from tvts.data.fetch.join import join
 from tvts.stages.common import add_common_args, command
-from tvts.stages.fetch_videos import logged_config
 
 log = logging.getLogger("tvts.join_fetched")
 

@@ -52,6 +52,12 @@ class FetchConfig:
                 f"has credentials; put that proxy URL in ${PROXY_ENV} instead, which is never logged")
 
 
+def logged_config(cfg: FetchConfig) -> dict:
+    """The section as it may be logged: `check` keeps credentials out of `proxy`, and the
+    environment's proxy and cookies are not in it at all (only whether they are set is logged)."""
+    return dict(vars(cfg))
+
+
 def proxy_of(cfg: FetchConfig, env=os.environ) -> str:
     return env.get(PROXY_ENV) or cfg.proxy
 
