@@ -15,6 +15,7 @@ rule fetch_videos:
     log:
         f"logs/{EXP}/fetch_videos/part-{{part}}.log",
     params:
+        exp=EXP,
         cfg=lambda wc: stage_json("fetch"),  # a function: `{id}` in fetch.info_url is not a wildcard
         parts=fetch_parts(),
     threads: res("fetch_videos", "threads")
@@ -23,7 +24,7 @@ rule fetch_videos:
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "exec tvts fetch-videos --part {wildcards.part} --parts {params.parts} --exp {EXP} --rule fetch_videos"
+        "exec tvts fetch-videos --part {wildcards.part} --parts {params.parts} --exp {params.exp} --rule fetch_videos"
         " --config-json {params.cfg:q} --out {output.jsonl} > {log} 2>&1"
 
 
@@ -36,6 +37,7 @@ rule transcribe:
     log:
         f"logs/{EXP}/transcribe/part-{{part}}.log",
     params:
+        exp=EXP,
         cfg=stage_json("transcribe"),
         upstream=upstream(EXP, "fetch"),
     threads: res("transcribe", "threads")
@@ -44,7 +46,7 @@ rule transcribe:
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "exec tvts transcribe --fetched {input.fetched} --exp {EXP} --rule transcribe"
+        "exec tvts transcribe --fetched {input.fetched} --exp {params.exp} --rule transcribe"
         " --config-json {params.cfg:q} --out {output} > {log} 2>&1"
 
 
@@ -58,6 +60,7 @@ rule join_fetched:
     log:
         f"logs/{EXP}/join_fetched.log",
     params:
+        exp=EXP,
         cfg=lambda wc: stage_json("fetch"),  # a function: `{id}` in fetch.info_url is not a wildcard
         upstream=upstream(EXP, "fetch", "transcribe"),
     resources:
@@ -65,5 +68,5 @@ rule join_fetched:
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "exec tvts join-fetched --parts {input.parts} --transcripts {input.transcripts} --exp {EXP} --rule join_fetched"
+        "exec tvts join-fetched --parts {input.parts} --transcripts {input.transcripts} --exp {params.exp} --rule join_fetched"
         " --config-json {params.cfg:q} --availability {output.availability} --list {output.video_list} > {log} 2>&1"
