@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tvts import io
 from tvts.config import ConfigError, from_dict
@@ -107,6 +108,35 @@ def test_a_rerun_skips_verified_videos_and_refetches_a_changed_one(site, tmp_pat
     assert second[GOOD].get("skipped") and site.hits[f"/media/{GOOD}.mp4"] == 1
     assert not second[FLAKY].get("skipped") and site.hits[f"/media/{FLAKY}.mp4"] == 2
     assert second[FLAKY]["sha256"] == first[1]["sha256"]
+
+
+def test_verify_size_trusts_a_same_size_file_without_reading_it(site, tmp_path):
+    site.add_video(GOOD, WORDS)
+    (tmp_path / "ids.txt").write_text(f"{GOOD}\n")
+    cfg = fetch_cfg(site, tmp_path, ids=str(tmp_path / "ids.txt"), verify="size")
+    run_fetch(cfg, tmp_path / "a.jsonl")
+    video = Store(tmp_path / "store").video(GOOD)
+    video.write_bytes(b"x" * video.stat().st_size)  # same size, other bytes: size cannot tell
+    assert run_fetch(cfg, tmp_path / "b.jsonl")[0].get("skipped")
+    video.write_bytes(b"short")
+    assert not run_fetch(cfg, tmp_path / "c.jsonl")[0].get("skipped") and site.hits[f"/media/{GOOD}.mp4"] == 2
+
+
+def test_the_workflow_config_needs_ids_and_a_model_with_fetching(tmp_path):
+    from tvts.workflow_config import validate_workflow_config
+
+    schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/smoke.yaml").read_text())
+    base |= {"data": {"yttemporal_list": str(tmp_path / "corpus/videos.tsv")}, "dag": {"align_parts": 1, "fetch": True}}
+    with pytest.raises(ConfigError, match=r"^fetch.ids: must name"):
+        validate_workflow_config(base, schema)
+    with pytest.raises(ConfigError, match=r"^fetch.ids: .*ids.txt not found"):
+        validate_workflow_config(base | {"fetch": {"ids": str(tmp_path / "ids.txt")}}, schema)
+    (tmp_path / "ids.txt").write_text("abcdefghijk\n")
+    fetching = base | {"fetch": {"ids": str(tmp_path / "ids.txt")}}
+    validate_workflow_config(fetching, schema)  # the list the join writes need not exist yet
+    with pytest.raises(ConfigError, match=r"^transcribe.model: must name"):
+        validate_workflow_config(fetching | {"dag": {"align_parts": 1, "fetch": True, "transcribe": True}}, schema)
 
 
 def test_parts_split_the_distinct_ids(site, tmp_path):

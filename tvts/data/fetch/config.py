@@ -35,6 +35,7 @@ class FetchConfig:
     cookies: str = ""              # cookies.txt (your own account's); or $TVTS_FETCH_COOKIES
     proxy: str = ""                # proxy URL without credentials; with credentials use $TVTS_FETCH_PROXY
     info_url: str = ""             # info JSON per id (`{id}` in a URL or path) instead of asking YouTube
+    verify: str = "sha256"         # how a rerun checks a recorded file: sha256 (reads it all) or size
 
     def check(self, where: str) -> None:
         require(self.limit >= 0, where, "limit", "must be >= 0 (0 = all)")
@@ -47,6 +48,7 @@ class FetchConfig:
         require(self.backoff_s >= 0 and self.max_backoff_s >= 0, where, "backoff_s", "must be >= 0")
         require(self.socket_timeout_s > 0, where, "socket_timeout_s", "must be > 0")
         require(not self.info_url or "{id}" in self.info_url, where, "info_url", "must contain {id}")
+        require(self.verify in ("sha256", "size"), where, "verify", "must be sha256 or size")
         # The config is logged (manifest, MLflow, Snakemake's command line): no secrets in it.
         require(not urlsplit(self.proxy).password if self.proxy else True, where, "proxy",
                 f"has credentials; put that proxy URL in ${PROXY_ENV} instead, which is never logged")

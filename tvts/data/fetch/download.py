@@ -116,8 +116,9 @@ def pick_format(formats: list[dict], cfg: FetchConfig) -> dict | None:
 
     def preference(f: dict) -> tuple:
         h264_mp4 = str(f.get("vcodec") or "").startswith(cfg.codec) and f.get("ext") == "mp4"
+        one_file = f.get("protocol", "https") in ("http", "https")  # not HLS/DASH pieces
         size = f.get("filesize") or f.get("filesize_approx") or (f.get("tbr") or 0) * 1000
-        return (not h264_mp4, short_side(f), size)
+        return (not h264_mp4, not one_file, short_side(f), size)
 
     return min(big, key=preference) if big else max(video, key=lambda f: (short_side(f), not preference(f)[0]))
 
@@ -172,9 +173,10 @@ def sha256_of(path: Path) -> str:
 class Store:
     """`<store>/videos/<id>.mp4`, `captions/<id>.vtt`, `records/<id>.json`, `.staging/<id>/`."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, verify: str = "sha256"):
         self.root = Path(root)
         self.staging = self.root / ".staging"
+        self.verify = verify
 
     def video(self, vid: str) -> Path:
         return self.root / "videos" / f"{vid}.mp4"
@@ -186,16 +188,18 @@ class Store:
         return self.root / "records" / f"{vid}.json"
 
     def verified(self, vid: str) -> dict | None:
-        """The recorded row of `vid` when its files are still there and their sha256 match."""
+        """The recorded row of `vid` when its files are still there and match the record: their
+        sha256 (`verify: sha256`), or their size (`verify: size`, no file read)."""
         try:
             row = json.loads(self.record(vid).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return None
-        files = [(self.video(vid), row.get("sha256"))]
+        files = [(self.video(vid), row.get("sha256"), row.get("bytes"))]
         if row.get("captions"):
-            files.append((self.captions(vid), row.get("captions_sha256")))
-        for path, digest in files:
-            if not path.is_file() or sha256_of(path) != digest:
+            files.append((self.captions(vid), row.get("captions_sha256"), row.get("captions_bytes")))
+        for path, digest, size in files:
+            same = path.is_file() and (path.stat().st_size == size if self.verify == "size" else sha256_of(path) == digest)
+            if not same:
                 log.warning("%s: %s changed since it was fetched; fetching again", vid, path.name)
                 return None
         return row
@@ -264,7 +268,7 @@ def finish(vid: str, done: dict, lang: str | None, store: Store) -> dict:
         except (OSError, FormatError) as err:
             shutil.rmtree(staged, ignore_errors=True)
             return missing(vid, "other", f"captions unreadable: {err}")
-        row |= {"captions": str(store.captions(vid)), "captions_sha256": sha256_of(vtt)}
+        row |= {"captions": str(store.captions(vid)), "captions_sha256": sha256_of(vtt), "captions_bytes": vtt.stat().st_size}
         _move(vtt, store.captions(vid))
     _move(video, store.video(vid))
     row["video"] = str(store.video(vid))
@@ -289,7 +293,7 @@ def fetch_ids(ids: list[str], cfg: FetchConfig, store_root: str | Path, env=os.e
     """
     from yt_dlp import YoutubeDL
 
-    store = Store(store_root)
+    store = Store(store_root, cfg.verify)
     logger = CapturingLogger(Redactor([proxy_of(cfg, env)] + _passwords(proxy_of(cfg, env))))
     rows = []
     with YoutubeDL(ydl_params(cfg, store.staging, logger, env)) as ydl:
