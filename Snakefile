@@ -13,6 +13,11 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+if fetching():  # dag.fetch: the corpus is downloaded first; its list is then a rule's output
+
+    include: "workflow/rules/fetch.smk"
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/pretrain.smk"

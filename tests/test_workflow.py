@@ -245,11 +245,15 @@ def test_paper_config_dry_runs(tmp_path):
     parts = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]["align_parts"]
     tasks = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["eval"]["tasks"]
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["dag"]
-    assert planned_jobs(proc) == {"align_asr": parts, "shard_clips": paper["shard_parts"], "shard_union": 1,
+    assert planned_jobs(proc) == {"fetch_videos": paper["fetch_parts"], "join_fetched": 1,
+                                  "align_asr": parts, "shard_clips": paper["shard_parts"], "shard_union": 1,
                                   "shard_pairs": paper["pair_parts"], "pretrain": 1, "select_ckpt": 1,
                                   "post_pretrain": 1, "report": 1, "all": 1} | {
         f"eval_{task}": 2 * len(names) for task, names in tasks.items()}  # paper and paper-post
     assert len(tasks["finetune"]) == 4 and len(tasks["t2v"]) == 4  # every dataset of the paper's tables
+    # The jobs are listed in the order they can run: every fetch part and the join before alignment.
+    order = re.findall(r"^rule (\w+):", proc.stdout, re.MULTILINE)
+    assert max(i for i, r in enumerate(order) if r in ("fetch_videos", "join_fetched")) < order.index("align_asr")
 
 
 def test_new_data_version_retriggers_alignment(done_workdir, tmp_path):

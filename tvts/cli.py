@@ -8,6 +8,9 @@ import sys
 
 COMMANDS = {
     "make-demo": ("tvts.stages.make_demo", "generate the embedded demo corpus"),
+    "fetch-videos": ("tvts.stages.fetch_videos", "download the release's videos and captions (yt-dlp), one part"),
+    "transcribe": ("tvts.stages.transcribe", "Whisper word-timed transcripts of fetched videos without captions"),
+    "join-fetched": ("tvts.stages.join_fetched", "availability.json + the fetched videos as a YT-Temporal corpus"),
     "align-asr": ("tvts.stages.align_asr", "clean + DTW-align YT-Temporal ASR, cut K-clip windows"),
     "shard-clips": ("tvts.stages.shard_clips", "decode window frames into WebDataset shards"),
     "shard-union": ("tvts.stages.shard_union", "list the shard_clips parts as one shard set (set.json)"),

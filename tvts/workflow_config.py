@@ -16,6 +16,7 @@ import jsonschema
 from tvts.config import ConfigError, from_dict, load_yaml, require
 from tvts.data.config import AlignConfig, ShardConfig, WindowConfig
 from tvts.data.demo import DemoConfig
+from tvts.data.fetch.config import FetchConfig, TranscribeConfig
 from tvts.data.formats import CLASSIFICATION, RETRIEVAL
 from tvts.eval.config import (AttentiveConfig, FinetuneConfig, LinearConfig, T2VConfig, TemporalConfig, ViewsConfig, ZeroShotV2VConfig,
                               dataset_spec, eval_part)
@@ -30,7 +31,8 @@ from tvts.train.post_config import PostPretrainConfig
 STAGE_SECTIONS: dict[str, type] = {"demo": DemoConfig, "align_asr": AlignConfig, "windows": WindowConfig,
                                    "shard_clips": ShardConfig, "pretrain": PretrainConfig, "select": SelectConfig,
                                    "init_image_mae": ImageMAEConfig, "init_text_mlm": TextMLMConfig,
-                                   "shard_pairs": PairShardConfig, "post_pretrain": PostPretrainConfig}
+                                   "shard_pairs": PairShardConfig, "post_pretrain": PostPretrainConfig,
+                                   "fetch": FetchConfig, "transcribe": TranscribeConfig}
 # Every `eval.<part>` and the dataclass that checks it.
 EVAL_PARTS: dict[str, type] = {"views": ViewsConfig, "zeroshot_v2v": ZeroShotV2VConfig, "linear": LinearConfig,
                                "temporal": TemporalConfig, "attentive": AttentiveConfig, "finetune": FinetuneConfig,
@@ -144,13 +146,28 @@ def check_inputs(config: dict) -> None:
         ConfigError: naming the key of the first missing input or empty split.
     """
     video_list = (config.get("data") or {}).get("yttemporal_list")
-    if video_list:
+    fetching = (config.get("dag") or {}).get("fetch", False)
+    if fetching:
+        check_fetch(config)
+    if video_list and not fetching:  # with dag.fetch the join writes the list
         check_present(video_list, "data.yttemporal_list")
     for name, spec in ((config.get("eval") or {}).get("datasets") or {}).items():
         if isinstance(spec, dict) and spec.get("root"):
             check_present(spec["root"], f"eval.datasets.{name}.root")
     if video_list and Path(video_list).is_file() and Path(video_list).stat().st_size <= _SPLIT_CHECK_MAX_BYTES:
         check_splits(video_list, from_dict(ShardConfig, config.get("shard_clips"), "shard_clips").val_fraction)
+
+
+def check_fetch(config: dict) -> None:
+    """With dag.fetch: ids to fetch, and a Whisper model where transcribe is on (both may live on
+    another machine: only a missing file in an existing folder is an error, as in check_inputs)."""
+    fetch = config.get("fetch") or {}
+    require(bool(fetch.get("ids")), "fetch", "ids", "must name the release's jsonl files or an id list with dag.fetch")
+    check_present(fetch["ids"], "fetch.ids")
+    if (config.get("dag") or {}).get("transcribe", False):
+        model = (config.get("transcribe") or {}).get("model")
+        require(bool(model), "transcribe", "model", "must name a local Whisper model folder with dag.transcribe")
+        check_present(model, "transcribe.model")
 
 
 def check_present(path: str, key: str) -> None:

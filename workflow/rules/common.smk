@@ -112,6 +112,41 @@ def raw_input(path):
     return []
 
 
+def fetching():
+    return config["dag"].get("fetch", False)
+
+
+def fetch_parts():
+    return config["dag"].get("fetch_parts", 1)
+
+
+def fetch_ids_input():
+    """The release files to fetch (fetch.ids), an input when present (raw_input)."""
+    return raw_input(config.get("fetch", {}).get("ids", "")) if fetching() else []
+
+
+def fetch_part_files():
+    return [f"results/{EXP}/fetch/part-{i}.jsonl" for i in range(fetch_parts())]
+
+
+def transcript_part_files():
+    """The transcribe parts that the join reads: one per fetch part with dag.transcribe, else none."""
+    if not config["dag"].get("transcribe", False):
+        return []
+    return [f"results/{EXP}/transcribe/part-{i}.jsonl" for i in range(fetch_parts())]
+
+
+def transcribe_model_input():
+    """The local Whisper model folder, an input when present (raw_input); none without dag.transcribe."""
+    return raw_input(config.get("transcribe", {}).get("model", "")) if config["dag"].get("transcribe", False) else []
+
+
+def video_list_input():
+    """align_asr's list: the join's output with dag.fetch (so fetching is planned ahead of
+    alignment), else the raw list (raw_input)."""
+    return config["data"]["yttemporal_list"] if fetching() else raw_input(config["data"]["yttemporal_list"])
+
+
 def asr_parts(exp):
     return [f"results/{exp}/asr/part-{i}.jsonl" for i in range(config["dag"]["align_parts"])]
 

@@ -5,7 +5,7 @@
 
 rule align_asr:
     input:
-        video_list=raw_input(config["data"]["yttemporal_list"]),
+        video_list=video_list_input(),
     output:
         jsonl="results/{exp}/asr/part-{part}.jsonl",
         manifest="results/{exp}/asr/part-{part}.manifest.json",
