@@ -30,6 +30,7 @@ class DatasetSpec:
     format: reader name (tvts.data.formats), e.g. ssv2, k400, ucf101, hmdb51, msrvtt.
     root: the dataset folder. fold: split number where a dataset has several (UCF/HMDB).
     max_videos: keep the first N videos of each split in annotation order (0 = all): demos only.
+    max_test_videos: the same for the test split alone (0 = as max_videos).
     lists: for ssv2_list, the list file of a split when it is not one of the names the reader knows.
     reversed_pairs: which classes are order-reversed pairs, for the within-pair probe
         (tvts.eval.temporal): a separator (", then ": "A, then B" pairs with "B, then A"), or a
@@ -40,6 +41,7 @@ class DatasetSpec:
     root: str
     fold: int = 1
     max_videos: int = 0
+    max_test_videos: int = 0
     lists: dict[str, str] = field(default_factory=dict)  # ssv2_list: split -> its list file (relative to root)
     reversed_pairs: str = ""
 
@@ -49,6 +51,7 @@ class DatasetSpec:
         require(set(self.lists) <= {"train", "test"}, where, "lists", "maps train and/or test to a list file")
         require(self.fold >= 1, where, "fold", "must be >= 1")
         require(self.max_videos >= 0, where, "max_videos", "must be >= 0")
+        require(self.max_test_videos >= 0, where, "max_test_videos", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,8 @@ def dataset_spec(section: dict[str, Any], name: str) -> DatasetSpec:
 
 
 def load_dataset_split(spec: DatasetSpec, split: str) -> VideoSet:
-    """Read one split with the dataset's reader and keep its first `max_videos` videos (if > 0).
+    """Read one split with the dataset's reader and keep its first `max_videos` videos (if > 0;
+    `max_test_videos` for the test split when set).
 
     Args:
         spec: the dataset's config.
@@ -203,8 +207,9 @@ def load_dataset_split(spec: DatasetSpec, split: str) -> VideoSet:
 
     options = {"list_file": spec.lists[split]} if split in spec.lists else {}
     vset = read_split(spec.format, Path(spec.root), split, fold=spec.fold, **options)
-    if spec.max_videos > 0:
-        vset.items = vset.items[:spec.max_videos]
+    limit = spec.max_test_videos if split == "test" and spec.max_test_videos > 0 else spec.max_videos
+    if limit > 0:
+        vset.items = vset.items[:limit]
     return vset
 
 

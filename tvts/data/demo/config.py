@@ -90,8 +90,8 @@ class DemoConfig:
     # window. "one_actor" (corpus v1): one actor does the steps within ssv2_clip_s.
     ssv2_layout: str = "events"
     ssv2_classes: dict[str, list] = field(default_factory=default_ssv2_classes)  # template -> actions
-    ssv2_train_per_class: int = 24
-    ssv2_val_per_class: int = 8
+    ssv2_train_per_class: int = 240
+    ssv2_val_per_class: int = 80
     ssv2_clip_s: float = 4.0            # one_actor only
     ssv2_split_min_frac: float = 0.4    # one_actor only: two-step clips switch step at this..max fraction
     ssv2_split_max_frac: float = 0.6
