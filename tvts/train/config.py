@@ -27,6 +27,10 @@ class OptimConfig:
     warmup_steps: int = 0        # linear warm-up (the paper has none)
     grad_accum: int = 1          # micro-batches per optimiser step
     clip_grad: float = 0.0       # 0 = no clipping
+    # The divergence guard (tvts.train.trainer): a step with a non-finite loss or gradient norm is
+    # skipped; this many in a row, or a larger share of all steps (from that many skips on), stop the run.
+    max_skipped_in_row: int = 10
+    max_skipped_share: float = 0.05
 
     def check(self, where: str) -> None:
         require(self.lr > 0, where, "lr", "must be > 0")
@@ -34,6 +38,8 @@ class OptimConfig:
         require(self.epochs >= 1, where, "epochs", "must be >= 1")
         require(all(0 < e <= self.epochs for e in self.decay_epochs), where, "decay_epochs", "must lie in 1..epochs")
         require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
+        require(self.max_skipped_in_row >= 1, where, "max_skipped_in_row", "must be >= 1")
+        require(0 <= self.max_skipped_share <= 1, where, "max_skipped_share", "must lie in [0, 1]")
         require(self.warmup_steps >= 0, where, "warmup_steps", "must be >= 0")
 
 

@@ -16,6 +16,7 @@ moved with `.to(device)`, so the trainer never needs to know which it got.
 """
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -26,7 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from tvts.data.shards import ShardError, decode_rgb, parse_meta, read_index, tar_members, tsn_indices
-from tvts.data.shardset import MemberReader, SampleRef, ShardSet, open_shard_set
+from tvts.data.shardset import MemberReader, SampleRef, ShardSet, StaleIndex, open_shard_set
 from tvts.models.config import VideoConfig
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
 from tvts.models.video_vit import MEAN, STD, all_patches, tube_keep_indices
@@ -100,12 +101,19 @@ class WindowDataset(Dataset):
 
     def read(self, index: int) -> dict[str, bytes]:
         """Every member of sample `index` (json + frames), by one read of the span they lie in
-        (a sample's members are consecutive in its tar): one ranged GET of a URL, not one per member."""
+        (a sample's members are consecutive in its tar): one ranged GET of a URL, not one per member.
+
+        Raises:
+            StaleIndex: the first member's tar header is not where the index says (the shard was
+                replaced after its index was read).
+        """
         ref = self.refs[index]
         if "_reader" not in self.__dict__:
             self._reader = MemberReader()
-        start = min(o for o, _ in ref.members.values())
+        first = min(ref.members, key=lambda name: ref.members[name][0])
+        start = ref.members[first][0] - tarfile.BLOCKSIZE  # from the first member's header on
         span = self._reader.read(ref.shard, start, max(o + n for o, n in ref.members.values()) - start)
+        check_header(span[:tarfile.BLOCKSIZE], ref, first)
         return {name: span[o - start:o - start + n] for name, (o, n) in ref.members.items()}
 
     def meta(self, index: int) -> dict:
@@ -152,6 +160,24 @@ class WindowDataset(Dataset):
             return {"frames": load_frames(sample, self.view, rng, ref.shard, ref.key)}
         jpegs, crop = pick_jpegs(sample, self.view, rng, ref.shard, ref.key)
         return {"frames": JpegFrames(jpegs, torch.tensor(crop), self.view.video.img_size)}
+
+
+def check_header(block: bytes, ref: SampleRef, field: str) -> None:
+    """The tar header before a sample's first member names that member with its indexed size.
+
+    Raises:
+        StaleIndex: naming the shard and the member, when it does not.
+    """
+    want, (offset, size) = f"{ref.key}.{field}", ref.members[field]
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.TarError:
+        info = None
+    # a name over 100 bytes lives in a pax header before this one, which holds its start
+    if info is None or info.size != size or not info.name or not want.startswith(info.name):
+        found = f"{info.name!r} of {info.size} bytes" if info else "no tar header"
+        raise StaleIndex(f"{ref.shard}: stale index: {want} ({size} bytes at offset {offset}) is not there any more "
+                         f"({found}): the shard changed after its index was read; run again to read it anew")
 
 
 def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None,

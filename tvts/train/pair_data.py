@@ -92,7 +92,7 @@ def parse_meta_pair(data: bytes | None, shard: str, key: str) -> dict:
         ShardError: absent, not JSON, or without a caption.
     """
     if data is None:
-        raise ShardError(shard, key, "no json member")
+        raise ShardError(shard, f"{key}.json", "missing member (the sample has no json)")
     try:
         meta = json.loads(data)
     except ValueError as err:

@@ -25,7 +25,11 @@ class PostOptimConfig:
     epochs: int = 12
     warmup_steps: int = 0
     grad_accum: int = 1
-    clip_grad: float = 0.0
+    clip_grad: float = 0.0       # 0 = no clipping
+    # The divergence guard (tvts.train.trainer): a step with a non-finite loss or gradient norm is
+    # skipped; this many in a row, or a larger share of all steps (from that many skips on), stop the run.
+    max_skipped_in_row: int = 10
+    max_skipped_share: float = 0.05
 
     def check(self, where: str) -> None:
         require(self.lr > 0, where, "lr", "must be > 0")
@@ -33,6 +37,8 @@ class PostOptimConfig:
         require(self.epochs >= 1, where, "epochs", "must be >= 1")
         require(self.warmup_steps >= 0, where, "warmup_steps", "must be >= 0")
         require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
+        require(self.max_skipped_in_row >= 1, where, "max_skipped_in_row", "must be >= 1")
+        require(0 <= self.max_skipped_share <= 1, where, "max_skipped_share", "must lie in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,18 @@ an epoch checkpoint, and SIGTERM/SIGUSR1 answered at the next step boundary by a
 checkpoint and `Preempted`. What differs is the micro-step (forward, loss, backward), passed in.
 The stream of batches is a pure function of (seed, epoch, step), so a resumed run sees exactly
 the batches the interrupted one would have seen.
+
+The divergence guard lives here too: a step whose loss or gradient norm is not finite is skipped
+(its gradient discarded, the step still counted so the data stream and schedule stay in place)
+and counted; too many in a row, or too large a share, stop the run with `Diverged`.
 """
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -19,10 +26,12 @@ import torch
 import torch.nn as nn
 
 from tvts.train import distributed as dist
-from tvts.train.preemption import Preempted, Preemption
+from tvts.train.preemption import Diverged, Preempted, Preemption
 from tvts.train.telemetry import Telemetry
 
-MicroStep = Callable[[Any, int], None]  # (batch, grad_accum): forward, loss / grad_accum, backward
+# (batch, grad_accum): forward, loss / grad_accum, backward; returns the loss terms (floats) or None
+MicroStep = Callable[[Any, int], "dict[str, float] | None"]
+log = logging.getLogger("tvts.trainer")
 
 
 @dataclass
@@ -39,6 +48,9 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one record per finished epoch
     train_s: float = 0.0            # training wall time (checkpoint writing excluded), over resumed runs
     telemetry: Telemetry = field(default_factory=Telemetry)  # this process's timings (not checkpointed)
+    skipped_steps: int = 0          # steps the divergence guard skipped (checkpointed)
+    skipped_in_row: int = 0         # of which the latest ones in a row
+    skipped_terms: str = ""         # the loss terms of the last skipped step, for the message
 
     @property
     def epoch(self) -> int:
@@ -66,15 +78,74 @@ class Budget:
     grad_accum: int = 1
     clip_grad: float = 0.0          # 0 = no clipping
     amp: str = "off"                # the autocast mode (telemetry's MFU is against that dtype's peak)
+    max_skipped_in_row: int = 10    # non-finite steps in a row that stop the run (`Diverged`)
+    max_skipped_share: float = 0.05  # share of skipped steps that stops it, once `max_skipped_in_row` were skipped
+    where: str = ""                 # the config section of the two limits (e.g. pretrain.optim), for the message
+
+    @classmethod
+    def of(cls, optim: Any, amp: str, where: str) -> "Budget":
+        """From a stage's `optim` section (epochs, grad_accum, clip_grad and the guard's limits)."""
+        return cls(optim.epochs, optim.grad_accum, optim.clip_grad, amp, optim.max_skipped_in_row,
+                   optim.max_skipped_share, where)
 
 
-def optimizer_step(state: TrainState, clip_grad: float) -> None:
+def grad_norm(model: nn.Module, clip_grad: float) -> float:
+    """The total gradient norm (before clipping, which it does when `clip_grad` > 0)."""
+    params = [p for p in model.parameters() if p.grad is not None]
     if clip_grad > 0:
-        nn.utils.clip_grad_norm_(state.model.parameters(), clip_grad)
-    state.optimizer.step()
+        return float(nn.utils.clip_grad_norm_(params, clip_grad))
+    return float(nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
+
+
+def finite_step(state: TrainState, budget: Budget, terms: dict[str, float], device: torch.device) -> bool:
+    """Clip, then check this step: True when every rank saw a finite loss and gradient norm (the
+    same answer on every rank); otherwise the step is counted (`skip_step`)."""
+    norm = grad_norm(state.model, budget.clip_grad)
+    ok = math.isfinite(norm) and all(math.isfinite(v) for v in terms.values())
+    if dist.any_rank(not ok, device):
+        skip_step(state, budget, terms | {"grad_norm": norm})
+        return False
+    state.skipped_in_row = 0
+    return True
+
+
+def optimizer_step(state: TrainState, budget: Budget) -> None:
+    """One optimiser step, unless `finite_step` just skipped it (its gradient is discarded). The
+    schedule and the step counter advance either way: the batch stream is a function of the step."""
+    if not state.skipped_in_row:
+        state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    state.scheduler.step()
+    with warnings.catch_warnings():  # a skipped first step warns "scheduler.step() before optimizer.step()"
+        warnings.simplefilter("ignore", UserWarning)
+        state.scheduler.step()
     state.step += 1
+
+
+def skip_step(state: TrainState, budget: Budget, terms: dict[str, float]) -> None:
+    """Count a non-finite step; raise `Diverged` once the limits are passed."""
+    state.skipped_steps += 1
+    state.skipped_in_row += 1
+    state.skipped_terms = " ".join(f"{k}={v:.4g}" for k, v in terms.items())
+    log.warning("step %d skipped: non-finite loss or gradient (%s); %d skipped so far", state.step + 1,
+                state.skipped_terms, state.skipped_steps)
+    check_guard(state, budget, state.step + 1)
+
+
+def check_guard(state: TrainState, budget: Budget, step: int, epoch_end: bool = False) -> None:
+    """Raise `Diverged` when `max_skipped_in_row` steps in a row were skipped, or more than
+    `max_skipped_share` of the `step` steps so far: from the `max_skipped_in_row`-th skip on, and at
+    every epoch end (a run too short for that many skips is not accepted diverged)."""
+    key = f"{budget.where}." if budget.where else ""
+    share = state.skipped_steps > budget.max_skipped_share * step
+    if state.skipped_in_row >= budget.max_skipped_in_row:
+        why = f"{state.skipped_in_row} steps in a row ({key}max_skipped_in_row {budget.max_skipped_in_row})"
+    elif share and (epoch_end or state.skipped_steps >= budget.max_skipped_in_row):
+        why = f"{state.skipped_steps} of {step} steps ({key}max_skipped_share {budget.max_skipped_share:g})"
+    else:
+        return
+    raise Diverged(f"diverged at step {step}: {why} had a non-finite loss or gradient "
+                   f"({state.skipped_terms or 'before a resume'}); no checkpoint of it was written; "
+                   "lower the learning rate or check the loss settings")
 
 
 def run_epoch(state: TrainState, batches: Iterable, micro_step: MicroStep, budget: Budget, env: dist.DistEnv,
@@ -90,10 +161,11 @@ def run_epoch(state: TrainState, batches: Iterable, micro_step: MicroStep, budge
     for micro, batch in enumerate(tel.timed(itertools.islice(batches, remaining)), start=1):
         sync = micro % accum == 0
         with dist.no_sync(state.engine, sync), tel.counting(batch):
-            micro_step(batch, accum)
+            terms = micro_step(batch, accum) or {}
         if not sync:
             continue
-        optimizer_step(state, budget.clip_grad)
+        finite_step(state, budget, terms, env.device)
+        optimizer_step(state, budget)
         tel.step_done(time.perf_counter() - t_last)
         after_step()
         now = time.perf_counter()
@@ -126,6 +198,7 @@ def run_epochs(state: TrainState, sampler, loader_for: Callable[[], Iterable], m
             sampler.set_epoch(epoch, start_step=state.step_in_epoch * budget.grad_accum)
             if not run_epoch(state, loader_for(), micro_step, budget, env, preempt, ckpts, after_step):
                 raise Preempted(state.step)
+            check_guard(state, budget, state.step, epoch_end=True)  # before a (final) epoch checkpoint
             end_epoch(epoch)
             last = epoch == budget.epochs - 1
             ckpts.save_epoch(state, epoch, complete=last)

@@ -8,11 +8,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from tvts import grid, tracking
-from tvts.config import ConfigError
+from tvts.config import ConfigError, load_yaml
 from tvts.stages.common import job_environment
 from tvts.workflow_config import validate_workflow_config
 
 try:
+    for path in workflow.configfiles:  # read again without aliases: an alias bomb hangs validation
+        load_yaml(path)
     validate_workflow_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as err:
     sys.exit(f"Config error: {err}")
