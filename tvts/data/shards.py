@@ -32,11 +32,21 @@ log = logging.getLogger("tvts.data.shards")
 Members = dict[str, tuple[int, int]]  # field -> (offset, size) of its data inside the tar
 
 
+# Why a sample could not be read, as counted when training skips it (tvts.train.data), by the
+# start of the message.
+BAD_SAMPLE_REASONS = {"not a readable JPEG": "unreadable_jpeg", "invalid JSON": "bad_json",
+                      "not a window sample": "bad_json", "not a pair sample": "bad_json",
+                      "missing member": "missing_member", "no ": "missing_member"}
+REASONS = ("unreadable_jpeg", "bad_json", "missing_member", "bad_sample")
+
+
 class ShardError(ValueError):
-    """A malformed sample in a shard: the message names the shard and the member."""
+    """A malformed sample in a shard: the message names the shard and the member; `reason` is
+    one of `REASONS`."""
 
     def __init__(self, shard: str | Path, member: str, msg: str):
         super().__init__(f"{shard}: {member}: {msg}")
+        self.reason = next((r for start, r in BAD_SAMPLE_REASONS.items() if msg.startswith(start)), "bad_sample")
 
 
 def parse_meta(data: bytes | None, shard: str | Path, key: str) -> dict:

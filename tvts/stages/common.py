@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 
 from tvts.config import ConfigError
 from tvts.io import CheckpointError, InputUnavailable
-from tvts.train.preemption import PREEMPTED, Diverged, Preempted
+from tvts.train.preemption import PREEMPTED, Diverged, Preempted, TooManyBadSamples
 
 log = logging.getLogger("tvts")
 
@@ -75,7 +75,8 @@ def command(build_parser: Callable[[], argparse.ArgumentParser]):
 
     `Preempted` -> PREEMPTED (75: checkpoint written, rerun to resume), and so does
     `InputUnavailable` (a remote input down past its retries: rerun later); `ConfigError` -> one line
-    naming the key, exit status 1; so do `Diverged` (the divergence guard) and `CheckpointError`
+    naming the key, exit status 1; so do `Diverged` (the divergence guard), `TooManyBadSamples`
+    (unreadable samples past `data.max_bad_samples`) and `CheckpointError`
     (an unreadable or non-finite checkpoint), naming the step or the file.
     """
     def decorate(run: Callable[[argparse.Namespace], int | None]) -> Callable[..., int]:
@@ -91,7 +92,7 @@ def command(build_parser: Callable[[], argparse.ArgumentParser]):
             except InputUnavailable as err:  # an outage past the retries: retry the job later
                 log.error("%s; exiting with %d (retry later)", str(err).strip().splitlines()[-1], PREEMPTED)
                 return PREEMPTED
-            except (ConfigError, Diverged, CheckpointError) as err:
+            except (ConfigError, Diverged, TooManyBadSamples, CheckpointError) as err:
                 raise SystemExit(f"{run.__module__.rsplit('.', 1)[-1]}: {err}") from None
         return main
     return decorate

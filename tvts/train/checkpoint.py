@@ -198,14 +198,17 @@ class CheckpointManager:
         state.train_s = float(saved.get("train_s", 0.0))
         guard = saved.get("guard", {})
         state.skipped_steps, state.skipped_in_row = int(guard.get("skipped", 0)), int(guard.get("in_row", 0))
+        bad = guard.get("bad_samples_ranks") or []
+        state.bad_samples = dict(bad[self.env.rank]) if len(bad) == self.env.world else {}
         state.load_extra(saved)
 
-    def _state(self, state, rng_ranks: list[dict], complete: bool) -> dict[str, Any]:
+    def _state(self, state, rng_ranks: list[dict], bad_ranks: list[dict], complete: bool) -> dict[str, Any]:
         return {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
                 "scheduler": state.scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks,
                 "step": state.step, "steps_per_epoch": state.steps_per_epoch, "history": state.history,
                 "train_s": state.train_s, "run_key": self.key, "complete": complete,
-                "guard": {"skipped": state.skipped_steps, "in_row": state.skipped_in_row}} \
+                "guard": {"skipped": state.skipped_steps, "in_row": state.skipped_in_row,
+                          "bad_samples_ranks": bad_ranks}} \
             | state.extra_state() | self.extra
 
     def _save(self, state, name: str, complete: bool = False) -> Path:
@@ -214,10 +217,11 @@ class CheckpointManager:
         """
         require_finite(state.model.state_dict(), f"{self.folder / name} (step {state.step})")
         rng_ranks = dist.gather_objects(rng_state())  # every rank's dropout stream, for an exact resume
+        bad_ranks = dist.gather_objects(dict(state.bad_samples))  # every rank's replaced samples
         state.sync()
         path = self.folder / name
         if self.env.is_main:
-            save(path, self._state(state, rng_ranks, complete))
+            save(path, self._state(state, rng_ranks, bad_ranks, complete))
             prune(self.folder, self.keep_last)
             if self.keep_epochs is not None:
                 for old in epoch_checkpoints(self.folder)[:-self.keep_epochs]:

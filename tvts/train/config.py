@@ -64,8 +64,12 @@ class DataConfig:
     # cpu: workers decode and normalise; cuda: workers ship the drawn JPEG bytes and the main
     # process decodes each batch on the GPU (nvJPEG), the same samples (tvts.train.data.decode_batch)
     decode_device: str = "cpu"
+    # a train sample that cannot be read (a corrupt JPEG, bad JSON) is replaced by the next one and
+    # counted by reason; more than this many on a rank stop the run
+    max_bad_samples: int = 1000
 
     def check(self, where: str) -> None:
+        require(self.max_bad_samples >= 0, where, "max_bad_samples", "must be >= 0")
         require(self.jpeg_decoder in JPEG_DECODERS, where, "jpeg_decoder", f"must be one of {', '.join(JPEG_DECODERS)}")
         require(self.normalise_on in NORMALISE_ON, where, "normalise_on", f"must be one of {', '.join(NORMALISE_ON)}")
         require(self.decode_device in DECODE_DEVICES, where, "decode_device",

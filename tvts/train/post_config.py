@@ -52,9 +52,11 @@ class PostDataConfig:
     clip_frames: int = 4           # WebVid frames per clip; an image is its frame repeated to one tubelet
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # RandomResizedCrop area range in training
     flip: bool = True              # random horizontal flip in training (the official image transform)
+    max_bad_samples: int = 1000    # unreadable train samples (each replaced by the next) a rank may meet before stopping
 
     def check(self, where: str) -> None:
         require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
+        require(self.max_bad_samples >= 0, where, "max_bad_samples", "must be >= 0")
         require(self.eval_batch_size >= 1, where, "eval_batch_size", "must be >= 1")
         require(self.workers >= 0, where, "workers", "must be >= 0")
         require(self.epoch_limit >= 0, where, "epoch_limit", "must be >= 0 (0 = no limit)")

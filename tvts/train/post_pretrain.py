@@ -38,7 +38,7 @@ from tvts.train.pair_data import KINDS, AlternatingSampler, EvalSampler, PairDat
 from tvts.train.post_config import PostPretrainConfig
 from tvts.train.pretext import Meter, align_loss, to_device
 from tvts.train.pretrain import cpu_record, log_step, trim_log
-from tvts.train.trainer import Budget, TrainState, run_epochs
+from tvts.train.trainer import Budget, TrainState, bad_sample_counts, run_epochs
 
 log = logging.getLogger("tvts.post_pretrain")
 
@@ -203,6 +203,7 @@ class PostPretrainJob:
         state, tel = self.state, self.state.telemetry
         if state.step % self.cfg.runtime.log_every == 0:
             values = {"train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps}
+            values |= {f"train/bad_samples/{k}": v for k, v in bad_sample_counts(state).items()}  # every rank
             for kind, meter in self.meters.items():
                 if meter.n:
                     values |= {f"train/{kind}/{k}": v for k, v in meter.summary(self.env.world, tel.wait_s).items()}
@@ -261,9 +262,10 @@ class PostPretrainJob:
         self.mlrun = mlrun
         self.ckpts.extra = {"config": json.loads(dumps(self.pre)), "text_spec": self.spec.as_dict(),
                             "post_pretrain": json.loads(dumps(cfg)), "mlflow_run_id": mlrun.run_id if mlrun else ""}
-        budget = Budget.of(cfg.optim, cfg.runtime.amp, "post_pretrain.optim")
+        budget = Budget.of(cfg, "post_pretrain")
         run_epochs(state, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
                    self.after_step, self.end_epoch)
+        self.bad_samples = bad_sample_counts(state)
         if not self.env.is_main:
             return {}
         manifest = self.manifest()
@@ -283,7 +285,8 @@ class PostPretrainJob:
         counts |= {"world_size": self.env.world, "steps": state.step, "steps_per_epoch": state.steps_per_epoch,
                    "epochs": cfg.optim.epochs, "skipped_steps": state.skipped_steps}
         epochs = [f"ckpt/{checkpoint.epoch_name(h['epoch'], h['step'])}" for h in state.history]
-        return {"stage": "post_pretrain", "inputs": {"init": str(self.init), "pairs": [str(d) for d in self.dirs]},
+        return {"stage": "post_pretrain", "bad_samples": self.bad_samples,  # replaced in training, by reason
+                "inputs": {"init": str(self.init), "pairs": [str(d) for d in self.dirs]},
                 "config": {"post_pretrain": cfg}, "counts": counts, "sources": self.kinds,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"}, "history": state.history,
                 "train_s": state.train_s, "versions": io.library_versions(), "cpu": cpu_record()}

@@ -28,6 +28,10 @@ class Diverged(RuntimeError):
     A command line prints its one-line message and exits 1; rerunning the same config fails again."""
 
 
+class TooManyBadSamples(RuntimeError):
+    """Training stopped: more samples could not be read than `data.max_bad_samples` allows."""
+
+
 class Preemption:
     """While active, SIGTERM / SIGUSR1 set `requested` instead of killing the process."""
 

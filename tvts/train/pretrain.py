@@ -32,7 +32,7 @@ from tvts.data.shardset import ShardSet, open_shard_set
 from tvts.train.data import ResumableBatchSampler, ViewConfig, WindowDataset
 from tvts.train.pretext import (Meter, build_optimizer, build_scheduler, evaluate, freeze_unused, losses,
                                 make_loader, run_model, to_device, train_accuracy, view_config, wrap)
-from tvts.train.trainer import Budget, TrainState, run_epochs
+from tvts.train.trainer import Budget, TrainState, bad_sample_counts, run_epochs
 
 log = logging.getLogger("tvts.pretrain")
 
@@ -135,7 +135,7 @@ class PretrainJob:
         val_sampler = ResumableBatchSampler(len(self.val_ds), cfg.data.eval_batch_size, env.rank, env.world,
                                             cfg.seed, shuffle=False, drop_last=False)
         self.val_loader = make_loader(self.val_ds, val_sampler, cfg, env)
-        self.meter, self.mlrun = Meter(), None
+        self.meter, self.mlrun, self.bad_samples = Meter(), None, {}
 
     @property
     def resume_run_id(self) -> str | None:
@@ -190,10 +190,11 @@ class PretrainJob:
     def after_step(self) -> None:
         state = self.state
         if state.step % self.cfg.runtime.log_every == 0:
+            bad = bad_sample_counts(state)  # a collective: on every rank
             tel = state.telemetry
             self.metrics({f"train/{k}": v for k, v in self.meter.summary(self.env.world, tel.wait_s).items()}
-                         | {"train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps},
-                         state.step)
+                         | {"train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps}
+                         | {f"train/bad_samples/{k}": v for k, v in bad.items()}, state.step)
             self.meter = Meter(wait0=tel.wait_s)
 
     def end_epoch(self, epoch: int) -> None:
@@ -216,11 +217,12 @@ class PretrainJob:
         self.mlrun = mlrun
         self.ckpts.extra = {"config": json.loads(dumps(cfg)), "text_spec": self.spec.as_dict(),
                             "mlflow_run_id": mlrun.run_id if mlrun else ""}
-        budget = Budget.of(cfg.optim, cfg.runtime.amp, "pretrain.optim")
+        budget = Budget.of(cfg, "pretrain")
         if cfg.runtime.compile:
             self.count_flops_eagerly()
         run_epochs(state, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
                    self.after_step, self.end_epoch)
+        self.bad_samples = bad_sample_counts(state)
         if not self.env.is_main:
             return {}
         if mlrun:
@@ -253,7 +255,8 @@ class PretrainJob:
                   "skipped_steps": state.skipped_steps}  # non-finite steps the divergence guard skipped
         # The epochs this run validated, not whatever `epoch-*.pt` lies in the folder.
         epochs = [f"ckpt/{checkpoint.epoch_name(h['epoch'], h['step'])}" for h in state.history]
-        return {"stage": self.stage, "inputs": {"shards": self.shards.spec,
+        return {"stage": self.stage, "bad_samples": self.bad_samples,  # replaced in training, by reason
+                "inputs": {"shards": self.shards.spec,
                                                          "shards_fingerprint": self.shards.fingerprint()},
                 "config": {"pretrain": cfg, "text_only": self.text_only}, "counts": counts,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"},

@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 
 from tvts.train import distributed as dist
-from tvts.train.preemption import Diverged, Preempted, Preemption
+from tvts.data.shards import REASONS
+from tvts.train.preemption import Diverged, Preempted, Preemption, TooManyBadSamples
 from tvts.train.telemetry import Telemetry
 
 # (batch, grad_accum): forward, loss / grad_accum, backward; returns the loss terms (floats) or None
@@ -51,6 +52,7 @@ class TrainState:
     skipped_steps: int = 0          # steps the divergence guard skipped (checkpointed)
     skipped_in_row: int = 0         # of which the latest ones in a row
     skipped_terms: str = ""         # the loss terms of the last skipped step, for the message
+    bad_samples: dict[str, int] = field(default_factory=dict)  # this rank's replaced samples, by reason (checkpointed)
 
     @property
     def epoch(self) -> int:
@@ -80,13 +82,20 @@ class Budget:
     amp: str = "off"                # the autocast mode (telemetry's MFU is against that dtype's peak)
     max_skipped_in_row: int = 10    # non-finite steps in a row that stop the run (`Diverged`)
     max_skipped_share: float = 0.05  # share of skipped steps that stops it, once `max_skipped_in_row` were skipped
-    where: str = ""                 # the config section of the two limits (e.g. pretrain.optim), for the message
+    max_bad_samples: int = 1000     # samples a rank may replace (unreadable: `bad_samples`) before the run stops
+    where: str = ""                 # the stage's config section (e.g. pretrain), for the messages
 
     @classmethod
-    def of(cls, optim: Any, amp: str, where: str) -> "Budget":
-        """From a stage's `optim` section (epochs, grad_accum, clip_grad and the guard's limits)."""
-        return cls(optim.epochs, optim.grad_accum, optim.clip_grad, amp, optim.max_skipped_in_row,
-                   optim.max_skipped_share, where)
+    def of(cls, stage: Any, where: str) -> "Budget":
+        """From a stage's config: `optim` (epochs, grad_accum, clip_grad, the divergence guard's
+        limits), `runtime.amp` and `data.max_bad_samples`."""
+        optim = stage.optim
+        return cls(optim.epochs, optim.grad_accum, optim.clip_grad, stage.runtime.amp, optim.max_skipped_in_row,
+                   optim.max_skipped_share, stage.data.max_bad_samples, where)
+
+    def key(self, name: str) -> str:
+        """A limit's config key, for a message."""
+        return f"{self.where}.{name}" if self.where else name
 
 
 def grad_norm(model: nn.Module, clip_grad: float) -> float:
@@ -135,17 +144,48 @@ def check_guard(state: TrainState, budget: Budget, step: int, epoch_end: bool = 
     """Raise `Diverged` when `max_skipped_in_row` steps in a row were skipped, or more than
     `max_skipped_share` of the `step` steps so far: from the `max_skipped_in_row`-th skip on, and at
     every epoch end (a run too short for that many skips is not accepted diverged)."""
-    key = f"{budget.where}." if budget.where else ""
     share = state.skipped_steps > budget.max_skipped_share * step
     if state.skipped_in_row >= budget.max_skipped_in_row:
-        why = f"{state.skipped_in_row} steps in a row ({key}max_skipped_in_row {budget.max_skipped_in_row})"
+        why = f"{state.skipped_in_row} steps in a row ({budget.key('optim.max_skipped_in_row')} {budget.max_skipped_in_row})"
     elif share and (epoch_end or state.skipped_steps >= budget.max_skipped_in_row):
-        why = f"{state.skipped_steps} of {step} steps ({key}max_skipped_share {budget.max_skipped_share:g})"
+        why = f"{state.skipped_steps} of {step} steps ({budget.key('optim.max_skipped_share')} {budget.max_skipped_share:g})"
     else:
         return
     raise Diverged(f"diverged at step {step}: {why} had a non-finite loss or gradient "
                    f"({state.skipped_terms or 'before a resume'}); no checkpoint of it was written; "
                    "lower the learning rate or check the loss settings")
+
+
+def count_bad_samples(state: TrainState, batch: Any) -> None:
+    """Take a batch's `skipped` counts (samples a dataset replaced: tvts.train.data.replace_bad) into
+    the run's, by reason."""
+    skipped = batch.pop("skipped", None) if isinstance(batch, dict) else None
+    if skipped is None:
+        return
+    for reason, n in zip(REASONS, skipped.sum(0).tolist()):
+        if n:
+            state.bad_samples[reason] = state.bad_samples.get(reason, 0) + int(n)
+
+
+def check_bad_samples(state: TrainState, budget: Budget, device: torch.device) -> None:
+    """Raises:
+        TooManyBadSamples: on every rank, once any rank replaced more than `max_bad_samples`.
+    """
+    over = sum(state.bad_samples.values()) > budget.max_bad_samples
+    if dist.any_rank(over, device):
+        counts = " ".join(f"{k}={v}" for k, v in sorted(state.bad_samples.items())) or "on another rank"
+        raise TooManyBadSamples(f"too many unreadable samples at step {state.step}: more than "
+                                f"{budget.max_bad_samples} ({budget.key('data.max_bad_samples')}) were replaced on a "
+                                f"rank ({counts}); see the log's 'skipped a bad sample' lines for the shards")
+
+
+def bad_sample_counts(state: TrainState) -> dict[str, int]:
+    """Every rank's replaced samples, summed by reason (a collective: call it on every rank)."""
+    total: dict[str, int] = {}
+    for counts in dist.gather_objects(dict(state.bad_samples)):
+        for reason, n in counts.items():
+            total[reason] = total.get(reason, 0) + n
+    return dict(sorted(total.items()))
 
 
 def run_epoch(state: TrainState, batches: Iterable, micro_step: MicroStep, budget: Budget, env: dist.DistEnv,
@@ -160,12 +200,14 @@ def run_epoch(state: TrainState, batches: Iterable, micro_step: MicroStep, budge
     remaining = (state.steps_per_epoch - state.step_in_epoch) * accum
     for micro, batch in enumerate(tel.timed(itertools.islice(batches, remaining)), start=1):
         sync = micro % accum == 0
+        count_bad_samples(state, batch)
         with dist.no_sync(state.engine, sync), tel.counting(batch):
             terms = micro_step(batch, accum) or {}
         if not sync:
             continue
         finite_step(state, budget, terms, env.device)
         optimizer_step(state, budget)
+        check_bad_samples(state, budget, env.device)
         tel.step_done(time.perf_counter() - t_last)
         after_step()
         now = time.perf_counter()

@@ -302,14 +302,40 @@ def all_targets():
     return targets
 
 
+def stale_outputs():
+    """Outputs left standing beside the missing output of a job that died while rerunning
+    (`snakemake -R pretrain` killed): a missing intermediate that no target names is not
+    rebuilt (snakemake/snakemake#1978), so its consumers are forced, as `-R` would. Pretraining's
+    manifest feeds selection; an untrained baseline's model feeds its evaluations."""
+    pairs = [(f"results/{e}/pretrain/manifest.json", [f"results/{e}/select/best.pt"])
+             for e in pretrained_experiments()]
+    pairs += [(model_of(e), [t for t in eval_targets() if t.startswith(f"results/{e}/eval/")])
+              for e in baseline_experiments()]
+    return sorted(c for made, consumers in pairs if not os.path.exists(made) for c in consumers if os.path.exists(c))
+
+
+STALE = [] if workflow.dag_settings.target_jobs else stale_outputs()  # not in a job's own Snakemake
+if STALE:
+    print(f"Warning: planned again, as their inputs' rerun died: {', '.join(STALE)}", file=sys.stderr)
+    workflow.dag_settings.forcerun = frozenset(workflow.dag_settings.forcerun) | frozenset(STALE)
+
+
+# With nothing to be done Snakemake skips `onstart`, so the spool of jobs that ended while the store
+# was away is replayed when the workflow is read, in order, by any invocation but a job's own
+# (only when one is left over: replaying imports mlflow). A spool whose job still runs is locked.
+os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
+if not workflow.dag_settings.target_jobs and tracking.pending_files():
+    tracking.mark_stale_runs_killed(config["tracking"]["experiment"])
+
+
 onstart:
     # One store migration and one parent run per invocation, before any job starts
     # (parallel first use of a new SQLite store races on the schema migration).
-    os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
     os.environ[tracking.COMMIT_ENV] = tracking.git_commit(workflow.basedir)
     os.environ[tracking.PAPER_CONFIG_ENV] = str(config["tracking"].get("paper_config", False)).lower()
     tracking.init_store()
-    tracking.mark_stale_runs_killed(config["tracking"]["experiment"])  # RUNNING runs of dead jobs
+    # every leftover spool replayed in order, then RUNNING runs of dead jobs and invocations KILLED
+    tracking.mark_stale_runs_killed(config["tracking"]["experiment"])
     command = shlex.join(sys.argv)
     os.environ[tracking.PARENT_ENV] = tracking.start_parent_run(EXP, {"config": config}, command)
 
