@@ -94,7 +94,7 @@ class WindowDataset(Dataset):
         """
         ref = self.refs[index]
         if name not in ref.members:
-            raise ShardError(ref.shard, ref.key, f"no {name} member")
+            raise ShardError(ref.shard, f"{ref.key}.{name}", f"missing member (the sample has no {name})")
         if "_reader" not in self.__dict__:  # a dataset made without __init__ (a reader over bare refs)
             self._reader = MemberReader()
         offset, size = ref.members[name]

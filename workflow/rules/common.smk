@@ -6,6 +6,7 @@ import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import ExecMode
 
 from tvts import grid, tracking
 from tvts.config import ConfigError, load_yaml
@@ -93,15 +94,26 @@ WARNED_MISSING = set()
 def rule_output(path, producer, consumer):
     """`path`, an output of rule `producer`, as an input of the job that writes `consumer`.
 
-    Missing beside an existing `consumer`, it is the output of a job that died; when that rerun
-    had a trigger that `upstream` does not carry (`-R`, a changed rule), Snakemake plans nothing
-    (it does not rebuild a missing intermediate file), so this says so, once per file.
+    Missing beside an existing `consumer`, it is the output of a job that died while rerunning
+    (`snakemake -R pretrain` killed), and `consumer` is stale. A missing intermediate file that
+    no target names is not rebuilt when its consumer looks up to date (snakemake/snakemake#1978),
+    so `consumer` is forced, as `-R` would: it, `producer` and everything below run again.
     """
-    if path not in WARNED_MISSING and not os.path.exists(path) and os.path.exists(consumer):
-        WARNED_MISSING.add(path)
-        print(f"Warning: {path} is missing but {consumer} exists: a {producer} job did not finish; "
-              f"if nothing is planned, `snakemake -R {producer}` reruns it and everything below it.", file=sys.stderr)
+    if not os.path.exists(path) and os.path.exists(consumer):
+        force(consumer)
+        if path not in WARNED_MISSING:
+            WARNED_MISSING.add(path)
+            print(f"Warning: {path} is missing but {consumer} exists: a {producer} job did not finish; "
+                  f"{consumer} and everything below it are planned again.", file=sys.stderr)
     return path
+
+
+def force(path):
+    """Force the job that writes `path` in the DAG being built (not in a Slurm job's own Snakemake:
+    it runs its one job)."""
+    dag = workflow.dag
+    if dag is not None and workflow.exec_mode == ExecMode.DEFAULT:
+        dag.forcefiles.add(path)
 
 
 def raw_input(path):
@@ -302,29 +314,12 @@ def all_targets():
     return targets
 
 
-def stale_outputs():
-    """Outputs left standing beside the missing output of a job that died while rerunning
-    (`snakemake -R pretrain` killed): a missing intermediate that no target names is not
-    rebuilt (snakemake/snakemake#1978), so its consumers are forced, as `-R` would. Pretraining's
-    manifest feeds selection; an untrained baseline's model feeds its evaluations."""
-    pairs = [(f"results/{e}/pretrain/manifest.json", [f"results/{e}/select/best.pt"])
-             for e in pretrained_experiments()]
-    pairs += [(model_of(e), [t for t in eval_targets() if t.startswith(f"results/{e}/eval/")])
-              for e in baseline_experiments()]
-    return sorted(c for made, consumers in pairs if not os.path.exists(made) for c in consumers if os.path.exists(c))
-
-
-STALE = [] if workflow.dag_settings.target_jobs else stale_outputs()  # not in a job's own Snakemake
-if STALE:
-    print(f"Warning: planned again, as their inputs' rerun died: {', '.join(STALE)}", file=sys.stderr)
-    workflow.dag_settings.forcerun = frozenset(workflow.dag_settings.forcerun) | frozenset(STALE)
-
-
 # With nothing to be done Snakemake skips `onstart`, so the spool of jobs that ended while the store
 # was away is replayed when the workflow is read, in order, by any invocation but a job's own
-# (only when one is left over: replaying imports mlflow). A spool whose job still runs is locked.
+# Snakemake (a Slurm job's; only when a spool is left over: replaying imports mlflow). A spool
+# whose job still runs is locked, and left alone.
 os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
-if not workflow.dag_settings.target_jobs and tracking.pending_files():
+if workflow.exec_mode == ExecMode.DEFAULT and tracking.pending_files():
     tracking.mark_stale_runs_killed(config["tracking"]["experiment"])
 
 
