@@ -65,6 +65,33 @@ def test_a_loss_that_is_nan_from_step_one_stops_pretraining_with_one_line(smoke_
     assert every_checkpoint_is_finite(out / "ckpt")
 
 
+def test_a_loss_that_explodes_stops_pretraining_with_one_line(smoke_shards, tmp_path):
+    """Finding: lr 1e3 gave a loss of ~1e6 (finite) and exit 0."""
+    out = tmp_path / "pre"
+    cfg = smoke_with(tmp_path, optim={"lr": 1e3, "epochs": 4, "decay_epochs": [4]})
+    code = run_pretrain(smoke_shards, out, cfg)
+    assert isinstance(code, str), f"pretraining accepted a diverged run (exit {code})"
+    assert code.startswith("pretrain: diverged at step 2: 1 of 2 steps (pretrain.optim.max_skipped_share 0.05) had "
+                           "a loss over 10000 times the first step's ("), code
+    assert "pretrain.optim.max_loss_growth) (loss=" in code and "\n" not in code
+    assert not (out / "manifest.json").exists()
+
+
+def test_an_exploding_loss_is_skipped_like_a_nan(tmp_path, caplog):
+    def make_batch(step: int) -> int:
+        return step
+
+    def loss_of(step: int) -> torch.Tensor:
+        loss = model(torch.ones(1, 3)).pow(2).sum() + 1.0
+        return loss * 1e6 if step in (3, 4) else loss
+
+    model = nn.Linear(3, 1)
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.WARNING, "tvts.trainer"):
+        mp.setattr(image_mae, "Budget", functools.partial(trainer.Budget, max_loss_growth=1e3, max_skipped_share=0.25))
+        train_steps(model, loss_of, make_batch, STEPS, tmp_path, "k", CPU)
+    assert caplog.text.count("skipped: a loss over 1000 times the first step's") == 2, caplog.text
+
+
 def nan_at(bad_steps: set[int]):
     """A linear regression whose loss is NaN on the given (0-based) steps' batches."""
     def make_batch(step: int) -> tuple[int, torch.Tensor]:
@@ -96,13 +123,13 @@ def test_a_non_finite_step_is_skipped_counted_and_changes_no_weight(tmp_path, ca
     clean = train(tmp_path / "clean", set())
     with caplog.at_level(logging.WARNING, "tvts.trainer"):
         skipped = train(tmp_path / "skipped", {5, 9})
-    assert "step 6 skipped: non-finite loss or gradient (loss=nan grad_norm=nan); 1 skipped so far" in caplog.text
+    assert "step 6 skipped: a non-finite loss or gradient (loss=nan grad_norm=nan); 1 skipped so far" in caplog.text
     assert "step 10 skipped" in caplog.text and "2 skipped so far" in caplog.text
     weights = dict(skipped.named_parameters())
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert any(not torch.equal(w, dict(clean.named_parameters())[k]) for k, w in weights.items())
     saved = checkpoint.load(next((tmp_path / "skipped").glob("epoch-*.pt")))
-    assert saved["guard"] == {"skipped": 2, "in_row": 0}
+    assert saved["guard"]["skipped"] == 2 and saved["guard"]["in_row"] == 0
 
 
 def preempted_after(folder: Path, bad_steps: set[int], step: int, **guard) -> None:
@@ -124,7 +151,8 @@ def test_a_skipped_step_resumes_exactly(tmp_path, caplog):
     """The skip counters are checkpointed: a run cut after its skipped step resumes to the same weights."""
     straight = train(tmp_path / "a", {5})
     preempted_after(tmp_path / "b", {5}, 7)
-    assert checkpoint.load(tmp_path / "b" / checkpoint.step_name(7))["guard"] == {"skipped": 1, "in_row": 0}
+    guard = checkpoint.load(tmp_path / "b" / checkpoint.step_name(7))["guard"]
+    assert guard["skipped"] == 1 and guard["in_row"] == 0 and guard["first_loss"] > 0
     with caplog.at_level(logging.INFO, "tvts.init"):
         model = train(tmp_path / "b", {5})
     assert "resuming from step-00000007.pt" in caplog.text
@@ -218,6 +246,8 @@ def test_the_guard_limits_are_config_keys_checked_with_one_line():
     from tvts.train.post_config import PostPretrainConfig
 
     assert from_dict(PretrainConfig, {"optim": {"max_skipped_in_row": 4}}, "pretrain").optim.max_skipped_in_row == 4
+    with pytest.raises(ConfigError, match=r"^pretrain.optim.max_loss_growth: must be 0 \(off\) or > 1$"):
+        from_dict(PretrainConfig, {"optim": {"max_loss_growth": 0.5}}, "pretrain")
     with pytest.raises(ConfigError, match=r"^pretrain.optim.max_skipped_in_row: must be >= 1$"):
         from_dict(PretrainConfig, {"optim": {"max_skipped_in_row": 0}}, "pretrain")
     with pytest.raises(ConfigError, match=r"^post_pretrain.optim.max_skipped_share: must lie in \[0, 1\]$"):

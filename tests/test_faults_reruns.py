@@ -37,7 +37,8 @@ def kill_job_when_started(proc, stage: str, timeout: float = 300) -> None:
 
 @pytest.mark.parametrize("rule,stage,planned", [
     ("pretrain", "pretrain", BELOW_PRETRAIN),
-    ("eval_finetune", "eval-finetune", {"eval_finetune": 1, "report": 1, "all": 1}),
+    # both experiments' fine-tuning (smoke and its baseline `random`): `-R` forced both
+    ("eval_finetune", "eval-finetune", {"eval_finetune": 2, "report": 1, "all": 1}),
 ])
 def test_a_killed_forced_rerun_is_planned_again_with_everything_below(smoke_dag_done, tmp_path, monkeypatch,
                                                                       rule, stage, planned):

@@ -198,6 +198,7 @@ class CheckpointManager:
         state.train_s = float(saved.get("train_s", 0.0))
         guard = saved.get("guard", {})
         state.skipped_steps, state.skipped_in_row = int(guard.get("skipped", 0)), int(guard.get("in_row", 0))
+        state.first_loss = float(guard.get("first_loss", 0.0))
         bad = guard.get("bad_samples_ranks") or []
         state.bad_samples = dict(bad[self.env.rank]) if len(bad) == self.env.world else {}
         state.load_extra(saved)
@@ -208,7 +209,7 @@ class CheckpointManager:
                 "step": state.step, "steps_per_epoch": state.steps_per_epoch, "history": state.history,
                 "train_s": state.train_s, "run_key": self.key, "complete": complete,
                 "guard": {"skipped": state.skipped_steps, "in_row": state.skipped_in_row,
-                          "bad_samples_ranks": bad_ranks}} \
+                          "first_loss": state.first_loss, "bad_samples_ranks": bad_ranks}} \
             | state.extra_state() | self.extra
 
     def _save(self, state, name: str, complete: bool = False) -> Path:

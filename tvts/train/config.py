@@ -31,6 +31,7 @@ class OptimConfig:
     # skipped; this many in a row, or a larger share of all steps (from that many skips on), stop the run.
     max_skipped_in_row: int = 10
     max_skipped_share: float = 0.05
+    max_loss_growth: float = 1e4  # a step whose loss exceeds this times the first step's is skipped too; 0 = off
 
     def check(self, where: str) -> None:
         require(self.lr > 0, where, "lr", "must be > 0")
@@ -40,6 +41,7 @@ class OptimConfig:
         require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
         require(self.max_skipped_in_row >= 1, where, "max_skipped_in_row", "must be >= 1")
         require(0 <= self.max_skipped_share <= 1, where, "max_skipped_share", "must lie in [0, 1]")
+        require(self.max_loss_growth == 0 or self.max_loss_growth > 1, where, "max_loss_growth", "must be 0 (off) or > 1")
         require(self.warmup_steps >= 0, where, "warmup_steps", "must be >= 0")
 
 

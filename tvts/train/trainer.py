@@ -51,7 +51,8 @@ class TrainState:
     telemetry: Telemetry = field(default_factory=Telemetry)  # this process's timings (not checkpointed)
     skipped_steps: int = 0          # steps the divergence guard skipped (checkpointed)
     skipped_in_row: int = 0         # of which the latest ones in a row
-    skipped_terms: str = ""         # the loss terms of the last skipped step, for the message
+    skipped_terms: str = ""         # why the last skipped step was, and its loss terms, for the message
+    first_loss: float = 0.0         # the first finite step's loss, what `max_loss_growth` is against (checkpointed)
     bad_samples: dict[str, int] = field(default_factory=dict)  # this rank's replaced samples, by reason (checkpointed)
 
     @property
@@ -82,6 +83,7 @@ class Budget:
     amp: str = "off"                # the autocast mode (telemetry's MFU is against that dtype's peak)
     max_skipped_in_row: int = 10    # non-finite steps in a row that stop the run (`Diverged`)
     max_skipped_share: float = 0.05  # share of skipped steps that stops it, once `max_skipped_in_row` were skipped
+    max_loss_growth: float = 0.0    # a loss over this times the first step's is skipped like a NaN; 0 = off
     max_bad_samples: int = 1000     # samples a rank may replace (unreadable: `bad_samples`) before the run stops
     where: str = ""                 # the stage's config section (e.g. pretrain), for the messages
 
@@ -91,11 +93,11 @@ class Budget:
         limits), `runtime.amp` and `data.max_bad_samples`."""
         optim = stage.optim
         return cls(optim.epochs, optim.grad_accum, optim.clip_grad, stage.runtime.amp, optim.max_skipped_in_row,
-                   optim.max_skipped_share, stage.data.max_bad_samples, where)
+                   optim.max_skipped_share, optim.max_loss_growth, stage.data.max_bad_samples, where)
 
     def key(self, name: str) -> str:
-        """A limit's config key, for a message."""
-        return f"{self.where}.{name}" if self.where else name
+        """A limit's config key, for a message (its bare name for a stage without the key: the default)."""
+        return f"{self.where}.{name}" if self.where else name.rpartition(".")[2]
 
 
 def grad_norm(model: nn.Module, clip_grad: float) -> float:
@@ -107,15 +109,34 @@ def grad_norm(model: nn.Module, clip_grad: float) -> float:
 
 
 def finite_step(state: TrainState, budget: Budget, terms: dict[str, float], device: torch.device) -> bool:
-    """Clip, then check this step: True when every rank saw a finite loss and gradient norm (the
-    same answer on every rank); otherwise the step is counted (`skip_step`)."""
+    """Clip, then check this step: True when every rank saw a finite loss and gradient norm, and
+    no loss exploding (`step_problem`); otherwise the step is counted (`skip_step`). The same
+    answer on every rank."""
     norm = grad_norm(state.model, budget.clip_grad)
-    ok = math.isfinite(norm) and all(math.isfinite(v) for v in terms.values())
-    if dist.any_rank(not ok, device):
-        skip_step(state, budget, terms | {"grad_norm": norm})
+    problem = step_problem(state, budget, terms, norm)
+    if dist.any_rank(bool(problem), device):
+        skip_step(state, budget, terms | {"grad_norm": norm}, problem or "a bad loss on another rank")
         return False
     state.skipped_in_row = 0
+    if state.first_loss == 0.0 and terms:
+        state.first_loss = abs(loss_of(terms))
     return True
+
+
+def loss_of(terms: dict[str, float]) -> float:
+    """The total loss among a micro-step's terms: `loss`, else the only (first) one."""
+    return terms["loss"] if "loss" in terms else next(iter(terms.values()))
+
+
+def step_problem(state: TrainState, budget: Budget, terms: dict[str, float], norm: float) -> str:
+    """What is wrong with this step, or "": a NaN or inf, or a loss over `max_loss_growth` times the
+    run's first (lr 1e3 gives ~1e7 times: finite, but the weights are lost)."""
+    if not (math.isfinite(norm) and all(math.isfinite(v) for v in terms.values())):
+        return "a non-finite loss or gradient"
+    growth, first = budget.max_loss_growth, state.first_loss
+    if growth and first and terms and abs(loss_of(terms)) > growth * first:
+        return f"a loss over {growth:g} times the first step's ({first:.4g}; {budget.key('optim.max_loss_growth')})"
+    return ""
 
 
 def optimizer_step(state: TrainState, budget: Budget) -> None:
@@ -130,13 +151,12 @@ def optimizer_step(state: TrainState, budget: Budget) -> None:
     state.step += 1
 
 
-def skip_step(state: TrainState, budget: Budget, terms: dict[str, float]) -> None:
-    """Count a non-finite step; raise `Diverged` once the limits are passed."""
+def skip_step(state: TrainState, budget: Budget, terms: dict[str, float], problem: str) -> None:
+    """Count a bad step; raise `Diverged` once the limits are passed."""
     state.skipped_steps += 1
     state.skipped_in_row += 1
-    state.skipped_terms = " ".join(f"{k}={v:.4g}" for k, v in terms.items())
-    log.warning("step %d skipped: non-finite loss or gradient (%s); %d skipped so far", state.step + 1,
-                state.skipped_terms, state.skipped_steps)
+    state.skipped_terms = f"{problem} ({' '.join(f'{k}={v:.4g}' for k, v in terms.items())})"
+    log.warning("step %d skipped: %s; %d skipped so far", state.step + 1, state.skipped_terms, state.skipped_steps)
     check_guard(state, budget, state.step + 1)
 
 
@@ -151,9 +171,8 @@ def check_guard(state: TrainState, budget: Budget, step: int, epoch_end: bool = 
         why = f"{state.skipped_steps} of {step} steps ({budget.key('optim.max_skipped_share')} {budget.max_skipped_share:g})"
     else:
         return
-    raise Diverged(f"diverged at step {step}: {why} had a non-finite loss or gradient "
-                   f"({state.skipped_terms or 'before a resume'}); no checkpoint of it was written; "
-                   "lower the learning rate or check the loss settings")
+    raise Diverged(f"diverged at step {step}: {why} had {state.skipped_terms or 'a bad loss (before a resume)'}; "
+                   "no checkpoint of it was written; lower the learning rate or check the loss settings")
 
 
 def count_bad_samples(state: TrainState, batch: Any) -> None:
