@@ -99,7 +99,9 @@ def rule_output(path, producer, consumer):
     no target names is not rebuilt when its consumer looks up to date (snakemake/snakemake#1978),
     so `consumer` is forced, as `-R` would: it, `producer` and everything below run again.
     """
-    if not os.path.exists(path) and os.path.exists(consumer):
+    # (the producer's folder exists: Snakemake also asks rules that cannot make `consumer` here,
+    # e.g. select_ckpt for an `<exp>-post` experiment, which never pretrains)
+    if not os.path.exists(path) and os.path.exists(consumer) and os.path.isdir(os.path.dirname(path)):
         force(consumer)
         if path not in WARNED_MISSING:
             WARNED_MISSING.add(path)
