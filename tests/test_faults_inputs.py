@@ -73,6 +73,10 @@ def align(names: list[str], root: Path, **align_cfg):
     return align_videos(entries, root, {"align_asr": AlignConfig(**align_cfg), "windows": WINDOWS})
 
 
+def align_entries(entries: list[VideoEntry], root: Path):
+    return align_videos(entries, root, {"align_asr": AlignConfig(), "windows": WINDOWS})
+
+
 def reasons(rejects: io.Rejects) -> dict[str, str]:
     return {r["item"]: r["reason"] for r in rejects.rows}
 
@@ -130,11 +134,36 @@ def test_ids_repeated_across_parts_or_equal_as_keys_give_no_duplicate_sample_key
     assert keys and len(keys) == len(set(keys))
 
 
-def test_a_non_utf8_list_names_the_file_and_line(tmp_path):
+def test_a_non_utf8_list_row_is_a_counted_reject_naming_the_file_and_line(tmp_path, video_bytes):
+    """Finding: one non-UTF-8 row stopped the whole align_asr stage (rc 1, a 19-line traceback)."""
     path = tmp_path / "videos.tsv"
-    path.write_bytes(b"Name\ns0/data/a.mp4\ns0/data/caf\xe9.mp4\n")
-    with pytest.raises(ValueError, match=rf"{path}:3: not UTF-8"):
-        read_video_list(path)
+    names = [add_video(tmp_path, video_bytes, vid) for vid in ("a", "b")]
+    path.write_bytes(f"Name\tNote\n{names[0]}\tok\ns0/data/caf\xe9.mp4\tx\n{names[1]}\tcaf\xe9\n".encode("latin-1"))
+    entries = read_video_list(path)
+    assert [e.invalid for e in entries] == ["", f"{path}:3: not UTF-8 (byte 0xe9)", f"{path}:4: not UTF-8 (byte 0xe9)"]
+    rows, rejects, _ = align_entries(entries, tmp_path)
+    assert [r["id"] for r in rows] == ["a"]
+    assert [(r["item"], r["reason"], r["detail"]) for r in rejects.rows] == [
+        (f"{path}:3", "invalid_utf8", f"{path}:3: not UTF-8 (byte 0xe9)"),
+        (f"{path}:4", "invalid_utf8", f"{path}:4: not UTF-8 (byte 0xe9)")]
+    (tmp_path / "bad-header.tsv").write_bytes(b"Na\xefme\ns0/data/a.mp4\n")
+    with pytest.raises(ValueError, match=r"bad-header.tsv: no 'Name' column in the UTF-8 header"):
+        read_video_list(tmp_path / "bad-header.tsv")
+
+
+def test_the_align_stage_counts_a_non_utf8_row_and_goes_on(tmp_path, video_bytes):
+    from tvts.stages import align_asr
+
+    names = [add_video(tmp_path, video_bytes, vid) for vid in ("a", "b")]
+    path = tmp_path / "videos.tsv"
+    path.write_bytes(f"Name\n{names[0]}\ns0/data/caf\xe9.mp4\n{names[1]}\n".encode("latin-1"))
+    cfg = json.dumps({"windows": {"k": 4, "clip_lengths": [3.0], "gap_s": 1.0, "min_words_per_clip": 1}})
+    assert align_asr.main(["--list", str(path), "--out", str(tmp_path / "part-0.jsonl"), "--config-json", cfg]) == 0
+    manifest_path, rejects_path = io.sidecars(tmp_path / "part-0.jsonl")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["counts"]["videos_in"] == 3 and manifest["counts"]["videos_kept"] == 2
+    assert manifest["rejects"] == {"invalid_utf8": 1}
+    assert [json.loads(line)["item"] for line in rejects_path.read_text().splitlines()] == [f"{path}:3"]
 
 
 # ----------------------------------------------------------------------------- annotations
@@ -364,7 +393,7 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
 
 
 @pytest.mark.parametrize("members,expected", [
-    ({"k_w000.f000.jpg": b"x"}, "k_w000: no json member"),
+    ({"k_w000.f000.jpg": b"x"}, r"k_w000.json: missing member \(the sample has no json\)"),
     ({"k_w000.json": b"{not json", "k_w000.f000.jpg": b"x"}, "k_w000.json: invalid JSON"),
 ])
 def test_a_malformed_shard_member_names_the_shard_and_member(tmp_path, members, expected):

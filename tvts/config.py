@@ -87,9 +87,27 @@ def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases: a few lines of `*name` nest into billions of nodes
+    (an "alias bomb") that hang whatever walks the config. No config needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            mark = event.start_mark
+            raise ConfigError(f"{mark.name}:{mark.line + 1}: YAML alias *{event.anchor} refused: "
+                              "configs may not use anchors and aliases; write the value out")
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path: str | Path) -> dict:
+    """A YAML config file as a mapping (safe loading, no aliases).
+
+    Raises:
+        ConfigError: naming the file (and line) for an alias or a top level that is no mapping.
+    """
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+        data = yaml.load(f, Loader=_NoAliasLoader) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data

@@ -193,6 +193,11 @@ class RejectError(Exception):
         self.detail = detail
 
 
+class InputUnavailable(OSError):
+    """A remote input that stayed unreachable past its retries. A command line exits 75
+    (EX_TEMPFAIL, as for preemption): the scheduler retries the job later instead of failing it."""
+
+
 @dataclass
 class Rejects:
     """Samples skipped by a stage, each with a reason; written to rejects.jsonl."""

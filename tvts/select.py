@@ -10,6 +10,7 @@ in the MLflow model registry with the alias `best`.
 from __future__ import annotations
 
 import logging
+import math
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -36,7 +37,7 @@ def score(path: Path, shards: str | Path | ShardSet, env: dist.DistEnv, workers:
         shards: a shard set spec (tvts.data.shardset) or an opened set; its val split is scored.
     """
     state = checkpoint.load(path)
-    model, cfg = model_from_state(state, env.device)
+    model, cfg = model_from_state(state, env.device, path)
     val = WindowDataset(shards, "val", data_view(cfg, env.device), TextSpec(**state["text_spec"]), cfg.seed)
     sampler = ResumableBatchSampler(len(val), cfg.data.eval_batch_size, env.rank, env.world, cfg.seed,
                                     shuffle=False, drop_last=False)
@@ -137,10 +138,16 @@ def choose_best(scores: dict[str, dict[str, float]], unreadable: dict[str, str],
     Returns:
         The winner's name, and every unreadable checkpoint (those found here added).
     Raises:
-        CheckpointError: when no candidate is readable.
+        CheckpointError: when no candidate is readable and finite (scores and weights).
     """
     write = write or write_best
     left, unreadable = dict(scores), dict(unreadable)
+    for name, values in scores.items():  # a diverged epoch validates to NaN: never a winner
+        value = values.get(cfg.metric, 0.0)
+        if not math.isfinite(value):
+            unreadable[name] = f"{ckpt_dir / name}: non-finite validation {cfg.metric} ({value}); refusing a diverged checkpoint"
+            log.warning("refusing %s", unreadable[name])
+            del left[name]
     while left:
         best = pick(left, cfg)
         try:
@@ -150,11 +157,17 @@ def choose_best(scores: dict[str, dict[str, float]], unreadable: dict[str, str],
             log.warning("skipping unreadable checkpoint %s: %s", best, err)
             unreadable[best] = str(err)
             del left[best]
-    raise CheckpointError(f"{ckpt_dir}: no readable candidate checkpoint ({len(unreadable)} unreadable)")
+    raise CheckpointError(f"{ckpt_dir}: no readable candidate checkpoint with finite weights and scores "
+                          f"({len(unreadable)} refused)")
 
 
 def write_best(src: Path, dst: Path, metric: str, value: float) -> None:
-    """`best.pt`: weights, config and text spec only (no optimiser), written atomically."""
+    """`best.pt`: weights, config and text spec only (no optimiser), written atomically.
+
+    Raises:
+        CheckpointError: `src` is unreadable, or its weights are not finite (NonFiniteWeights).
+    """
     state = checkpoint.load(src)
+    checkpoint.require_finite(state["model"], str(src))
     keep = {k: state[k] for k in ("model", "config", "text_spec", "step", "steps_per_epoch", "run_key")}
     checkpoint.save(dst, keep | {"source": src.name, "selected_by": metric, "score": value})

@@ -187,7 +187,7 @@ def check_splits(video_list: str, val_fraction: float) -> None:
     from tvts.data.shards import split_of
 
     try:
-        ids = {entry.video_id for entry in read_video_list(video_list)}
+        ids = {entry.video_id for entry in read_video_list(video_list) if not entry.invalid}
     except ValueError as err:
         raise ConfigError(f"data.yttemporal_list: {err}") from None
     splits = {split_of(video_id, val_fraction) for video_id in ids}

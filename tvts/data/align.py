@@ -40,9 +40,12 @@ def align_video(entry: VideoEntry, root: Path, cfg: dict) -> tuple[dict, Counter
     Returns:
         The output row and the counts of windows skipped by reason.
     Raises:
-        RejectError: the video is skipped (reason in the error).
+        RejectError: the video is skipped (reason in the error; a list row that is not UTF-8:
+            invalid_utf8).
     """
     acfg: AlignConfig = cfg["align_asr"]
+    if entry.invalid:
+        raise RejectError("invalid_utf8", entry.invalid)
     if not acfg.allow_outside_root and not entry.inside_root():
         raise RejectError("outside_root", f"{entry.name!r} is not under {root} (align_asr.allow_outside_root)")
     ann = load_annotation(entry, root)

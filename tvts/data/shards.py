@@ -32,11 +32,21 @@ log = logging.getLogger("tvts.data.shards")
 Members = dict[str, tuple[int, int]]  # field -> (offset, size) of its data inside the tar
 
 
+# Why a sample could not be read, as counted when training skips it (tvts.train.data), by the
+# start of the message.
+BAD_SAMPLE_REASONS = {"not a readable JPEG": "unreadable_jpeg", "invalid JSON": "bad_json",
+                      "not a window sample": "bad_json", "not a pair sample": "bad_json",
+                      "missing member": "missing_member", "no ": "missing_member"}
+REASONS = ("unreadable_jpeg", "bad_json", "missing_member", "bad_sample")
+
+
 class ShardError(ValueError):
-    """A malformed sample in a shard: the message names the shard and the member."""
+    """A malformed sample in a shard: the message names the shard and the member; `reason` is
+    one of `REASONS`."""
 
     def __init__(self, shard: str | Path, member: str, msg: str):
         super().__init__(f"{shard}: {member}: {msg}")
+        self.reason = next((r for start, r in BAD_SAMPLE_REASONS.items() if msg.startswith(start)), "bad_sample")
 
 
 def parse_meta(data: bytes | None, shard: str | Path, key: str) -> dict:
@@ -46,7 +56,7 @@ def parse_meta(data: bytes | None, shard: str | Path, key: str) -> dict:
         ShardError: the member is absent, not JSON, or holds no `clips` list.
     """
     if data is None:
-        raise ShardError(shard, key, "no json member")
+        raise ShardError(shard, f"{key}.json", "missing member (the sample has no json)")
     try:
         meta = json.loads(data)
     except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
@@ -214,10 +224,17 @@ class ShardSink:
                                                                   "shards": self.index})
 
 
-def iter_tar_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
-    """Group an open shard's members into samples: (key, members), consecutive members sharing a key."""
+def iter_tar_members(tar: tarfile.TarFile, shard: str | Path | None = None
+                     ) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
+    """Group an open shard's members into samples: (key, members), consecutive members sharing a key.
+
+    Raises:
+        ShardError: naming the shard (`shard`, else the tar's name), the member and the cause: a
+            link member, a path outside the shard, or a truncated tar.
+    """
+    shard = shard or tar.name
     key, members = None, []
-    for member in tar:
+    for member in _checked_members(tar, shard):
         k = member.name.partition(".")[0]
         if members and k != key:
             yield key, members
@@ -228,11 +245,53 @@ def iter_tar_members(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.T
         yield key, members
 
 
+def _checked_members(tar: tarfile.TarFile, shard: str | Path) -> Iterator[tarfile.TarInfo]:
+    """The tar's members, each a regular file inside the shard (what `ShardSink` writes)."""
+    members, last = iter(tar), None
+    while True:
+        try:
+            member = next(members)
+        except StopIteration:
+            return
+        except tarfile.TarError as err:  # e.g. "unexpected end of data": the file was cut short
+            raise ShardError(shard, last.name if last else "<first member>", f"truncated tar ({err})") from None
+        name = member.name
+        if member.issym() or member.islnk():
+            kind = "symlink" if member.issym() else "hardlink"
+            raise ShardError(shard, name, f"link member ({kind} to {member.linkname!r}); a shard holds files only")
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ShardError(shard, name, "path outside the shard (absolute or ../)")
+        if not member.isfile():
+            raise ShardError(shard, name, "not a regular file member")
+        last = member
+        yield member
+
+
+def open_tar(path: str | Path) -> tarfile.TarFile:
+    """Raises:
+        ShardError: naming the shard when it is not a readable tar (empty, cut in its first header).
+    """
+    try:
+        return tarfile.open(path, "r")
+    except tarfile.TarError as err:
+        raise ShardError(path, "<first member>", f"not a readable tar ({err})") from None
+
+
 def iter_tar_samples(path: str | Path) -> Iterator[dict[str, bytes]]:
-    """A shard's samples as WebDataset dicts: `__key__` plus one entry per field."""
-    with tarfile.open(path, "r") as tar:
-        for key, members in iter_tar_members(tar):
-            yield {"__key__": key} | {m.name.partition(".")[2]: tar.extractfile(m).read() for m in members}
+    """A shard's samples as WebDataset dicts: `__key__` plus one entry per field.
+
+    Raises:
+        ShardError: naming the shard, the member and the cause (iter_tar_members).
+    """
+    with open_tar(path) as tar:
+        for key, members in iter_tar_members(tar, path):
+            sample = {"__key__": key}
+            for m in members:
+                try:
+                    sample[m.name.partition(".")[2]] = tar.extractfile(m).read()
+                except tarfile.TarError as err:
+                    raise ShardError(path, m.name, f"truncated tar ({err})") from None
+            yield sample
 
 
 def tsn_indices(n_stored: int, n_frames: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -274,9 +333,9 @@ def index_path(shard_dir: str | Path, split: str) -> Path:
 
 def tar_members(path: str | Path) -> list[tuple[str, Members]]:
     """Scan one tar's headers (not its data): (key, members) per sample, in order."""
-    with tarfile.open(path, "r") as tar:
+    with open_tar(path) as tar:
         return [(key, {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members})
-                for key, members in iter_tar_members(tar)]
+                for key, members in iter_tar_members(tar, path)]
 
 
 def index_entry(path: Path) -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from tvts.data.shards import INDEX_VERSION, Members, iter_tar_members, read_index
+from tvts.io import InputUnavailable
 
 log = logging.getLogger("tvts.data.shardset")
 SET_VERSION = 1
@@ -39,6 +40,14 @@ RETRY_PAUSES_S = (1.0, 4.0)  # between the attempts of a remote read that failed
 
 class ShardSetError(OSError):
     """A shard set that cannot be read: the message names the file or URL."""
+
+
+class Unavailable(ShardSetError, InputUnavailable):
+    """A remote shard or index unreachable past the retries (exit 75: retry the job later)."""
+
+
+class StaleIndex(ShardSetError):
+    """A shard changed after its index was read: its members are no longer where the index says."""
 
 
 def is_url(spec: str) -> bool:
@@ -93,7 +102,8 @@ class Remote:
         """The file, or `size` bytes from `start` (one ranged request).
 
         Raises:
-            ShardSetError: naming the URL (missing, unreachable, or short).
+            ShardSetError: naming the URL (missing or short); `Unavailable` when unreachable
+                past the retries.
         """
         end = None if start is None else start + size
         fs = self.fs(url)
@@ -104,9 +114,9 @@ class Remote:
             except FileNotFoundError as err:  # a 404 is not transient
                 raise ShardSetError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
             except Exception as err:  # aiohttp's, botocore's ...: a long run outlives a network blip
-                if pause is None:
-                    raise ShardSetError(f"{url}: cannot read after {attempt + 1} attempts "
-                                        f"({type(err).__name__}: {err})") from None
+                if pause is None:  # an outage: the job exits 75 (tvts.stages.common), to be retried later
+                    raise Unavailable(f"{url}: cannot read after {attempt + 1} attempts "
+                                      f"({type(err).__name__}: {err})") from None
                 log.warning("%s: %s (%s); retrying in %.1f s", url, type(err).__name__, err, pause)
                 time.sleep(pause)
         if size is not None and len(data) != size:
@@ -291,7 +301,7 @@ def _remote_entry(url: str) -> dict:
     try:
         with _REMOTE.open_stream(url) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             samples = [[key, {m.name.partition(".")[2]: (m.offset_data, m.size) for m in members}]
-                       for key, members in iter_tar_members(tar)]
+                       for key, members in iter_tar_members(tar, url)]
     except ShardSetError:
         raise
     except Exception as err:

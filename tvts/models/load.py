@@ -28,12 +28,17 @@ def build_model(cfg: PretrainConfig, spec: TextSpec, load_pretrained_text: bool 
     return model
 
 
-def model_from_state(state: dict, device: torch.device | str = "cpu") -> tuple[TVTS, PretrainConfig]:
+def model_from_state(state: dict, device: torch.device | str = "cpu", where: str = "checkpoint"
+                     ) -> tuple[TVTS, PretrainConfig]:
     """Rebuild the model a checkpoint (or best.pt) describes and load its weights.
 
     A VideoMAE decoder comes back too (it is in the weights) but frozen: no evaluation uses it,
     and a fine-tuning evaluation under DDP would otherwise wait for its gradients forever.
+
+    Raises:
+        NonFiniteWeights (a CheckpointError): a weight is NaN or inf (a diverged run), naming `where`.
     """
+    checkpoint.require_finite(state["model"], str(where))
     cfg = from_dict(PretrainConfig, state["config"], "checkpoint.config")
     model = build_model(cfg, TextSpec(**state["text_spec"]), load_pretrained_text=False)
     model.load_state_dict(state["model"])
@@ -44,4 +49,4 @@ def model_from_state(state: dict, device: torch.device | str = "cpu") -> tuple[T
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[TVTS, PretrainConfig]:
     """A TVTS model from any tvts-workflow checkpoint (`weights_only=True`): what evaluation calls."""
-    return model_from_state(checkpoint.load(path), device)
+    return model_from_state(checkpoint.load(path), device, path)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from tvts.config import ConfigError
-from tvts.train.preemption import PREEMPTED, Preempted
+from tvts.io import CheckpointError, InputUnavailable
+from tvts.train.preemption import PREEMPTED, Diverged, Preempted, TooManyBadSamples
 
 log = logging.getLogger("tvts")
 
@@ -72,8 +73,11 @@ def command(build_parser: Callable[[], argparse.ArgumentParser]):
     """Make `run(args)` a stage's `main(argv)`: parse, set up logging, run; the library's exceptions
     become exit codes here, and nowhere else.
 
-    `Preempted` -> PREEMPTED (75: checkpoint written, rerun to resume); `ConfigError` -> one line
-    naming the key, exit status 1.
+    `Preempted` -> PREEMPTED (75: checkpoint written, rerun to resume), and so does
+    `InputUnavailable` (a remote input down past its retries: rerun later); `ConfigError` -> one line
+    naming the key, exit status 1; so do `Diverged` (the divergence guard), `TooManyBadSamples`
+    (unreadable samples past `data.max_bad_samples`) and `CheckpointError`
+    (an unreadable or non-finite checkpoint), naming the step or the file.
     """
     def decorate(run: Callable[[argparse.Namespace], int | None]) -> Callable[..., int]:
         @functools.wraps(run)
@@ -85,7 +89,10 @@ def command(build_parser: Callable[[], argparse.ArgumentParser]):
             except Preempted as err:
                 log.warning("%s; exiting with %d", err, PREEMPTED)
                 return PREEMPTED
-            except ConfigError as err:
+            except InputUnavailable as err:  # an outage past the retries: retry the job later
+                log.error("%s; exiting with %d (retry later)", str(err).strip().splitlines()[-1], PREEMPTED)
+                return PREEMPTED
+            except (ConfigError, Diverged, TooManyBadSamples, CheckpointError) as err:
                 raise SystemExit(f"{run.__module__.rsplit('.', 1)[-1]}: {err}") from None
         return main
     return decorate

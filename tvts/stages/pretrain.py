@@ -19,6 +19,7 @@ import torch
 from tvts import tracking
 from tvts.config import load_sections
 from tvts.data.shardset import ShardSetError
+from tvts.io import InputUnavailable
 from tvts.stages.common import add_common_args, command
 from tvts.train import distributed as dist
 from tvts.train.config import PretrainConfig
@@ -50,6 +51,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             job = PretrainJob(cfg, args.shards, Path(args.out), env, args.text_only)
         except ShardSetError as err:
+            if isinstance(err, InputUnavailable):  # an outage: exit 75, retried later (tvts.stages.common)
+                raise
             raise SystemExit(f"pretrain: {err}") from None
         params = {"pretrain": cfg, "text_only": args.text_only}
         with (tracking.stage_run(job.stage, args.exp, params, rule=args.rule, resume_run_id=job.resume_run_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from tvts import tracking
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "init":
         print(tracking.init_store())
     elif args.action == "start":
-        print(tracking.start_parent_run(args.exp, json.loads(args.params_json), args.command))
+        # the invocation is the caller, this command exits at once
+        print(tracking.start_parent_run(args.exp, json.loads(args.params_json), args.command, owner=os.getppid()))
     else:
         tracking.end_run(args.run_id, ok=not args.failed)
     sys.stdout.flush()

@@ -74,10 +74,10 @@ def process_start(pid: int) -> str:
         return ""
 
 
-def owner_tags() -> dict[str, str]:
-    """Who writes the run: host, pid (and its start) and the Slurm job, if any."""
-    tags = {"tvts.host": socket.gethostname(), "tvts.pid": str(os.getpid()),
-            "tvts.pid_start": process_start(os.getpid())}
+def owner_tags(pid: int | None = None) -> dict[str, str]:
+    """Who writes the run: host, pid (default this process; and its start) and the Slurm job, if any."""
+    pid = os.getpid() if pid is None else pid
+    tags = {"tvts.host": socket.gethostname(), "tvts.pid": str(pid), "tvts.pid_start": process_start(pid)}
     if os.environ.get("SLURM_JOB_ID"):
         tags["tvts.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
     return tags
@@ -126,14 +126,18 @@ def init_store(name: str | None = None) -> str:
         return ""
 
 
-def start_parent_run(exp: str, params: dict | None = None, command: str = "") -> str:
+def start_parent_run(exp: str, params: dict | None = None, command: str = "", owner: int | None = None) -> str:
     """Open the parent run of one workflow invocation; returns its id (left open).
 
     While the store is away the id is a local one: the jobs tag their runs with it, and the
     replay maps it to the store's id.
+
+    Args:
+        owner: the pid of the invocation (default this process): once it is gone, the run is
+            marked KILLED unless it ended (tvts.tracking.stale).
     """
     tags = base_tags(exp) | {"mlflow.runName": f"{exp}-workflow", "tvts.kind": "workflow",
-                             "tvts.command": command[:5000]}
+                             "tvts.command": command[:5000]} | owner_tags(owner)
     replay_spool()
     ref = open_run(tags, params)
     ref.release()

@@ -8,7 +8,9 @@ counts as dead when
   - it belongs to this host and its pid is gone, or now names a later process, else
   - it started more than `max_age_h` ago: a run of another host, or one from before the
     owner tags, whose process cannot be checked from here.
-Workflow parent runs are left alone (their writer, `tvts tracking start`, exits at once).
+A workflow parent run is owned by its Snakemake process (it opens the run in `onstart`), so
+the parent runs of SIGKILLed invocations are found the same way; parent runs from before the
+owner tags are left alone.
 """
 from __future__ import annotations
 
@@ -48,14 +50,16 @@ def mark_stale_runs_killed(experiment: str | None = None, max_age_h: float = DEF
     killed = []
     for run in _running(mlc, exp.experiment_id):
         tags = run.data.tags
-        if tags.get("tvts.kind") == "workflow" or not tags.get("tvts.stage"):
+        parent = tags.get("tvts.kind") == "workflow"
+        if (parent and not tags.get("tvts.pid")) or not (parent or tags.get("tvts.stage")):
             continue
         if _is_dead(tags, run.info.start_time or 0, max_age_h):
             retry_if_locked(lambda: mlc.set_terminated(run.info.run_id, "KILLED"))
             killed.append(run.info.run_id)
     if killed:
-        log.warning("marked %d RUNNING stage runs of dead jobs KILLED: %s", len(killed), ", ".join(killed))
+        log.warning("marked %d RUNNING runs of dead jobs or invocations KILLED: %s", len(killed), ", ".join(killed))
     return killed
+
 
 
 def _running(mlc, experiment_id: str) -> list:

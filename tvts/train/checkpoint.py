@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tvts.io import atomic_path, atomic_write_json, load_weights
+from tvts.io import CheckpointError, atomic_path, atomic_write_json, load_weights
 from tvts.train import distributed as dist
 
 log = logging.getLogger("tvts.checkpoint")
@@ -39,6 +39,26 @@ def step_of(name: str) -> int | None:
     """The step in a checkpoint's file name (`step_name`/`epoch_name`), None for any other name."""
     m = _NAME.match(name)
     return int(m.group(2)) if m else None
+
+
+class NonFiniteWeights(CheckpointError):
+    """Weights with a NaN or infinite value: never written, selected or evaluated."""
+
+
+def nonfinite_tensors(weights: dict[str, Any]) -> list[str]:
+    """The names of the floating-point tensors in `weights` that hold a NaN or an infinity."""
+    return [k for k, v in weights.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def require_finite(weights: dict[str, Any], where: str) -> None:
+    """Raises:
+        NonFiniteWeights: naming `where`, how many tensors are not finite and the first of them.
+    """
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise NonFiniteWeights(f"{where}: {len(bad)} of {len(weights)} weight tensors are not finite "
+                               f"(NaN or inf, first: {bad[0]}); refusing a diverged model")
 
 
 def rng_state() -> dict[str, Any]:
@@ -176,20 +196,33 @@ class CheckpointManager:
         set_rng_state(ranks[self.env.rank] if len(ranks) == self.env.world else saved["rng"])
         state.step, state.history = int(saved["step"]), list(saved["history"])
         state.train_s = float(saved.get("train_s", 0.0))
+        guard = saved.get("guard", {})
+        state.skipped_steps, state.skipped_in_row = int(guard.get("skipped", 0)), int(guard.get("in_row", 0))
+        state.first_loss = float(guard.get("first_loss", 0.0))
+        bad = guard.get("bad_samples_ranks") or []
+        state.bad_samples = dict(bad[self.env.rank]) if len(bad) == self.env.world else {}
         state.load_extra(saved)
 
-    def _state(self, state, rng_ranks: list[dict], complete: bool) -> dict[str, Any]:
+    def _state(self, state, rng_ranks: list[dict], bad_ranks: list[dict], complete: bool) -> dict[str, Any]:
         return {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
                 "scheduler": state.scheduler.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks,
                 "step": state.step, "steps_per_epoch": state.steps_per_epoch, "history": state.history,
-                "train_s": state.train_s, "run_key": self.key, "complete": complete} | state.extra_state() | self.extra
+                "train_s": state.train_s, "run_key": self.key, "complete": complete,
+                "guard": {"skipped": state.skipped_steps, "in_row": state.skipped_in_row,
+                          "first_loss": state.first_loss, "bad_samples_ranks": bad_ranks}} \
+            | state.extra_state() | self.extra
 
     def _save(self, state, name: str, complete: bool = False) -> Path:
+        """Raises:
+            NonFiniteWeights: the model holds a NaN or inf (nothing is written).
+        """
+        require_finite(state.model.state_dict(), f"{self.folder / name} (step {state.step})")
         rng_ranks = dist.gather_objects(rng_state())  # every rank's dropout stream, for an exact resume
+        bad_ranks = dist.gather_objects(dict(state.bad_samples))  # every rank's replaced samples
         state.sync()
         path = self.folder / name
         if self.env.is_main:
-            save(path, self._state(state, rng_ranks, complete))
+            save(path, self._state(state, rng_ranks, bad_ranks, complete))
             prune(self.folder, self.keep_last)
             if self.keep_epochs is not None:
                 for old in epoch_checkpoints(self.folder)[:-self.keep_epochs]:

@@ -27,6 +27,11 @@ class OptimConfig:
     warmup_steps: int = 0        # linear warm-up (the paper has none)
     grad_accum: int = 1          # micro-batches per optimiser step
     clip_grad: float = 0.0       # 0 = no clipping
+    # The divergence guard (tvts.train.trainer): a step with a non-finite loss or gradient norm is
+    # skipped; this many in a row, or a larger share of all steps (from that many skips on), stop the run.
+    max_skipped_in_row: int = 10
+    max_skipped_share: float = 0.05
+    max_loss_growth: float = 1e4  # a step whose loss exceeds this times the first step's is skipped too; 0 = off
 
     def check(self, where: str) -> None:
         require(self.lr > 0, where, "lr", "must be > 0")
@@ -34,6 +39,9 @@ class OptimConfig:
         require(self.epochs >= 1, where, "epochs", "must be >= 1")
         require(all(0 < e <= self.epochs for e in self.decay_epochs), where, "decay_epochs", "must lie in 1..epochs")
         require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
+        require(self.max_skipped_in_row >= 1, where, "max_skipped_in_row", "must be >= 1")
+        require(0 <= self.max_skipped_share <= 1, where, "max_skipped_share", "must lie in [0, 1]")
+        require(self.max_loss_growth == 0 or self.max_loss_growth > 1, where, "max_loss_growth", "must be 0 (off) or > 1")
         require(self.warmup_steps >= 0, where, "warmup_steps", "must be >= 0")
 
 
@@ -58,8 +66,12 @@ class DataConfig:
     # cpu: workers decode and normalise; cuda: workers ship the drawn JPEG bytes and the main
     # process decodes each batch on the GPU (nvJPEG), the same samples (tvts.train.data.decode_batch)
     decode_device: str = "cpu"
+    # a train sample that cannot be read (a corrupt JPEG, bad JSON) is replaced by the next one and
+    # counted by reason; more than this many on a rank stop the run
+    max_bad_samples: int = 1000
 
     def check(self, where: str) -> None:
+        require(self.max_bad_samples >= 0, where, "max_bad_samples", "must be >= 0")
         require(self.jpeg_decoder in JPEG_DECODERS, where, "jpeg_decoder", f"must be one of {', '.join(JPEG_DECODERS)}")
         require(self.normalise_on in NORMALISE_ON, where, "normalise_on", f"must be one of {', '.join(NORMALISE_ON)}")
         require(self.decode_device in DECODE_DEVICES, where, "decode_device",

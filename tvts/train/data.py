@@ -16,20 +16,25 @@ moved with `.to(device)`, so the trainer never needs to know which it got.
 """
 from __future__ import annotations
 
+import logging
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from tvts.data.shards import ShardError, decode_rgb, parse_meta, read_index, tar_members, tsn_indices
-from tvts.data.shardset import MemberReader, SampleRef, ShardSet, open_shard_set
+from tvts.data.shards import (REASONS, ShardError, decode_rgb, parse_meta, read_index, tar_members,
+                              tsn_indices)
+from tvts.data.shardset import MemberReader, SampleRef, ShardSet, StaleIndex, open_shard_set
 from tvts.models.config import VideoConfig
 from tvts.models.text import load_tokenizer, tokenize, TextSpec
 from tvts.models.video_vit import MEAN, STD, all_patches, tube_keep_indices
+
+log = logging.getLogger("tvts.data")
 
 EVAL_EPOCH = 2**31 - 1  # RNG stream of the deterministic evaluation views
 
@@ -89,7 +94,7 @@ class WindowDataset(Dataset):
         """
         ref = self.refs[index]
         if name not in ref.members:
-            raise ShardError(ref.shard, ref.key, f"no {name} member")
+            raise ShardError(ref.shard, f"{ref.key}.{name}", f"missing member (the sample has no {name})")
         if "_reader" not in self.__dict__:  # a dataset made without __init__ (a reader over bare refs)
             self._reader = MemberReader()
         offset, size = ref.members[name]
@@ -100,12 +105,19 @@ class WindowDataset(Dataset):
 
     def read(self, index: int) -> dict[str, bytes]:
         """Every member of sample `index` (json + frames), by one read of the span they lie in
-        (a sample's members are consecutive in its tar): one ranged GET of a URL, not one per member."""
+        (a sample's members are consecutive in its tar): one ranged GET of a URL, not one per member.
+
+        Raises:
+            StaleIndex: the first member's tar header is not where the index says (the shard was
+                replaced after its index was read).
+        """
         ref = self.refs[index]
         if "_reader" not in self.__dict__:
             self._reader = MemberReader()
-        start = min(o for o, _ in ref.members.values())
+        first = min(ref.members, key=lambda name: ref.members[name][0])
+        start = ref.members[first][0] - tarfile.BLOCKSIZE  # from the first member's header on
         span = self._reader.read(ref.shard, start, max(o + n for o, n in ref.members.values()) - start)
+        check_header(span[:tarfile.BLOCKSIZE], ref, first)
         return {name: span[o - start:o - start + n] for name, (o, n) in ref.members.items()}
 
     def meta(self, index: int) -> dict:
@@ -124,7 +136,14 @@ class WindowDataset(Dataset):
                 yield clip["text"]
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Sample `index` of `epoch`, or in training, when it cannot be read, the next readable one
+        (`replace_bad`); `skipped` counts the samples passed over, by reason (shards.REASONS)."""
         epoch, index = item
+        if epoch == EVAL_EPOCH:  # validation scores the set as it is, and says which sample is bad
+            return self.item(epoch, index)
+        return replace_bad(lambda i: self.item(epoch, i), index, len(self))
+
+    def item(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
         if self._tok is None:
             self._tok = load_tokenizer(self.spec, self.view.max_length)
         train = epoch != EVAL_EPOCH
@@ -152,6 +171,43 @@ class WindowDataset(Dataset):
             return {"frames": load_frames(sample, self.view, rng, ref.shard, ref.key)}
         jpegs, crop = pick_jpegs(sample, self.view, rng, ref.shard, ref.key)
         return {"frames": JpegFrames(jpegs, torch.tensor(crop), self.view.video.img_size)}
+
+
+def replace_bad(item: Callable[[int], dict], index: int, n: int) -> dict:
+    """`item(index)`, or when it raises ShardError, the next index's (wrapping around): the batch keeps
+    its size, and as the substitute is a pure function of the index, a resumed run sees the same.
+
+    Returns:
+        The item, with `skipped`: the samples passed over, per reason of `shards.REASONS`.
+    Raises:
+        ShardError: when no sample at all can be read.
+    """
+    skipped = torch.zeros(len(REASONS), dtype=torch.int64)
+    for k in range(n):
+        try:
+            return item((index + k) % n) | {"skipped": skipped}
+        except ShardError as err:
+            skipped[REASONS.index(err.reason)] += 1
+            log.warning("skipped a bad sample (the next one takes its place): %s", err)
+    raise ShardError("<every shard>", "<every sample>", f"no readable sample among {n}")
+
+
+def check_header(block: bytes, ref: SampleRef, field: str) -> None:
+    """The tar header before a sample's first member names that member with its indexed size.
+
+    Raises:
+        StaleIndex: naming the shard and the member, when it does not.
+    """
+    want, (offset, size) = f"{ref.key}.{field}", ref.members[field]
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.TarError:
+        info = None
+    # a name over 100 bytes lives in a pax header before this one, which holds its start
+    if info is None or info.size != size or not info.name or not want.startswith(info.name):
+        found = f"{info.name!r} of {info.size} bytes" if info else "no tar header"
+        raise StaleIndex(f"{ref.shard}: stale index: {want} ({size} bytes at offset {offset}) is not there any more "
+                         f"({found}): the shard changed after its index was read; run again to read it anew")
 
 
 def load_frames(sample: dict[str, bytes], view: ViewConfig, rng: np.random.Generator | None,

@@ -107,10 +107,11 @@ def train_steps(model: nn.Module, loss_of: Callable[[Any], torch.Tensor], make_b
         log.info("resuming from %s (step %d)", found[0].name, state.step)
     running: list[float] = []
 
-    def micro_step(batch: Any, accum: int) -> None:
+    def micro_step(batch: Any, accum: int) -> dict[str, float]:
         loss = loss_of(batch)
         (loss / accum).backward()
         running.append(loss.item())
+        return {"loss": running[-1]}  # the divergence guard checks it
 
     def after_step() -> None:
         # Step 1 too: the loss of the initial model is where "first" in the manifest starts.

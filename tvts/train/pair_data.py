@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, Sampler
 from tvts.data.shards import ShardError, open_jpeg, read_index, tsn_indices
 from tvts.models.text import TextSpec, load_tokenizer, tokenize
 from tvts.models.video_vit import MEAN, STD
-from tvts.train.data import EVAL_EPOCH, ResumableBatchSampler, SampleRef
+from tvts.train.data import EVAL_EPOCH, ResumableBatchSampler, SampleRef, replace_bad
 
 KINDS = ("image", "video")
 
@@ -74,7 +74,13 @@ class PairDataset(Dataset):
         return {name: os.pread(fd, size, offset) for name, (offset, size) in ref.members.items()}
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Pair `index`, or in training, when it cannot be read, the next readable one (replace_bad)."""
         epoch, index = item
+        if epoch == EVAL_EPOCH:
+            return self.item(epoch, index)
+        return replace_bad(lambda i: self.item(epoch, i), index, len(self))
+
+    def item(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
         if self._tok is None:
             self._tok = load_tokenizer(self.spec, self.view.max_length)
         rng = None if epoch == EVAL_EPOCH else np.random.default_rng([self.seed, epoch, index])
@@ -92,7 +98,7 @@ def parse_meta_pair(data: bytes | None, shard: str, key: str) -> dict:
         ShardError: absent, not JSON, or without a caption.
     """
     if data is None:
-        raise ShardError(shard, key, "no json member")
+        raise ShardError(shard, f"{key}.json", "missing member (the sample has no json)")
     try:
         meta = json.loads(data)
     except ValueError as err:

@@ -25,7 +25,12 @@ class PostOptimConfig:
     epochs: int = 12
     warmup_steps: int = 0
     grad_accum: int = 1
-    clip_grad: float = 0.0
+    clip_grad: float = 0.0       # 0 = no clipping
+    # The divergence guard (tvts.train.trainer): a step with a non-finite loss or gradient norm is
+    # skipped; this many in a row, or a larger share of all steps (from that many skips on), stop the run.
+    max_skipped_in_row: int = 10
+    max_skipped_share: float = 0.05
+    max_loss_growth: float = 1e4  # a step whose loss exceeds this times the first step's is skipped too; 0 = off
 
     def check(self, where: str) -> None:
         require(self.lr > 0, where, "lr", "must be > 0")
@@ -33,6 +38,9 @@ class PostOptimConfig:
         require(self.epochs >= 1, where, "epochs", "must be >= 1")
         require(self.warmup_steps >= 0, where, "warmup_steps", "must be >= 0")
         require(self.grad_accum >= 1, where, "grad_accum", "must be >= 1")
+        require(self.max_skipped_in_row >= 1, where, "max_skipped_in_row", "must be >= 1")
+        require(0 <= self.max_skipped_share <= 1, where, "max_skipped_share", "must lie in [0, 1]")
+        require(self.max_loss_growth == 0 or self.max_loss_growth > 1, where, "max_loss_growth", "must be 0 (off) or > 1")
 
 
 @dataclass(frozen=True)
@@ -46,9 +54,11 @@ class PostDataConfig:
     clip_frames: int = 4           # WebVid frames per clip; an image is its frame repeated to one tubelet
     crop_scale: tuple[float, ...] = (0.5, 1.0)  # RandomResizedCrop area range in training
     flip: bool = True              # random horizontal flip in training (the official image transform)
+    max_bad_samples: int = 1000    # unreadable train samples (each replaced by the next) a rank may meet before stopping
 
     def check(self, where: str) -> None:
         require(self.batch_size >= 1, where, "batch_size", "must be >= 1")
+        require(self.max_bad_samples >= 0, where, "max_bad_samples", "must be >= 0")
         require(self.eval_batch_size >= 1, where, "eval_batch_size", "must be >= 1")
         require(self.workers >= 0, where, "workers", "must be >= 0")
         require(self.epoch_limit >= 0, where, "epoch_limit", "must be >= 0 (0 = no limit)")

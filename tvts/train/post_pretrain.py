@@ -38,7 +38,7 @@ from tvts.train.pair_data import KINDS, AlternatingSampler, EvalSampler, PairDat
 from tvts.train.post_config import PostPretrainConfig
 from tvts.train.pretext import Meter, align_loss, to_device
 from tvts.train.pretrain import cpu_record, log_step, trim_log
-from tvts.train.trainer import Budget, TrainState, run_epochs
+from tvts.train.trainer import Budget, TrainState, bad_sample_counts, run_epochs
 
 log = logging.getLogger("tvts.post_pretrain")
 
@@ -142,7 +142,7 @@ class PostPretrainJob:
 
     def build_state(self, start: dict) -> TrainState:
         cfg, env = self.cfg, self.env
-        model, _ = model_from_state(start, "cpu")
+        model, _ = model_from_state(start, "cpu", self.init)
         model.train()
         model.video.grad_checkpointing = cfg.runtime.grad_checkpointing  # this stage's, not the pretraining's
         if env.world > 1:
@@ -183,7 +183,8 @@ class PostPretrainJob:
         self.meters = self.new_meters()
         return self.loader(PairSources(self.train_sets), self.sampler)
 
-    def micro_step(self, batch: dict, accum: int) -> None:
+    def micro_step(self, batch: dict, accum: int) -> dict[str, float]:
+        """Forward, loss, backward; returns the loss (the divergence guard checks it)."""
         env, lc = self.env, self.cfg.loss
         batch = to_device(batch, env.device)
         with dist.autocast(env.device, self.cfg.runtime.amp):
@@ -191,7 +192,9 @@ class PostPretrainJob:
         loss = align_loss(full_precision(v), full_precision(t), lc, env)
         (loss / accum).backward()
         kind = self.kinds[int(batch["source"][0])]
-        self.meters[kind].add({"loss_align": loss.item()}, len(batch["index"]))
+        terms = {"loss_align": loss.item()}
+        self.meters[kind].add(terms, len(batch["index"]))
+        return terms
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         log_step(self.out, self.mlrun, self.env, values, step, log)
@@ -199,7 +202,8 @@ class PostPretrainJob:
     def after_step(self) -> None:
         state, tel = self.state, self.state.telemetry
         if state.step % self.cfg.runtime.log_every == 0:
-            values = {"train/lr": state.scheduler.get_last_lr()[0]}
+            values = {"train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps}
+            values |= {f"train/bad_samples/{k}": v for k, v in bad_sample_counts(state).items()}  # every rank
             for kind, meter in self.meters.items():
                 if meter.n:
                     values |= {f"train/{kind}/{k}": v for k, v in meter.summary(self.env.world, tel.wait_s).items()}
@@ -258,9 +262,10 @@ class PostPretrainJob:
         self.mlrun = mlrun
         self.ckpts.extra = {"config": json.loads(dumps(self.pre)), "text_spec": self.spec.as_dict(),
                             "post_pretrain": json.loads(dumps(cfg)), "mlflow_run_id": mlrun.run_id if mlrun else ""}
-        budget = Budget(cfg.optim.epochs, cfg.optim.grad_accum, cfg.optim.clip_grad, cfg.runtime.amp)
+        budget = Budget.of(cfg, "post_pretrain")
         run_epochs(state, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
                    self.after_step, self.end_epoch)
+        self.bad_samples = bad_sample_counts(state)
         if not self.env.is_main:
             return {}
         manifest = self.manifest()
@@ -278,9 +283,10 @@ class PostPretrainJob:
         counts = {f"train_{k}": len(ds) for k, ds in zip(self.kinds, self.train_sets)}
         counts |= {f"val_{k}": len(ds) for k, ds in self.val_sets.items()}
         counts |= {"world_size": self.env.world, "steps": state.step, "steps_per_epoch": state.steps_per_epoch,
-                   "epochs": cfg.optim.epochs}
+                   "epochs": cfg.optim.epochs, "skipped_steps": state.skipped_steps}
         epochs = [f"ckpt/{checkpoint.epoch_name(h['epoch'], h['step'])}" for h in state.history]
-        return {"stage": "post_pretrain", "inputs": {"init": str(self.init), "pairs": [str(d) for d in self.dirs]},
+        return {"stage": "post_pretrain", "bad_samples": self.bad_samples,  # replaced in training, by reason
+                "inputs": {"init": str(self.init), "pairs": [str(d) for d in self.dirs]},
                 "config": {"post_pretrain": cfg}, "counts": counts, "sources": self.kinds,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"}, "history": state.history,
                 "train_s": state.train_s, "versions": io.library_versions(), "cpu": cpu_record()}

@@ -23,6 +23,15 @@ class Preempted(Exception):
         self.step = step
 
 
+class Diverged(RuntimeError):
+    """Training stopped by the divergence guard (tvts.train.trainer): too many non-finite steps.
+    A command line prints its one-line message and exits 1; rerunning the same config fails again."""
+
+
+class TooManyBadSamples(RuntimeError):
+    """Training stopped: more samples could not be read than `data.max_bad_samples` allows."""
+
+
 class Preemption:
     """While active, SIGTERM / SIGUSR1 set `requested` instead of killing the process."""
 

@@ -32,7 +32,7 @@ from tvts.data.shardset import ShardSet, open_shard_set
 from tvts.train.data import ResumableBatchSampler, ViewConfig, WindowDataset
 from tvts.train.pretext import (Meter, build_optimizer, build_scheduler, evaluate, freeze_unused, losses,
                                 make_loader, run_model, to_device, train_accuracy, view_config, wrap)
-from tvts.train.trainer import Budget, TrainState, run_epochs
+from tvts.train.trainer import Budget, TrainState, bad_sample_counts, run_epochs
 
 log = logging.getLogger("tvts.pretrain")
 
@@ -135,7 +135,7 @@ class PretrainJob:
         val_sampler = ResumableBatchSampler(len(self.val_ds), cfg.data.eval_batch_size, env.rank, env.world,
                                             cfg.seed, shuffle=False, drop_last=False)
         self.val_loader = make_loader(self.val_ds, val_sampler, cfg, env)
-        self.meter, self.mlrun = Meter(), None
+        self.meter, self.mlrun, self.bad_samples = Meter(), None, {}
 
     @property
     def resume_run_id(self) -> str | None:
@@ -175,21 +175,26 @@ class PretrainJob:
         self.meter = Meter(wait0=self.state.telemetry.wait_s)
         return make_loader(self.train_ds, self.sampler, self.cfg, self.env)
 
-    def micro_step(self, batch: dict, accum: int) -> None:
+    def micro_step(self, batch: dict, accum: int) -> dict[str, float]:
+        """Forward, loss, backward; returns the loss terms (the divergence guard checks them)."""
         state, cfg, env = self.state, self.cfg, self.env
         batch = to_device(batch, env.device)
         with dist.autocast(env.device, cfg.runtime.amp):
             out = run_model(state.engine, batch)
         parts = losses(out, batch["order"], cfg, env)
         (parts["loss"] / accum).backward()
-        self.meter.add({k: v.item() for k, v in parts.items()} | train_accuracy(out, batch), len(batch["order"]))
+        terms = {k: v.item() for k, v in parts.items()}
+        self.meter.add(terms | train_accuracy(out, batch), len(batch["order"]))
+        return terms
 
     def after_step(self) -> None:
         state = self.state
         if state.step % self.cfg.runtime.log_every == 0:
+            bad = bad_sample_counts(state)  # a collective: on every rank
             tel = state.telemetry
             self.metrics({f"train/{k}": v for k, v in self.meter.summary(self.env.world, tel.wait_s).items()}
-                         | {"train/lr": state.scheduler.get_last_lr()[0]}, state.step)
+                         | {"train/lr": state.scheduler.get_last_lr()[0], "train/skipped_steps": state.skipped_steps}
+                         | {f"train/bad_samples/{k}": v for k, v in bad.items()}, state.step)
             self.meter = Meter(wait0=tel.wait_s)
 
     def end_epoch(self, epoch: int) -> None:
@@ -212,11 +217,12 @@ class PretrainJob:
         self.mlrun = mlrun
         self.ckpts.extra = {"config": json.loads(dumps(cfg)), "text_spec": self.spec.as_dict(),
                             "mlflow_run_id": mlrun.run_id if mlrun else ""}
-        budget = Budget(cfg.optim.epochs, cfg.optim.grad_accum, cfg.optim.clip_grad, cfg.runtime.amp)
+        budget = Budget.of(cfg, "pretrain")
         if cfg.runtime.compile:
             self.count_flops_eagerly()
         run_epochs(state, self.sampler, self.batches, self.micro_step, budget, self.env, self.ckpts,
                    self.after_step, self.end_epoch)
+        self.bad_samples = bad_sample_counts(state)
         if not self.env.is_main:
             return {}
         if mlrun:
@@ -245,10 +251,12 @@ class PretrainJob:
         state, cfg = self.state, self.cfg
         counts = {"train_windows": len(self.train_ds), "train_videos": len(self.videos),
                   "val_windows": len(self.val_ds), "world_size": self.env.world,
-                  "steps": state.step, "steps_per_epoch": state.steps_per_epoch, "epochs": cfg.optim.epochs}
+                  "steps": state.step, "steps_per_epoch": state.steps_per_epoch, "epochs": cfg.optim.epochs,
+                  "skipped_steps": state.skipped_steps}  # non-finite steps the divergence guard skipped
         # The epochs this run validated, not whatever `epoch-*.pt` lies in the folder.
         epochs = [f"ckpt/{checkpoint.epoch_name(h['epoch'], h['step'])}" for h in state.history]
-        return {"stage": self.stage, "inputs": {"shards": self.shards.spec,
+        return {"stage": self.stage, "bad_samples": self.bad_samples,  # replaced in training, by reason
+                "inputs": {"shards": self.shards.spec,
                                                          "shards_fingerprint": self.shards.fingerprint()},
                 "config": {"pretrain": cfg, "text_only": self.text_only}, "counts": counts,
                 "outputs": {"epoch_checkpoints": epochs, "log": "log.jsonl"},

@@ -6,13 +6,16 @@ import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import ExecMode
 
 from tvts import grid, tracking
-from tvts.config import ConfigError
+from tvts.config import ConfigError, load_yaml
 from tvts.stages.common import job_environment
 from tvts.workflow_config import validate_workflow_config
 
 try:
+    for path in workflow.configfiles:  # read again without aliases: an alias bomb hangs validation
+        load_yaml(path)
     validate_workflow_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as err:
     sys.exit(f"Config error: {err}")
@@ -91,15 +94,28 @@ WARNED_MISSING = set()
 def rule_output(path, producer, consumer):
     """`path`, an output of rule `producer`, as an input of the job that writes `consumer`.
 
-    Missing beside an existing `consumer`, it is the output of a job that died; when that rerun
-    had a trigger that `upstream` does not carry (`-R`, a changed rule), Snakemake plans nothing
-    (it does not rebuild a missing intermediate file), so this says so, once per file.
+    Missing beside an existing `consumer`, it is the output of a job that died while rerunning
+    (`snakemake -R pretrain` killed), and `consumer` is stale. A missing intermediate file that
+    no target names is not rebuilt when its consumer looks up to date (snakemake/snakemake#1978),
+    so `consumer` is forced, as `-R` would: it, `producer` and everything below run again.
     """
-    if path not in WARNED_MISSING and not os.path.exists(path) and os.path.exists(consumer):
-        WARNED_MISSING.add(path)
-        print(f"Warning: {path} is missing but {consumer} exists: a {producer} job did not finish; "
-              f"if nothing is planned, `snakemake -R {producer}` reruns it and everything below it.", file=sys.stderr)
+    # (the producer's folder exists: Snakemake also asks rules that cannot make `consumer` here,
+    # e.g. select_ckpt for an `<exp>-post` experiment, which never pretrains)
+    if not os.path.exists(path) and os.path.exists(consumer) and os.path.isdir(os.path.dirname(path)):
+        force(consumer)
+        if path not in WARNED_MISSING:
+            WARNED_MISSING.add(path)
+            print(f"Warning: {path} is missing but {consumer} exists: a {producer} job did not finish; "
+                  f"{consumer} and everything below it are planned again.", file=sys.stderr)
     return path
+
+
+def force(path):
+    """Force the job that writes `path` in the DAG being built (not in a Slurm job's own Snakemake:
+    it runs its one job)."""
+    dag = workflow.dag
+    if dag is not None and workflow.exec_mode == ExecMode.DEFAULT:
+        dag.forcefiles.add(path)
 
 
 def raw_input(path):
@@ -335,14 +351,23 @@ def all_targets():
     return targets
 
 
+# With nothing to be done Snakemake skips `onstart`, so the spool of jobs that ended while the store
+# was away is replayed when the workflow is read, in order, by any invocation but a job's own
+# Snakemake (a Slurm job's; only when a spool is left over: replaying imports mlflow). A spool
+# whose job still runs is locked, and left alone.
+os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
+if workflow.exec_mode == ExecMode.DEFAULT and tracking.pending_files():
+    tracking.mark_stale_runs_killed(config["tracking"]["experiment"])
+
+
 onstart:
     # One store migration and one parent run per invocation, before any job starts
     # (parallel first use of a new SQLite store races on the schema migration).
-    os.environ[tracking.EXPERIMENT_ENV] = config["tracking"]["experiment"]
     os.environ[tracking.COMMIT_ENV] = tracking.git_commit(workflow.basedir)
     os.environ[tracking.PAPER_CONFIG_ENV] = str(config["tracking"].get("paper_config", False)).lower()
     tracking.init_store()
-    tracking.mark_stale_runs_killed(config["tracking"]["experiment"])  # RUNNING runs of dead jobs
+    # every leftover spool replayed in order, then RUNNING runs of dead jobs and invocations KILLED
+    tracking.mark_stale_runs_killed(config["tracking"]["experiment"])
     command = shlex.join(sys.argv)
     os.environ[tracking.PARENT_ENV] = tracking.start_parent_run(EXP, {"config": config}, command)
 

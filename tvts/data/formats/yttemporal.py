@@ -22,6 +22,7 @@ class VideoEntry:
 
     video_id: str
     name: str  # as in the list, relative to the corpus root
+    invalid: str = ""  # why the row cannot be read (a non-UTF-8 row: `invalid_utf8`, file:line), else ""
 
     def inside_root(self) -> bool:
         """True when the name stays under the corpus root: relative, and no `..` part.
@@ -54,14 +55,36 @@ class Annotation:
 def read_video_list(path: str | Path) -> list[VideoEntry]:
     """Read the tab-separated list; one `VideoEntry` per row, in file order.
 
+    A row that is not UTF-8 is one bad row among millions: it becomes an entry whose `invalid`
+    says so (file:line and the byte), which alignment rejects as `invalid_utf8`.
+
     Raises:
-        ValueError: naming the file (and line) when the file is not UTF-8, the header has no
-            `Name` column or a row has an empty or malformed name.
+        ValueError: naming the file (and line) when the header is not UTF-8 or has no `Name`
+            column, or a row has an empty or malformed name.
     """
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t")
-    if reader.fieldnames is None or "Name" not in reader.fieldnames:
-        raise ValueError(f"{path}: no 'Name' column in the header (got {reader.fieldnames})")
-    return [_entry(row.get("Name"), path, reader.line_num) for row in reader]
+    try:
+        text = read_text(path)
+    except FormatError:  # bad bytes kept as lone surrogates, so only their rows are refused
+        text = Path(path).read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+    if reader.fieldnames is None or "Name" not in reader.fieldnames or _undecodable(reader.fieldnames):
+        raise ValueError(f"{path}: no 'Name' column in the UTF-8 header (got {reader.fieldnames})")
+    return [_invalid(row, path, reader.line_num) or _entry(row.get("Name"), path, reader.line_num) for row in reader]
+
+
+def _undecodable(values) -> str:
+    """The first value holding a byte that was not UTF-8 (a lone surrogate), or ""."""
+    return next((v for v in values if isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v)), "")
+
+
+def _invalid(row: dict, path: str | Path, line: int) -> VideoEntry | None:
+    bad = _undecodable(row.values())
+    if not bad:
+        return None
+    byte = next(c for c in bad if "\udc80" <= c <= "\udcff")
+    where = f"{path}:{line}"
+    return VideoEntry(video_id=where, name=bad.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                      invalid=f"{where}: not UTF-8 (byte 0x{ord(byte) - 0xdc00:02x})")
 
 
 def _entry(name: str | None, path: str | Path, line: int) -> VideoEntry:
