@@ -88,10 +88,10 @@ def _sync(device: torch.device) -> None:
 
 
 def train_dtype(device: torch.device, amp: str | None) -> torch.dtype:
-    """The dtype the matmuls run in: the autocast dtype on CUDA, else float32."""
-    if device.type == "cuda" and amp in ("bf16", "fp16"):
-        return torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.float32
+    """The dtype the matmuls run in: the autocast dtype where it runs (CUDA or CPU), else float32."""
+    from tvts.train.precision import autocast_dtype
+
+    return autocast_dtype(device, amp) or torch.float32
 
 
 def percentile(values: list[float], q: float) -> float:
