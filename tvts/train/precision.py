@@ -19,6 +19,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from tvts.config import ConfigError
+
 log = logging.getLogger("tvts.train.precision")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _SAID: set[tuple[str, str]] = set()
@@ -56,8 +58,9 @@ def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContex
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-class CompileError(RuntimeError):
-    """torch.compile failed: the message names the stage and the setting that turns it off."""
+class CompileError(ConfigError):
+    """torch.compile failed: one line naming the stage and the setting that turns it off (a
+    ConfigError, so the stage exits with that line, as for a bad key)."""
 
 
 class Compiled(nn.Module):
@@ -79,9 +82,9 @@ class Compiled(nn.Module):
         try:
             return self.compiled(*args, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CompileError(f"{self.stage}: torch.compile failed ({type(err).__name__}: {first}); "
-                               f"set {self.setting}: false to train without compiling") from err
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise CompileError(f"{self.setting}: torch.compile failed in stage {self.stage} "
+                               f"({type(err).__name__}: {first}); set it to false to train without compiling") from err
 
 
 def compile_engine(engine: nn.Module, stage: str, setting: str) -> nn.Module:
