@@ -72,7 +72,9 @@ class Compiled(nn.Module):
 
     def __init__(self, engine: nn.Module, stage: str, setting: str):
         super().__init__()
-        self.compiled, self.stage, self.setting = torch.compile(engine), stage, setting
+        # dynamic=False: a training step's shapes are fixed (whole batches; post-pretraining's
+        # image and clip steps are two shapes, two graphs), so no recompile to dynamic shapes
+        self.compiled, self.stage, self.setting = torch.compile(engine, dynamic=False), stage, setting
 
     @property
     def _orig_mod(self) -> nn.Module:
