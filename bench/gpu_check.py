@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
     check = Check(args)
     try:
-        with tracking.stage_run("gpu_check", "gpu_check", {"device": str(check.device), "compile": check.compile}) as run:
+        params = {"device": str(check.device), "compile": check.compile}
+        with tracking.stage_run("gpu_check", "gpu_check", params) as run:
             report = {"device": str(check.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "sections": run_sections(check)}
             report["total_s"] = time.perf_counter() - check.t0

@@ -100,7 +100,8 @@ def measure(cfg: PretrainConfig, b: int, device, compile_: bool, steps: int = 5)
     sec, (model, batch) = time_steps(cfg, b, cfg.model.mask_ratio, steps, device, amp=cfg.runtime.amp,
                                      compile_=compile_)
     env = dist.DistEnv(0, 1, 0, device)
-    with flop_counter() as fc, dist.autocast(device, cfg.runtime.amp):   # eager: a counter must not see a compiled graph
+    # counted on the eager model: a FLOP counter must not see a compiled graph
+    with flop_counter() as fc, dist.autocast(device, cfg.runtime.amp):
         losses(run_model(model, batch), batch["order"], cfg, env)["loss"].backward()
     flops, peak = fc.get_total_flops() / b, measure_peak_flops(device, train_dtype(device, cfg.runtime.amp))
     return {"samples_per_s": b / sec, "step_s": sec, "flops_per_sample": flops, "tflops": flops * b / sec / 1e12,

@@ -78,7 +78,7 @@ def test_peak_flops_is_measured_on_the_device():
 #
 # Per sample, 2·m·n·k per matmul (m x k times k x n). A pre-norm block over n tokens of width d
 # with MLP width h runs 6 matmuls forward:
-#     qkv 2·n·d·3d, Q·Kᵀ 2·n·n·d, P·V 2·n·n·d (over all heads), proj 2·n·d·d, fc1 2·n·d·h, fc2 2·n·h·d.
+#     qkv 2·n·d·3d, Q·Kᵀ 2·n·n·d, P·V 2·n·n·d (all heads), proj 2·n·d·d, fc1 2·n·d·h, fc2 2·n·h·d.
 # Backward is 2x forward for every matmul (the gradient of each operand), except the tubelet
 # Conv3d, whose input (the frames) needs none: 1x. The model, per sample:
 #     tubelet conv over all T'·N tubelets: 2·T'·N·(3·t·p²)·d
