@@ -122,6 +122,10 @@ def _gather_worker(rank: int, backend: str, world: int, port: int, tmp: str) -> 
     tdist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                              device_id=device if backend == "nccl" else None)
     try:
+        ones = torch.ones(1, device=device)
+        tdist.all_reduce(ones)                       # one collective whatever the world size
+        if ones.item() != world:
+            raise RuntimeError(f"{backend} all_reduce gave {ones.item()}, not {world}")
         x = torch.full((2, 2), float(rank + 1), device=device, requires_grad=True)
         weights = torch.arange(4.0 * world, device=device).view(2 * world, 2)
         (gather_with_grad(x) * weights).sum().backward()
