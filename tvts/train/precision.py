@@ -13,6 +13,7 @@ stage and the setting that turns compiling off.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 
@@ -41,8 +42,10 @@ def autocast_dtype(device: torch.device, amp: str | None) -> torch.dtype | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def supports(device_type: str, dtype: torch.dtype) -> bool:
-    """Whether torch.autocast on `device_type` runs in `dtype` (it warns and disables itself otherwise)."""
+    """Whether torch.autocast on `device_type` runs in `dtype` (it warns and disables itself
+    otherwise). Asked once per process: every micro-step autocasts."""
     if not torch.amp.is_autocast_available(device_type):
         return False
     with warnings.catch_warnings(record=True) as caught:
