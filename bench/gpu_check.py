@@ -72,9 +72,14 @@ def versions(check: Check) -> dict:
     if check.cuda:
         props = torch.cuda.get_device_properties(check.device)
         out |= {"gpu": props.name, "gpu_memory_gb": props.total_memory / 2**30, "gpus": torch.cuda.device_count(),
-                "capability": f"{props.major}.{props.minor}", "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+                "capability": f"{props.major}.{props.minor}", "nccl": nccl_version(),
                 "driver": nvidia_smi("driver_version")}
     return out
+
+
+def nccl_version() -> str:
+    v = torch.cuda.nccl.version()
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
 def nvidia_smi(field: str) -> str:
@@ -168,6 +173,9 @@ def smoke_pretrain(check: Check) -> dict:
 
     shards, out = smoke_shards(check), {}
     for compiled in ([False, True] if check.compile else [False]):
+        if compiled and check.left_s() < 150:
+            out["compile"] = "skipped: time budget"
+            break
         raw = yaml.safe_load(SMOKE.read_text())
         raw["pretrain"]["runtime"] |= {"amp": "bf16", "compile": compiled}
         cfg = check.tmp / f"smoke-{compiled}.yaml"
@@ -215,8 +223,8 @@ def train_step(check: Check) -> dict:
     if best is None:
         return out | {"eager": "skipped: no batch fits or no time left"}
     out |= {"batch": best[0], "eager": best[1]}
-    if not check.compile:
-        return out | {"compile": "skipped: --no-compile"}
+    if not check.compile or check.left_s() < 120:
+        return out | {"compile": "skipped: --no-compile" if not check.compile else "skipped: time budget"}
     try:
         out["compile"] = measure(cfg, best[0], check.device, compile_=True)
     except torch.OutOfMemoryError:
