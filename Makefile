@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup data run science test bench demo-data clean-results
+.PHONY: setup data run science test bench gpu-check demo-data clean-results
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench: data
 	python bench/align_asr.py
 	python bench/shard_clips.py
 	python bench/train_step.py
+
+# The first GPU's check, <= 8 min on one H100 (bench/gpu_check.py, docs/benchmarks.md): one JSON in
+# results/gpu_check/ and one MLflow run. Without a GPU it says so and exits 0; ARGS=--cpu runs the CPU sections.
+gpu-check: setup
+	python bench/gpu_check.py $(ARGS)
 
 # Regenerate the demo corpus from code and version it (docs/stages.md, "Versioning data (DVC)").
 demo-data: setup

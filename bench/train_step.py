@@ -8,9 +8,9 @@ baseline measured in the same run:
      process (workers=0);
   3. paper-sized model (ViT-B/16 at 16x224^2 + a DistilBERT-base-shaped text encoder), CPU:
      forward+backward seconds per sample, mask 0.75 against no masking;
-  4. on a GPU only: bf16 samples/s and MFU (FLOPs counted by torch's FlopCounterMode over the
-     measured rate of a large bf16 matmul) for ViT-B 16x224^2, mask 0.75, at the largest
-     batch that fits.
+  4. on a GPU only: bf16 samples/s and MFU (the telemetry's model FLOPs over the measured
+     rate of a large bf16 matmul) for ViT-B 16x224^2, mask 0.75, at the largest batch that fits;
+  5. demo config, CPU: samples/s in bf16 autocast and compiled (inductor), each against fp32 eager.
 """
 from __future__ import annotations
 
@@ -68,24 +68,44 @@ def synthetic_batch(cfg: PretrainConfig, spec, b: int, mask_ratio: float, device
     return to_device(batch, device)
 
 
-def time_steps(cfg: PretrainConfig, b: int, mask_ratio: float, steps: int, device, amp=None) -> tuple[float, object]:
-    """Seconds per fwd+bwd+step on a fixed synthetic batch (after 2 warm-up steps)."""
+def time_steps(cfg: PretrainConfig, b: int, mask_ratio: float, steps: int, device, amp: str = "off",
+               compile_: bool = False) -> tuple[float, object]:
+    """Seconds per fwd+bwd+step on a fixed synthetic batch (after 2 warm-up steps: a compiled
+    engine compiles in the first), under `amp` autocast (`tvts.train.distributed.autocast`)."""
     spec = build_spec(cfg.model.text, [" ".join(WORDS)] * 4)
     model = build_model(cfg, spec).to(device).train()
     opt = build_optimizer(model, cfg)
     state = TrainState(model, model, opt, build_scheduler(opt, 1000, cfg), 1000)
     batch = synthetic_batch(cfg, spec, b, mask_ratio, device)
     env = dist.DistEnv(0, 1, 0, torch.device(device))
+    engine = torch.compile(model) if compile_ else model
     for i in range(steps + 2):
         if i == 2:
             sync(device)
             t0 = time.perf_counter()
-        with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)):
-            out = run_model(model, batch)
+        with dist.autocast(torch.device(device), amp):
+            out = run_model(engine, batch)
         losses(out, batch["order"], cfg, env)["loss"].backward()
         optimizer_step(state, cfg.optim.clip_grad)
     sync(device)
     return (time.perf_counter() - t0) / steps, (model, batch)
+
+
+def measure(cfg: PretrainConfig, b: int, device, compile_: bool, steps: int = 5) -> dict[str, float]:
+    """samples/s, model FLOPs (the telemetry's count) and MFU against the measured matmul peak of
+    one train step at batch `b` under `cfg.runtime.amp`, the engine compiled or not."""
+    from tvts.train.telemetry import flop_counter, measure_peak_flops, train_dtype
+
+    device = torch.device(device)
+    sec, (model, batch) = time_steps(cfg, b, cfg.model.mask_ratio, steps, device, amp=cfg.runtime.amp,
+                                     compile_=compile_)
+    env = dist.DistEnv(0, 1, 0, device)
+    # counted on the eager model: a FLOP counter must not see a compiled graph
+    with flop_counter() as fc, dist.autocast(device, cfg.runtime.amp):
+        losses(run_model(model, batch), batch["order"], cfg, env)["loss"].backward()
+    flops, peak = fc.get_total_flops() / b, measure_peak_flops(device, train_dtype(device, cfg.runtime.amp))
+    return {"samples_per_s": b / sec, "step_s": sec, "flops_per_sample": flops, "tflops": flops * b / sec / 1e12,
+            "peak_tflops": peak / 1e12, "mfu": flops * b / sec / peak}
 
 
 def sync(device) -> None:
@@ -119,33 +139,26 @@ def real_data(cfg: PretrainConfig, steps: int, workers: int) -> dict[str, float]
 
 
 def gpu_section(steps: int) -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
     cfg = replace(paper_config(), runtime=replace(paper_config().runtime, amp="bf16"))
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ a
-    sync("cuda")
-    t0 = time.perf_counter()
-    for _ in range(10):
-        a @ a
-    sync("cuda")
-    peak = 10 * 2 * 8192**3 / (time.perf_counter() - t0)
-    best = None
     for b in (32, 64, 96, 128, 192, 256):
         try:
-            sec, (model, batch) = time_steps(cfg, b, 0.75, steps, "cuda", amp=True)
+            m = measure(cfg, b, "cuda", compile_=False, steps=steps)
         except torch.OutOfMemoryError:
             break
-        env = dist.DistEnv(0, 1, 0, torch.device("cuda"))
-        with FlopCounterMode(display=False) as fc, torch.autocast("cuda", dtype=torch.bfloat16):
-            losses(run_model(model, batch), batch["order"], cfg, env)["loss"].backward()
-        flops = fc.get_total_flops()
-        best = (b, sec, flops)
-        print(f"  batch {b:4d}: {b / sec:8.1f} samples/s, {flops / sec / 1e12:6.1f} TFLOP/s, MFU {flops / sec / peak:.3f}")
-        del model, batch
         torch.cuda.empty_cache()
-    print(f"  measured bf16 matmul peak: {peak / 1e12:.0f} TFLOP/s; best batch {best[0] if best else '-'}")
+        print(f"  batch {b:4d}: {m['samples_per_s']:8.1f} samples/s, {m['tflops']:6.1f} TFLOP/s, MFU {m['mfu']:.3f} "
+              f"(measured bf16 matmul peak {m['peak_tflops']:.0f} TFLOP/s)")
+
+
+def cpu_precision_and_compile(cfg: PretrainConfig, steps: int) -> None:
+    """The demo model's train step on the CPU: fp32 eager (the baseline), bf16 eager, fp32 compiled."""
+    b = cfg.data.batch_size
+    fp32, _ = time_steps(cfg, b, cfg.model.mask_ratio, steps, "cpu", amp="off")
+    bf16, _ = time_steps(cfg, b, cfg.model.mask_ratio, steps, "cpu", amp="bf16")
+    compiled, _ = time_steps(cfg, b, cfg.model.mask_ratio, steps, "cpu", amp="off", compile_=True)
+    print(f"5. demo model, CPU ({torch.backends.cpu.get_cpu_capability()}) fwd+bwd+AdamW: fp32 eager {b / fp32:.1f} "
+          f"samples/s; bf16 autocast {b / bf16:.1f} (x{fp32 / bf16:.2f}); fp32 compiled {b / compiled:.1f} "
+          f"(x{fp32 / compiled:.2f})")
 
 
 def main() -> None:
@@ -181,6 +194,7 @@ def main() -> None:
         gpu_section(args.steps)
     else:
         print("4. skipped: no GPU here")
+    cpu_precision_and_compile(cfg, args.steps)
 
 
 if __name__ == "__main__":

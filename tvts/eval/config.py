@@ -63,7 +63,7 @@ class ViewsConfig:
     spatial: int = 3         # spatial crops (the paper: 3)
     batch_size: int = 32     # videos per extraction batch
     workers: int = 4         # DataLoader workers (decoding)
-    amp: str = "bf16"        # autocast on GPU while extracting features ("off" = float32); ignored on CPU
+    amp: str = "bf16"        # autocast while extracting features, GPU or CPU ("off" = float32)
 
     def check(self, where: str) -> None:
         require(self.short_side >= 8, where, "short_side", "must be >= 8")
@@ -247,7 +247,7 @@ class FinetuneConfig:
     flip: str = "auto"               # auto: flip except on SSV2; on; off
     train_mask_ratio: float = 0.0    # tube masking while training (demo speed-up; the paper: 0)
     # runtime
-    amp: str = "bf16"                # autocast on GPU ("off" = float32); ignored on CPU
+    amp: str = "bf16"                # autocast, GPU or CPU ("off" = float32)
     seed: int = 0
     workers: int = 4                 # DataLoader workers for training clips
     ckpt_every: int = 500            # optimiser steps between step checkpoints

@@ -21,6 +21,7 @@ from tvts.eval.views import ClipDataset
 from tvts.models.load import load_model
 from tvts.train import checkpoint
 from tvts.train import distributed as dist
+from tvts.train.precision import autocast_dtype
 from tvts.train.data import ResumableBatchSampler
 
 log = logging.getLogger("tvts.eval_finetune")
@@ -148,4 +149,4 @@ class FinetuneJob(TuningJob):
                 "label_smoothing": cfg.label_smoothing, "drop_path": cfg.drop_path,
                 "test_views": f"{self.views.temporal}x{self.views.spatial}, short side {self.views.short_side}, "
                               "logits averaged", "ties": "pessimistic",
-                "device": str(self.env.device), "amp": cfg.amp if self.env.device.type == "cuda" else "off (CPU)"}
+                "device": str(self.env.device), "amp": str(autocast_dtype(self.env.device, cfg.amp) or "off")}

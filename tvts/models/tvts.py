@@ -5,6 +5,7 @@ encoder by masked reconstruction instead (the VideoMAE baseline, `pretrain.metho
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -75,6 +76,20 @@ class TVTS(nn.Module):
         return Outputs(recon_loss=self.decoder.loss(frames, tokens[:, 1:], keep))
 
 
+def in_float32(loss_fn):
+    """Compute a loss in float32 even when called under autocast: its inputs upcast, autocast off
+    inside (autocast would run the similarity matmul of a contrastive loss in bf16: logits / 0.05
+    with 8 mantissa bits)."""
+    @functools.wraps(loss_fn)
+    def wrapped(*args, **kwargs):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        args = [full_precision(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return loss_fn(*args, **kwargs)
+    return wrapped
+
+
+@in_float32
 def contrastive_loss(video: torch.Tensor, text: torch.Tensor, all_video: torch.Tensor, all_text: torch.Tensor,
                      offset: int, temperature: float, reduction: str = "mean") -> torch.Tensor:
     """Symmetric InfoNCE of the local rows against every rank's embeddings.
@@ -98,6 +113,7 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+@in_float32
 def sort_loss(logits: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each transcript's true position: logits (B, K, K), order (B, K)."""
     return F.cross_entropy(full_precision(logits).flatten(0, 1), order.flatten())

@@ -86,8 +86,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    amp: str = "bf16"            # bf16 autocast on GPU; ignored on CPU
-    compile: bool = False        # torch.compile the model
+    amp: str = "bf16"            # autocast (GPU and CPU); "off" = float32 (tvts.train.precision)
+    compile: bool = False        # torch.compile the training engine (inductor, GPU and CPU)
     grad_checkpointing: bool = False
     log_every: int = 10          # optimiser steps between MLflow metric logs
     ckpt_every: int = 500        # optimiser steps between step checkpoints

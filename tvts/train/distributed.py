@@ -143,7 +143,8 @@ def no_sync(engine: torch.nn.Module, sync: bool) -> contextlib.AbstractContextMa
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; a no-op on CPU or with amp="off"."""
-    if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    """bf16/fp16 autocast on CUDA and CPU alike; float32 with amp="off", or where this torch's autocast
+    does not support the dtype (said once: `tvts.train.precision`)."""
+    from tvts.train import precision
+
+    return precision.autocast(device, amp)

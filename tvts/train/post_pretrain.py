@@ -37,6 +37,7 @@ from tvts.train.config import PretrainConfig
 from tvts.train.pair_data import KINDS, AlternatingSampler, EvalSampler, PairDataset, PairSources, PairView
 from tvts.train.post_config import PostPretrainConfig
 from tvts.train.pretext import Meter, align_loss, to_device
+from tvts.train.precision import compile_engine
 from tvts.train.pretrain import cpu_record, log_step, trim_log
 from tvts.train.trainer import Budget, TrainState, bad_sample_counts, run_epochs
 
@@ -166,7 +167,7 @@ class PostPretrainJob:
                 trim_log(self.out / "log.jsonl", state.step)
         state.engine = dist.wrap_ddp(self.encoder, env)
         if cfg.runtime.compile:
-            state.engine = torch.compile(state.engine)
+            state.engine = compile_engine(state.engine, "post_pretrain", "post_pretrain.runtime.compile")
         return state
 
     def loader(self, dataset, sampler) -> DataLoader:

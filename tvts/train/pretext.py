@@ -20,6 +20,7 @@ from tvts.train import distributed as dist
 from tvts.train import schedule
 from tvts.train.config import PretrainConfig
 from tvts.train.data import ResumableBatchSampler, ViewConfig, WindowDataset
+from tvts.train.precision import compile_engine
 
 
 def view_config(cfg: PretrainConfig) -> ViewConfig:
@@ -100,11 +101,11 @@ def align_loss(v: torch.Tensor, t: torch.Tensor, lc: LossConfig, env: dist.DistE
                             lc.temperature, lc.align_reduction)
 
 
-def wrap(model: TVTS, cfg: PretrainConfig, env: dist.DistEnv) -> nn.Module:
+def wrap(model: TVTS, cfg: PretrainConfig, env: dist.DistEnv, stage: str = "pretrain") -> nn.Module:
     """What runs forward: DDP across ranks, compiled if `runtime.compile`."""
     engine = dist.wrap_ddp(model, env)
     if cfg.runtime.compile:
-        engine = torch.compile(engine)
+        engine = compile_engine(engine, stage, f"{stage}.runtime.compile")
     return engine
 
 

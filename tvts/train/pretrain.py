@@ -270,9 +270,10 @@ def cpu_record() -> dict:
     return {"capability": torch.backends.cpu.get_cpu_capability(), "pins": pins}
 
 
-def initial_state(cfg: PretrainConfig, shards: str | Path | ShardSet, env: dist.DistEnv) -> dict:
-    """The state a new pretraining run starts from, in best.pt format (a no-pretraining baseline)."""
-    _, _, spec = build_data(shards, cfg, env)
+def initial_state(cfg: PretrainConfig, shards: str | Path | ShardSet | None, env: dist.DistEnv) -> dict:
+    """The state a new pretraining run starts from, in best.pt format (a no-pretraining baseline).
+    Without shards the tokenizer is the pretrained `model.text.model`'s (a released checkpoint)."""
+    spec = build_data(shards, cfg, env)[2] if shards is not None else build_spec(cfg.model.text)
     model = initial_model(cfg, spec)
     return {"model": model.state_dict(), "config": io.to_jsonable(cfg), "text_spec": spec.as_dict(),
             "step": 0, "steps_per_epoch": 0, "run_key": "", "source": f"init:{cfg.init}",

@@ -15,6 +15,12 @@ the loader, and counts the model FLOPs of the run's first micro-batch (forward a
 
 MFU here is against the *measured* peak (a large matmul in the training dtype), not the
 datasheet: it says how much of what this device actually delivers the model used.
+
+The count is of *model* FLOPs, 2·m·n·k per matmul of the forward pass and of the gradients
+autograd computes: a fused attention kernel's backward is counted as its 4 matmuls (dV, dP,
+dQ, dK), without the recomputation of Q·Kᵀ that torch's own formula adds (that would be
+hardware FLOPs, and would make MFU depend on which kernel ran). tests/test_telemetry.py checks
+the count against a hand-derived one for the paper's ViT-B and the demo model.
 """
 from __future__ import annotations
 
@@ -38,6 +44,23 @@ def batch_size(batch: Any) -> int:
         if isinstance(v, torch.Tensor) and v.dim() > 0:
             return int(v.shape[0])
     return 0
+
+
+def flop_counter():
+    """torch's FlopCounterMode with every fused attention backward counted as model FLOPs: torch
+    counts 5 equal matmuls (Q·Kᵀ recomputed, dV, dP, dQ, dK), the model has the last 4 (with
+    equal query and value head sizes, as in every ViT and BERT, that is 4/5 of torch's count)."""
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+    def model_flops(formula):
+        def count(*args, **kwargs) -> int:
+            return formula(*args, **kwargs) * 4 // 5
+        count._get_raw = True   # `formula` is the registry's, already shape-wrapped where it needs to be
+        return count
+
+    backward = {op: model_flops(f) for op, f in flop_registry.items()
+                if str(op).startswith("aten.") and "attention" in str(op) and str(op).endswith("backward")}
+    return FlopCounterMode(display=False, custom_mapping=backward)
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
@@ -65,10 +88,10 @@ def _sync(device: torch.device) -> None:
 
 
 def train_dtype(device: torch.device, amp: str | None) -> torch.dtype:
-    """The dtype the matmuls run in: the autocast dtype on CUDA, else float32."""
-    if device.type == "cuda" and amp in ("bf16", "fp16"):
-        return torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.float32
+    """The dtype the matmuls run in: the autocast dtype where it runs (CUDA or CPU), else float32."""
+    from tvts.train.precision import autocast_dtype
+
+    return autocast_dtype(device, amp) or torch.float32
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -119,9 +142,7 @@ class Telemetry:
         if self.flops_per_sample is not None or self.compiled:
             yield
             return
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         with counter:
             yield
         n = batch_size(batch)
@@ -131,10 +152,8 @@ class Telemetry:
         """Count FLOPs as 3x one `forward()` of `n` samples (backward ~ 2x forward), without
         touching training: no grad, the RNG streams forked. For compiled engines, which must not
         run under a dispatch mode (it drops them to eager for good)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
         devices = [self.device] if self.device.type == "cuda" else []
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         with torch.random.fork_rng(devices=devices), torch.no_grad(), counter:
             forward()
         self.flops_per_sample = 3 * counter.get_total_flops() / max(1, n)

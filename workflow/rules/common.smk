@@ -243,6 +243,7 @@ def job_resources(rule_name):
 
 
 BASELINE = config["dag"].get("no_pretrain_baseline", "")
+PRETRAIN = config["dag"].get("pretrain", True)  # false: `exp` evaluates pretrain.init as it is (config/released.yaml)
 REPORT_DIR = config["dag"].get("report_dir", "results/report")
 
 
@@ -252,14 +253,18 @@ def seeded(name):
 
 
 def pretrained_experiments():
-    """The experiments that pretrain: `exp`, or every (method, seed) of the grid's pretrained methods."""
+    """The experiments that pretrain: `exp`, or every (method, seed) of the grid's pretrained methods;
+    none with `dag.pretrain: false`."""
+    if not PRETRAIN:
+        return []
     return [e for m in GRID.pretrained_methods for e in seeded(m)] if GRID else [EXP]
 
 
 def baseline_experiments():
     """The experiments of the initial model: the no-pretraining baseline, and the grid's `no_pretrain` methods."""
     untrained = [e for m in GRID.untrained_methods for e in seeded(m)] if GRID else []
-    return (seeded(BASELINE) if BASELINE else []) + untrained
+    released = [] if PRETRAIN else [EXP]   # `dag.pretrain: false`: `exp` is its initial model
+    return released + (seeded(BASELINE) if BASELINE else []) + untrained
 
 
 def post_experiments():
@@ -308,6 +313,16 @@ def init_json(section, part):
 def model_of(exp):
     """The checkpoint an experiment's evaluations load: the selected one, or the untrained model."""
     return f"results/{exp}/init/model.pt" if is_baseline(exp) else f"results/{exp}/select/best.pt"
+
+
+def init_model_shards(exp):
+    """The shards init_model scores the initial model on (and trains a scratch tokenizer on); none
+    with `dag.pretrain: false`, where nothing is sharded and the model is taken as it is."""
+    return shards_of(exp) if PRETRAIN else []
+
+
+def init_model_args(shards):
+    return f"--shards {shlex.quote(str(shards))}" if shards else ""
 
 
 def shards_of(exp):

@@ -1,11 +1,12 @@
 # Downstream evaluations: one rule per task, one job per (experiment, dataset) listed in
 # `eval.tasks`; each writes results/{exp}/eval/{task}/{dataset}.json and its own MLflow run.
-# The no-pretraining baseline (`dag.no_pretrain_baseline`) gets the untrained model (init_model).
+# The no-pretraining baseline (`dag.no_pretrain_baseline`) gets the untrained model (init_model);
+# with `dag.pretrain: false` (config/released.yaml) so does `exp` itself: `pretrain.init` as it is.
 
 
 rule init_model:
     input:
-        shards=lambda wc: shards_of(wc.exp),
+        shards=lambda wc: init_model_shards(wc.exp),
         inits=lambda wc: init_inputs(wc.exp),
     output:
         "results/{exp}/init/model.pt",
@@ -13,6 +14,7 @@ rule init_model:
         "logs/{exp}/init_model.log",
     params:
         cfg=lambda wc: exp_json(wc.exp, "pretrain"),
+        shards=lambda wc, input: init_model_args(input.shards),
         upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS, *init_sections(wc.exp)),
     threads: res("init_model", "threads")
     resources:
@@ -20,7 +22,7 @@ rule init_model:
     conda:
         "../../envs/tvts.yaml"
     shell:
-        "exec tvts init-model --shards {input.shards} --out {output} --exp {wildcards.exp} --rule init_model"
+        "exec tvts init-model {params.shards} --out {output} --exp {wildcards.exp} --rule init_model"
         " --config-json {params.cfg:q} > {log} 2>&1"
 
 
