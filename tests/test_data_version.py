@@ -39,7 +39,7 @@ def test_remote_is_in_repo_and_small():
     config = (ROOT / ".dvc" / "config").read_text()
     assert "url = ../dvc-store" in config
     size = sum(p.stat().st_size for p in (ROOT / "dvc-store").rglob("*") if p.is_file())
-    assert 0 < size < 15 * 2**20
+    assert 0 < size < 64 * 2**20   # 45 MiB: 3,840 SSV2-format clips make most of it
     assert yaml.safe_load((ROOT / "data.dvc").read_text())["outs"][0]["path"] == "data"
 
 
