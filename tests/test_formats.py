@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tvts.data.formats import CLASSIFICATION, READERS, RETRIEVAL, read_split
@@ -392,7 +393,7 @@ def test_reads_the_demo_corpus():
     counts = {(fmt, split): read_split(fmt, DEMO / fmt, split)
               for fmt in ("ssv2", "msrvtt") for split in ("train", "test")}
     assert {k: len(vs.items) for k, vs in counts.items()} == {
-        ("ssv2", "train"): 288, ("ssv2", "test"): 96, ("msrvtt", "train"): 90, ("msrvtt", "test"): 30}
+        ("ssv2", "train"): 2880, ("ssv2", "test"): 960, ("msrvtt", "train"): 90, ("msrvtt", "test"): 30}
     assert len(counts["ssv2", "train"].classes) == 12
     assert all(not vs.missing for vs in counts.values())
 
@@ -440,3 +441,15 @@ def summary(vs, root: Path) -> tuple:
     """What a reader read, with paths relative to the dataset root (to compare two copies)."""
     items = [(i.video_id, i.path.relative_to(root), i.label, i.captions) for i in vs.items]
     return items, vs.classes, [m.video_id for m in vs.missing]
+
+
+def test_max_test_videos_keeps_the_first_clips_of_the_test_split(tmp_path):
+    from tvts.eval.config import DatasetSpec, load_dataset_split
+    if not (DEMO / "ssv2").is_dir():
+        pytest.skip("demo corpus not pulled (dvc pull)")
+    spec = DatasetSpec("ssv2", str(DEMO / "ssv2"), max_videos=288, max_test_videos=96)
+    train, test = load_dataset_split(spec, "train"), load_dataset_split(spec, "test")
+    assert (len(train.items), len(test.items)) == (288, 96)
+    # classes cycle with the clip index: the demo's subset is balanced, 24 / 8 a class
+    assert set(np.bincount([i.label for i in test.items])) == {8}
+    assert set(np.bincount([i.label for i in train.items])) == {24}
