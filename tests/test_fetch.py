@@ -19,7 +19,8 @@ import yaml
 from tvts import io
 from tvts.config import ConfigError, from_dict
 from tvts.data.fetch.config import FetchConfig
-from tvts.data.fetch.download import Store, classify, pick_format, sha256_of
+from tvts.data.fetch.download import Store, classify, pick_format
+from tvts.io import file_sha256 as sha256_of
 from tvts.data.formats.yttemporal import load_annotation, read_video_list
 from tvts.stages import fetch_videos, join_fetched
 

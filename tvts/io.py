@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -100,6 +101,12 @@ def remove_stale_temp_dirs(out: str | os.PathLike) -> list[Path]:
         log.warning("removing %s, left by a killed run", path)
         shutil.rmtree(path, ignore_errors=True)
     return stale
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's content, read in blocks (a checkpoint's or a download's identity)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

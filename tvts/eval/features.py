@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tvts.io import atomic_path
+from tvts.io import atomic_path, file_sha256
 from tvts.train.distributed import autocast
 
 log = logging.getLogger("tvts.eval.features")
@@ -117,8 +117,7 @@ def extract_features(model_video: torch.nn.Module, dataset: Dataset, batch_size:
 
 def file_digest(path: str | Path) -> str:
     """sha256 of a file's content (a checkpoint's identity: a re-saved equal file keeps its cache)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return file_sha256(path)
 
 
 def video_list_digest(ids: list[str]) -> str:

@@ -72,18 +72,10 @@ def pair_view(pre: PretrainConfig, cfg: PostPretrainConfig) -> PairView:
                     tuple(cfg.data.crop_scale), cfg.data.flip)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_key(cfg: PostPretrainConfig, init: Path, pair_dirs: list[Path]) -> str:
     """The config, the starting checkpoint's bytes and every pair part's manifest."""
     h = hashlib.sha256(dumps({"post_pretrain": cfg}).encode())
-    h.update(file_sha256(init).encode())
+    h.update(io.file_sha256(init).encode())
     for d in pair_dirs:
         h.update((Path(d) / "manifest.json").read_bytes())
     return h.hexdigest()[:16]

@@ -13,7 +13,6 @@ exception: one bad video never stops a part.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -162,14 +161,6 @@ def ydl_params(cfg: FetchConfig, staging: Path, logger: CapturingLogger, env=os.
     return params
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Store:
     """`<store>/videos/<id>.mp4`, `captions/<id>.vtt`, `records/<id>.json`, `.staging/<id>/`."""
 
@@ -198,7 +189,7 @@ class Store:
         if row.get("captions"):
             files.append((self.captions(vid), row.get("captions_sha256"), row.get("captions_bytes")))
         for path, digest, size in files:
-            same = path.is_file() and (path.stat().st_size == size if self.verify == "size" else sha256_of(path) == digest)
+            same = path.is_file() and (path.stat().st_size == size if self.verify == "size" else io.file_sha256(path) == digest)
             if not same:
                 log.warning("%s: %s changed since it was fetched; fetching again", vid, path.name)
                 return None
@@ -257,7 +248,7 @@ def finish(vid: str, done: dict, lang: str | None, store: Store) -> dict:
         shutil.rmtree(staged, ignore_errors=True)
         return missing(vid, "other", f"the downloaded video {video.name} has no readable duration")
     row = {"id": vid, "status": "ok", "reason": None, "bytes": video.stat().st_size,
-           "duration": round(duration, 3), "sha256": sha256_of(video), "format_id": done.get("format_id"),
+           "duration": round(duration, 3), "sha256": io.file_sha256(video), "format_id": done.get("format_id"),
            "width": done.get("width"), "height": done.get("height"), "vcodec": done.get("vcodec"),
            "captions": None, "caption_lang": lang, "n_caption_words": 0,
            "title": done.get("title"), "description": (done.get("description") or "")[:5000]}
@@ -268,7 +259,7 @@ def finish(vid: str, done: dict, lang: str | None, store: Store) -> dict:
         except (OSError, FormatError) as err:
             shutil.rmtree(staged, ignore_errors=True)
             return missing(vid, "other", f"captions unreadable: {err}")
-        row |= {"captions": str(store.captions(vid)), "captions_sha256": sha256_of(vtt), "captions_bytes": vtt.stat().st_size}
+        row |= {"captions": str(store.captions(vid)), "captions_sha256": io.file_sha256(vtt), "captions_bytes": vtt.stat().st_size}
         _move(vtt, store.captions(vid))
     _move(video, store.video(vid))
     row["video"] = str(store.video(vid))
