@@ -3,7 +3,7 @@ run resumes bit-identically, and a compile failure is one line naming the stage 
 
 Compiling is slow on 2 cores (the first compile of the smoke model's forward and backward takes
 about a minute), so these tests are few: one pretraining test (eager, compiled, preempted and
-resumed), one post-pretraining test, one failure. Fine-tuning has no compile setting.
+resumed), one post-pretraining test, one fine-tuning test, one failure.
 
 Dropout and drop path are off here: inductor draws its own random numbers for dropout (not
 eager's stream), so with them on a compiled step's loss differs from eager's by the masks, not
@@ -26,6 +26,7 @@ from tvts.train import checkpoint, trainer
 from tvts.train.preemption import PREEMPTED
 
 from conftest import SMOKE
+from test_eval_finetune import corpus, tiny_checkpoint  # noqa: F401 (fixtures)
 from test_post_pretrain import pairs  # noqa: F401 (fixture)
 from test_train import final_weights, run_pretrain, train_config
 
@@ -105,3 +106,22 @@ def test_a_compile_failure_is_one_line_naming_the_stage_and_the_setting(tmp_path
     line = str(err.value.code)
     assert line.startswith("pretrain: pretrain.runtime.compile: torch.compile failed in stage pretrain (")
     assert line.endswith("set it to false to train without compiling") and "\n" not in line
+
+
+def test_compiled_finetuning_matches_eager(tmp_path, corpus, tiny_checkpoint, monkeypatch):  # noqa: F811
+    """`eval.finetune.compile`: the same fine-tuning steps' losses as eager, within CLOSE (no dropout)."""
+    from test_eval_finetune import eval_section, run_stage
+    from tvts.eval import tuning
+    from tvts.stages import eval_finetune
+    compiled = []
+    real = tuning.compile_engine
+    monkeypatch.setattr(tuning, "compile_engine", lambda *a: compiled.append(a[1:]) or real(*a))
+    history = {}
+    for compile_ in (False, True):
+        section = eval_section(corpus, {"drop_path": 0.0, "head_dropout": 0.0, "reprob": 0.0, "epochs": 1,
+                                        "warmup_epochs": 0, "amp": "off", "compile": compile_})
+        out = tmp_path / f"{compile_}.json"
+        assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / f"work-{compile_}", section) == 0
+        history[compile_] = [h["train/loss"] for h in json.loads(out.read_text())["history"]]
+    assert compiled == [("eval_finetune", "eval.finetune.compile")]
+    assert history[True] == pytest.approx(history[False], rel=CLOSE) and history[False]

@@ -248,6 +248,7 @@ class FinetuneConfig:
     train_mask_ratio: float = 0.0    # tube masking while training (demo speed-up; the paper: 0)
     # runtime
     amp: str = "bf16"                # autocast, GPU or CPU ("off" = float32)
+    compile: bool = False            # torch.compile the training forward (tvts.train.precision)
     seed: int = 0
     workers: int = 4                 # DataLoader workers for training clips
     ckpt_every: int = 500            # optimiser steps between step checkpoints
@@ -318,6 +319,7 @@ class T2VConfig:
     train_mask_ratio: float = 0.0     # tube masking of training clips (demo speed-up; 0 = full input)
     text_batch_size: int = 256        # captions per text-encoder forward at test time
     amp: str = "bf16"
+    compile: bool = False             # torch.compile the training forward (tvts.train.precision)
     seed: int = 0
     workers: int = 4
     ckpt_every: int = 500

@@ -16,11 +16,11 @@ from tvts.eval.features import file_digest, video_list_digest
 from tvts.eval.finetune import (AugmentedClips, accuracy, build_augment, build_classifier, build_optimizer,
                                 classification_loss, predict)
 from tvts.eval.job import TuningJob
-from tvts.eval.tuning import TuneState, build_scheduler, run_key, steps_per_epoch, train, training_fields
+from tvts.eval.tuning import (TuneState, build_scheduler, run_key, steps_per_epoch, train, training_fields,
+                              tuning_engine)
 from tvts.eval.views import ClipDataset
 from tvts.models.load import load_model
 from tvts.train import checkpoint
-from tvts.train import distributed as dist
 from tvts.train.precision import autocast_dtype
 from tvts.train.data import ResumableBatchSampler
 
@@ -62,7 +62,7 @@ class FinetuneJob(TuningJob):
             ckpts.restore(state, self.resume[1])
             log.info("%s %s (step %d of %d)", "finished run, evaluating only:" if self.resume[1]["complete"]
                      else "resuming from", self.resume[0].name, state.step, spe * cfg.epochs)
-        state.engine = dist.wrap_ddp(model, env)
+        state.engine = tuning_engine(model, env, cfg, STAGE, "eval.finetune")
         return state, ckpts, data, sampler
 
     def test_set(self, items) -> ClipDataset:

@@ -16,12 +16,12 @@ from tvts.eval.features import file_digest, video_list_digest
 from tvts.eval.t2v import (CaptionedClips, RetrievalModel, build_optimizer, queries, retrieval_loss, retrieval_scores,
                            text_embeddings, video_embeddings)
 from tvts.eval.job import TuningJob
-from tvts.eval.tuning import TuneState, build_scheduler, run_key, steps_per_epoch, train, training_fields
+from tvts.eval.tuning import (TuneState, build_scheduler, run_key, steps_per_epoch, train, training_fields,
+                              tuning_engine)
 from tvts.eval.views import ClipDataset
 from tvts.models.load import load_model
 from tvts.models.text import load_tokenizer
 from tvts.train import checkpoint
-from tvts.train import distributed as dist
 from tvts.train.data import ResumableBatchSampler
 
 log = logging.getLogger("tvts.eval_t2v")
@@ -95,7 +95,7 @@ class T2VJob(TuningJob):
             ckpts.restore(state, self.resume[1])
             log.info("%s %s (step %d)", "finished run, evaluating only:" if self.resume[1]["complete"]
                      else "resuming from", self.resume[0].name, state.step)
-        state.engine = dist.wrap_ddp(self.model, env)
+        state.engine = tuning_engine(self.model, env, cfg, STAGE, "eval.t2v")
 
         def loss_fn(engine, batch):
             return retrieval_loss(engine, batch, env.device, self.temperature)

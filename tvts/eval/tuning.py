@@ -37,6 +37,7 @@ from tvts.io import dumps
 from tvts.train import distributed as dist
 from tvts.train import schedule
 from tvts.train.data import ResumableBatchSampler
+from tvts.train.precision import compile_engine
 from tvts.train.trainer import Budget, TrainState, run_epochs
 
 log = logging.getLogger("tvts.eval.tuning")
@@ -55,6 +56,7 @@ class Recipe(Protocol):
     grad_accum: int
     clip_grad: float
     amp: str
+    compile: bool
     seed: int
     workers: int
     ckpt_every: int
@@ -65,6 +67,12 @@ class Recipe(Protocol):
 def training_fields(cfg: Any) -> dict[str, Any]:
     """A config dataclass without its RUNTIME_FIELDS (what the run key hashes)."""
     return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in RUNTIME_FIELDS}
+
+
+def tuning_engine(model: nn.Module, env: dist.DistEnv, cfg: Recipe, stage: str, section: str) -> nn.Module:
+    """What runs the training forward: DDP across ranks, compiled when `<section>.compile`."""
+    engine = dist.wrap_ddp(model, env)
+    return compile_engine(engine, stage, f"{section}.compile") if cfg.compile else engine
 
 
 def run_key(parts: dict[str, Any], digests: list[str]) -> str:
