@@ -90,6 +90,27 @@ def test_compiled_post_pretraining_matches_eager(tmp_path, pairs):  # noqa: F811
     assert len(runs[True]) >= 2 and runs[True] == pytest.approx(runs[False], rel=CLOSE)
 
 
+def test_compiled_finetuning_matches_eager(tmp_path, corpus, tiny_checkpoint, monkeypatch):  # noqa: F811
+    """`eval.finetune.compile`: the same fine-tuning steps' losses as eager, within CLOSE (no dropout)."""
+    from test_eval_finetune import eval_section, run_stage
+    from tvts.eval import tuning
+    from tvts.stages import eval_finetune
+    # before the failure test: inductor keeps its C++ compiler check for the process
+    torch._dynamo.reset()
+    compiled = []
+    real = tuning.compile_engine
+    monkeypatch.setattr(tuning, "compile_engine", lambda *a: compiled.append(a[1:]) or real(*a))
+    history = {}
+    for compile_ in (False, True):
+        section = eval_section(corpus, {"drop_path": 0.0, "head_dropout": 0.0, "reprob": 0.0, "epochs": 1,
+                                        "warmup_epochs": 0, "amp": "off", "compile": compile_})
+        out = tmp_path / f"{compile_}.json"
+        assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / f"work-{compile_}", section) == 0
+        history[compile_] = [h["train/loss"] for h in json.loads(out.read_text())["history"]]
+    assert compiled == [("eval_finetune", "eval.finetune.compile")]
+    assert history[True] == pytest.approx(history[False], rel=CLOSE) and history[False]
+
+
 def test_a_compile_failure_is_one_line_naming_the_stage_and_the_setting(tmp_path, smoke_shards, monkeypatch):
     import torch._inductor.config as inductor
 
@@ -106,23 +127,3 @@ def test_a_compile_failure_is_one_line_naming_the_stage_and_the_setting(tmp_path
     line = str(err.value.code)
     assert line.startswith("pretrain: pretrain.runtime.compile: torch.compile failed in stage pretrain (")
     assert line.endswith("set it to false to train without compiling") and "\n" not in line
-
-
-def test_compiled_finetuning_matches_eager(tmp_path, corpus, tiny_checkpoint, monkeypatch):  # noqa: F811
-    """`eval.finetune.compile`: the same fine-tuning steps' losses as eager, within CLOSE (no dropout)."""
-    from test_eval_finetune import eval_section, run_stage
-    from tvts.eval import tuning
-    from tvts.stages import eval_finetune
-    torch._dynamo.reset()   # the other compile tests of this process do not count against dynamo's cache limits
-    compiled = []
-    real = tuning.compile_engine
-    monkeypatch.setattr(tuning, "compile_engine", lambda *a: compiled.append(a[1:]) or real(*a))
-    history = {}
-    for compile_ in (False, True):
-        section = eval_section(corpus, {"drop_path": 0.0, "head_dropout": 0.0, "reprob": 0.0, "epochs": 1,
-                                        "warmup_epochs": 0, "amp": "off", "compile": compile_})
-        out = tmp_path / f"{compile_}.json"
-        assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / f"work-{compile_}", section) == 0
-        history[compile_] = [h["train/loss"] for h in json.loads(out.read_text())["history"]]
-    assert compiled == [("eval_finetune", "eval.finetune.compile")]
-    assert history[True] == pytest.approx(history[False], rel=CLOSE) and history[False]
