@@ -5,7 +5,11 @@ Probes: tvts.eval.temporal. The stage is tvts.stages.eval_temporal.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+import torch
 
 from tvts import io
 from tvts.config import ConfigError
@@ -21,6 +25,17 @@ from tvts.models.load import load_model
 
 STAGE = "eval_temporal"
 CHANCE = 50.0   # the arrow of time and within-pair accuracy, for a representation blind to order
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A trained classifier: Features -> view-averaged logits of its readable rows; its training losses."""
+
+    logits: Callable[[Features], torch.Tensor]
+    losses: list[float]
+
+    def __call__(self, feats: Features) -> torch.Tensor:
+        return self.logits(feats)
 
 
 class TemporalEval:
@@ -97,17 +112,14 @@ class TemporalEval:
                 "final_loss": classes.losses[-1]}
         return metrics
 
-    def classifier(self, train: Features, n_classes: int):
-        """A trained classifier as a function: Features -> view-averaged logits of its readable rows.
-        The linear probe's protocol for a pooled vector; the attentive probe for the token grid."""
+    def classifier(self, train: Features, n_classes: int) -> "Readout":
+        """A trained classifier: the linear probe's protocol for a pooled vector; the attentive probe
+        for the token grid."""
         if train.feats.ndim == 4:
             probe, losses = train_attentive(train, n_classes, self.att)
-            fn = lambda f: attentive_logits(probe, f.valid()[0])  # noqa: E731
-        else:
-            result = train_probe_cached(train, n_classes, self.lin, self.device)
-            fn, losses = (lambda f: average_views(probe_logits(result, f.valid()[0]))), result.losses  # noqa: E731
-        fn.losses = losses
-        return fn
+            return Readout(lambda f: attentive_logits(probe, f.valid()[0]), losses)
+        result = train_probe_cached(train, n_classes, self.lin, self.device)
+        return Readout(lambda f: average_views(probe_logits(result, f.valid()[0])), result.losses)
 
     @staticmethod
     def feature_health(train: Features, max_clips: int = 256) -> dict[str, float]:

@@ -57,6 +57,8 @@ class ReportData:
     where: str
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     results: str = "results"  # where the evaluations' JSONs (per-clip hits, for intervals) are
+    # method_intervals' answers: the summary and temporal.png ask for the same bootstraps
+    interval_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def show_paper(self) -> bool:
@@ -173,6 +175,13 @@ def method_cells(data: ReportData, cols: list[Column]) -> dict[str, dict[Column,
 def method_intervals(data: ReportData, cols: list[Column]) -> tuple[dict, dict]:
     """(method -> column -> Interval of its mean over seeds, method -> column -> tvts − method paired by
     seed), from the evaluations' per-clip hits under `data.results`; a column without them is absent."""
+    key = tuple(cols)
+    if key not in data.interval_cache:
+        data.interval_cache[key] = _method_intervals(data, cols)
+    return data.interval_cache[key]
+
+
+def _method_intervals(data: ReportData, cols: list[Column]) -> tuple[dict, dict]:
     grid = GridIntervals(data.results, group_by_method(data.exps))
     means: dict[str, dict[Column, Interval]] = {}
     diffs: dict[str, dict[Column, Interval]] = {}
