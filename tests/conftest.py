@@ -13,6 +13,16 @@ from tvts.data.demo import DemoConfig, generate_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "config" / "smoke.yaml"
+_ENV_AT_START = {k: v for k, v in os.environ.items() if k.startswith(("TVTS_", "MLFLOW_"))}
+
+
+def pytest_collection_finish(session):
+    """Importing a test module must not switch the project's behaviour for every later test
+    (a benchmark module that set TVTS_TRACKING=off at import once silenced all run tracking)."""
+    now = {k: v for k, v in os.environ.items() if k.startswith(("TVTS_", "MLFLOW_"))}
+    if now != _ENV_AT_START:
+        changed = sorted(set(now.items()) ^ set(_ENV_AT_START.items()))
+        raise pytest.UsageError(f"collecting the tests changed the environment: {changed}")
 
 
 @pytest.fixture(scope="session")

@@ -319,7 +319,8 @@ def test_t2v_preempted_finetuning_resumes_bit_exactly(tmp_path, corpus, tiny_che
 
 def test_finetune_under_torchrun_two_processes_matches_one(tmp_path, corpus, tiny_checkpoint):
     """2 gloo ranks x 4 clips == 1 process x 8 clips (no dropout): the same weights up to float rounding."""
-    section = eval_section(corpus, {"batch_size": 4, "drop_path": 0.0, "head_dropout": 0.0, "workers": 1})
+    section = eval_section(corpus, {"batch_size": 4, "drop_path": 0.0, "head_dropout": 0.0, "workers": 1,
+                                      "amp": "off"})  # float32: bf16 rounding would hide a DDP mismatch
     torchrun = str(Path(sys.executable).parent / "torchrun")
     out = tmp_path / "ddp.json"
     proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "tvts.cli", "eval-finetune",
@@ -339,7 +340,7 @@ def test_finetune_under_torchrun_two_processes_matches_one(tmp_path, corpus, tin
 
     os.environ["TVTS_TRACKING"] = "off"
     try:
-        one_section = eval_section(corpus, {"batch_size": 8, "drop_path": 0.0, "head_dropout": 0.0})
+        one_section = eval_section(corpus, {"batch_size": 8, "drop_path": 0.0, "head_dropout": 0.0, "amp": "off"})
         assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", tmp_path / "one.json", tmp_path / "one",
                          one_section) == 0
     finally:

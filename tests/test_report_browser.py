@@ -46,7 +46,7 @@ def test_summary_page_shows_every_plot(smoke_dag_done, browser):
     images = browser.evaluate(IMAGES)  # curves, retrieval, classification (no methods x seeds grid here)
     shot = browser.screenshot(ARTIFACTS / "summary.png")
     assert browser.errors() == []
-    assert len(images) == 3 and all(i["width"] > 300 and i["height"] > 150 for i in images), images
+    assert len(images) == 4 and all(i["width"] > 300 and i["height"] > 150 for i in images), images
     headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent)")
     assert {"Evaluations", "Throughput: where the training time went", "Plots"} <= set(headings)
     assert browser.evaluate("document.querySelectorAll('table').length") >= 4

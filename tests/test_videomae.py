@@ -219,7 +219,8 @@ def test_validation_reports_the_mean_reconstruction_loss():
                         "order": torch.arange(4).repeat(b, 1), "index": torch.arange(b)})
         batches[-1]["input_ids"], batches[-1]["attention_mask"] = text_inputs(b)
     metrics = pretext.evaluate(model, batches, cfg, CPU)
-    with torch.no_grad():
+    model.eval()
+    with torch.no_grad(), dist.autocast(CPU.device, cfg.runtime.amp):  # the precision evaluate runs in
         per_sample = torch.cat([pretext.run_model(model, b).recon_loss for b in batches])
     assert metrics.keys() == {"loss_recon", "n"} and metrics["n"] == 5
     assert metrics["loss_recon"] == pytest.approx(per_sample.mean().item(), rel=1e-6)
