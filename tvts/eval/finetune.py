@@ -72,6 +72,9 @@ def build_classifier(video: VideoViT, n_classes: int, cfg: FinetuneConfig) -> Vi
 
     The head is drawn from torch's RNG seeded with `cfg.seed`, so every rank builds the same one.
     """
+    if video.cfg.encoder != "vit":
+        raise ValueError(f"eval.finetune: the {video.cfg.encoder} encoder has no weights to fine-tune; "
+                         "leave the finetune task out for it (the frozen probes read it)")
     backbone = VideoViT(replace(video.cfg, drop_path=cfg.drop_path))
     backbone.load_state_dict(video.state_dict())  # drop path has no weights: the same state dict
     backbone.grad_checkpointing = cfg.grad_checkpointing

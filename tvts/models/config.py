@@ -13,6 +13,9 @@ from tvts.config import require
 MASK_KINDS = ("per_tube", "shared")
 
 
+VIDEO_ENCODERS = ("vit", "pixels")
+
+
 @dataclass(frozen=True)
 class VideoConfig:
     """Video encoder size. Paper: ViT-B/16 at 16x224^2 with 2x16x16 tubelets."""
@@ -27,6 +30,9 @@ class VideoConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     temporal_init_std: float = 0.0  # the paper zero-inits the temporal embedding (see VideoViT)
+    # "vit": the ViT. "pixels": a fixed, weightless pixel feature (tvts/models/pixels.py), the
+    # science grid's pixel-probe control; the sizes above then only shape its input.
+    encoder: str = "vit"
 
     @property
     def tubes(self) -> int:
@@ -41,6 +47,7 @@ class VideoConfig:
         require(self.num_frames % self.tubelet == 0, where, "num_frames", "must be a multiple of tubelet")
         require(self.dim % self.heads == 0, where, "dim", "must be a multiple of heads")
         require(self.depth >= 1, where, "depth", "must be >= 1")
+        require(self.encoder in VIDEO_ENCODERS, where, "encoder", f"must be one of {', '.join(VIDEO_ENCODERS)}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ REDUCTIONS = ("sum", "mean")
 
 
 GATHER_GRADS = ("local", "exact")
+SORT_TARGETS = ("transcripts", "video")
 
 
 @dataclass(frozen=True)
@@ -125,9 +133,17 @@ class LossConfig:
     # own slice of the gradient, so on W ranks the contrastive gradient is 1/W of the full-batch
     # one. "exact": the full-batch gradient. One process: both are the same.
     gather_grad: str = "local"
+    # What the sort loss orders. "transcripts": the paper's pretext (the K shuffled ASR sentences,
+    # ordered by attention over the video). "video": a positive control, not the paper: the clip's
+    # own K time segments are shuffled and a linear head on the video CLS predicts each one's
+    # position (a clean, direct order signal aimed at the feature the frozen probes read).
+    sort_by: str = "transcripts"
 
     def check(self, where: str) -> None:
         require(self.temperature > 0, where, "temperature", "must be > 0")
         require(self.align_reduction in REDUCTIONS, where, "align_reduction", f"must be one of {', '.join(REDUCTIONS)}")
         require(self.gather_grad in GATHER_GRADS, where, "gather_grad", f"must be one of {', '.join(GATHER_GRADS)}")
         require(self.align_weight > 0 or self.sort_weight > 0, where, "sort_weight", "one loss weight must be > 0")
+        require(self.sort_by in SORT_TARGETS, where, "sort_by", f"must be one of {', '.join(SORT_TARGETS)}")
+        require(self.sort_by == "transcripts" or self.sort_video, where, "sort_by",
+                "video needs sort_video: true (the text-only baseline has no video to order)")

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from tvts.io import load_weights
+from tvts.models.pixels import PixelVideo
 
 
 class InitError(ValueError):
@@ -112,7 +113,7 @@ def init_from_tvts(model: nn.Module, path: Path) -> None:
 def initialise(model: nn.Module, spec: str) -> str:
     """Apply `pretrain.init` to a fresh TVTS model. Returns the kind applied."""
     kind, path = parse_init(spec)
-    if kind == "mae":
+    if kind == "mae" and not isinstance(model.video, PixelVideo):  # a pixel feature has no weights to start from
         init_from_mae(model.video, path)
     elif kind == "tvts":
         init_from_tvts(model, path)

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tvts.models.config import LossConfig, ModelConfig, VideoMAEConfig
+from tvts.models.pixels import PixelVideo
 from tvts.models.sort_head import SortHead
 from tvts.models.text import TextEncoder, TextSpec
 from tvts.models.video_vit import VideoViT
@@ -37,12 +38,14 @@ class TVTS(nn.Module):
         the text side, sort head and projections still exist, for the evaluations that use them."""
         super().__init__()
         self.cfg, self.loss_cfg, self.text_spec = cfg, loss or LossConfig(), text_spec
-        self.video = VideoViT(cfg.video)
+        self.video = PixelVideo(cfg.video) if cfg.video.encoder == "pixels" else VideoViT(cfg.video)
         self.text = TextEncoder(text_spec, pretrained_text, cfg.text.pool)
-        self.sort_head = SortHead(cfg.video.dim, self.text.dim, cfg.k, cfg.sort)
-        self.vid_proj = nn.Linear(cfg.video.dim, cfg.embed_dim)
+        self.sort_head = SortHead(self.video.dim, self.text.dim, cfg.k, cfg.sort)
+        self.vid_proj = nn.Linear(self.video.dim, cfg.embed_dim)
         self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text.dim, cfg.embed_dim))
         self.decoder = VideoMAEDecoder(cfg.video, videomae) if videomae is not None else None
+        # the video-order control (loss.sort_by: video): each slot's time position from the CLS
+        self.order_head = nn.Linear(self.video.dim, cfg.k * cfg.k) if self.loss_cfg.sort_by == "video" else None
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, K, L) token ids -> (B, K, Ct) transcript CLS vectors."""
@@ -55,9 +58,11 @@ class TVTS(nn.Module):
         return F.normalize(self.txt_proj(text_cls).mean(dim=1), dim=-1)
 
     def forward(self, frames: torch.Tensor, keep: torch.Tensor | None, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor) -> Outputs:
+                attention_mask: torch.Tensor, order: torch.Tensor | None = None) -> Outputs:
         if self.decoder is not None:
             return self.forward_videomae(frames, keep)
+        if self.order_head is not None:
+            return self.forward_video_order(frames, keep, input_ids, attention_mask, order)
         text_cls = self.encode_text(input_ids, attention_mask)                       # (B, K, Ct)
         sort_text = text_cls.detach() if self.loss_cfg.detach_text else text_cls
         if self.loss_cfg.sort_video:
@@ -74,6 +79,30 @@ class TVTS(nn.Module):
         sort head never run (their outputs would only be thrown away)."""
         tokens = self.video.forward_features(frames, keep)                           # (B, 1 + L, C)
         return Outputs(recon_loss=self.decoder.loss(frames, tokens[:, 1:], keep))
+
+
+    def forward_video_order(self, frames: torch.Tensor, keep: torch.Tensor | None, input_ids: torch.Tensor,
+                            attention_mask: torch.Tensor, order: torch.Tensor | None) -> Outputs:
+        """The video-order control: the clip's K segments in the slots `order` gives (slot i holds
+        the segment at time order[i], as the transcripts), each slot's position read from the CLS.
+        The contrastive term, when weighted, sees the shuffled clip; with weight 0 the text never runs."""
+        if order is None:
+            raise ValueError("loss.sort_by video: the forward pass needs the batch's `order`")
+        cls = self.video.forward_features(shuffle_segments(frames, order), keep)[:, 0]
+        video_emb = F.normalize(self.vid_proj(cls), dim=-1)
+        text_emb = (self.embed_text(self.encode_text(input_ids, attention_mask)) if self.loss_cfg.align_weight > 0
+                    else torch.zeros_like(video_emb))
+        return Outputs(video_emb, text_emb, self.order_head(cls).view(-1, self.cfg.k, self.cfg.k))
+
+
+def shuffle_segments(frames: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) cut into K = order.shape[1] equal time segments; slot i of the result holds
+    segment order[b, i]."""
+    b, c, t = frames.shape[:3]
+    k = order.shape[1]
+    seg = frames.reshape(b, c, k, t // k, *frames.shape[3:])
+    index = order.view(b, 1, k, 1, 1, 1).expand_as(seg)
+    return torch.gather(seg, 2, index).reshape(frames.shape)
 
 
 def in_float32(loss_fn):

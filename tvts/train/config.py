@@ -123,6 +123,10 @@ class PretrainConfig:
         require(self.method in METHODS, where, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method == "videomae":
             self._check_videomae(where, kind)
+        v, k = self.model.video, self.model.k
+        require(self.loss.sort_by != "video" or v.num_frames % (k * v.tubelet) == 0, where, "loss.sort_by",
+                f"video needs model.video.num_frames ({v.num_frames}) to split into model.k ({k}) segments "
+                f"of whole tubelets ({v.tubelet} frames)")
 
     def _check_videomae(self, where: str, init_kind: str) -> None:
         """VideoMAE learns from hidden tubelets only, in training and in validation alike."""

@@ -39,6 +39,11 @@ def freeze_unused(model: TVTS, cfg: PretrainConfig) -> None:
     if cfg.method == "videomae":
         for part in (model.text, model.sort_head, model.vid_proj, model.txt_proj):
             part.requires_grad_(False)
+    if cfg.loss.sort_by == "video":  # the order head replaces the sort head; without a contrastive term, no text
+        idle = (model.sort_head,) if cfg.loss.align_weight > 0 else (model.sort_head, model.text, model.txt_proj,
+                                                                     model.vid_proj)
+        for part in idle:
+            part.requires_grad_(False)
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
@@ -69,7 +74,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def run_model(model: nn.Module, batch: dict[str, torch.Tensor]) -> Outputs:
-    return model(batch["frames"], batch["keep"], batch["input_ids"], batch["attention_mask"])
+    return model(batch["frames"], batch["keep"], batch["input_ids"], batch["attention_mask"], batch["order"])
 
 
 def losses(out: Outputs, order: torch.Tensor, cfg: PretrainConfig, env: dist.DistEnv) -> dict[str, torch.Tensor]:
