@@ -174,8 +174,43 @@ def test_report_pairs_methods_by_seed_from_per_clip_hits(store, tmp_path):
     summary = (out / "summary.md").read_text()
     assert "### TVTS against each method, paired by seed" in summary
     videomae = next(l for l in summary.splitlines() if l.startswith("| `tvts` − `videomae` | linear top-1"))
-    assert "**ahead**" in videomae
+    assert "**ahead (unchecked)**" in videomae                   # no controls in this grid: no instrument check
+    assert "No instrument check" in summary
     tvts_row = next(l for l in summary.splitlines() if l.startswith("| `tvts` |"))
     assert "[" in tvts_row and "]" in tvts_row
     with Image.open(out / "temporal.png") as im:
         assert im.format == "PNG"
+
+
+def test_report_gates_verdicts_by_the_positive_controls(tmp_path):
+    """The pre-registered gate: where the upper bound is ahead of random and the pixel probe above
+    chance, TVTS's verdict stands; where the upper bound is level with random, it is "not measurable".
+    The controls themselves get no "tvts − control" row."""
+    rng = np.random.default_rng(1)
+    easy, hits = rng.random(960) < 0.3, {}
+    #               top-1 extra share, within-pair extra share (over the same 960 clips)
+    for method, top1, pair in (("tvts", 0.30, 0.30), ("random", 0.05, 0.05), ("video_order", 0.40, 0.05),
+                               ("pixels", 0.50, 0.50)):
+        for seed in range(2):
+            hits[method, seed] = {m: (easy | (rng.random(960) < extra)).astype(float).tolist()
+                                  for m, extra in (("top1", top1), ("within_pair_top1", pair))}
+    root = tmp_path / "store"
+    with pytest.MonkeyPatch.context() as mp:
+        own_store(mp, root, "tvts-gate-test")
+        for (method, seed), per_clip in hits.items():
+            exp = f"{method}-s{seed}"
+            _run(exp, "eval_linear", {"top1": 100 * np.mean(per_clip["top1"]), "n_classes": 12,
+                                      "within_pair_top1": 100 * np.mean(per_clip["within_pair_top1"])},
+                 {"tvts.task": "linear", "tvts.dataset": "ssv2"})
+            path = tmp_path / "results" / exp / "eval" / "linear" / "ssv2.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps({"per_clip": {"ids": [str(i) for i in range(960)]} | per_clip}))
+        out = tmp_path / "report"
+        exps = [f"{m}-s{s}" for m, s in hits]
+        assert report_stage.main(["--out", str(out), "--exps", *exps, "--results", str(tmp_path / "results")]) == 0
+    lines = (out / "summary.md").read_text().splitlines()
+    check = {l.split("|")[1].strip(): l for l in lines if l.startswith("| linear ") and l.endswith(("yes** |", "no** |"))}
+    assert "**yes**" in check["linear top-1 (ssv2)"] and "**no**" in check["linear within-pair (ssv2)"]
+    verdicts = {l.split("|")[2].strip(): l.split("|")[5].strip() for l in lines if l.startswith("| `tvts` − `random`")}
+    assert verdicts == {"linear top-1 (ssv2)": "**ahead**", "linear within-pair (ssv2)": "**not measurable**"}
+    assert not any(l.startswith(("| `tvts` − `video_order`", "| `tvts` − `pixels`")) for l in lines)

@@ -47,6 +47,12 @@ SHARED_STAGES = frozenset({"align_asr", "shard_clips", "shard_union", "shard_pai
 POST_SKIPS = frozenset({"pretrain", "select_ckpt", "init_model"})
 
 
+# The pre-registered positive controls (docs/results.md, "Pre-registered"): a verdict on a metric
+# counts only where the upper bound is ahead of the floor and the pixel probe above chance.
+UPPER_BOUND, PIXELS, FLOOR = "video_order", "pixels", "random"
+CONTROLS = (UPPER_BOUND, PIXELS)
+
+
 @dataclass
 class ReportData:
     """What the report shows, read from the store once."""
@@ -193,6 +199,52 @@ def _method_intervals(data: ReportData, cols: list[Column]) -> tuple[dict, dict]
             if method != "tvts" and (d := grid.difference(method, row)) is not None:
                 diffs.setdefault(method, {})[c] = d
     return means, diffs
+
+
+def chance(data: ReportData, row: RowKey, exp: str) -> float | None:
+    """A metric's chance level where it is defined by the evaluation alone: top-K of K-way
+    classification (n_classes logged by the run), within-pair and arrow of time (50)."""
+    name = row.metric.rpartition("/")[2]
+    if name in ("within_pair_top1", "arrow_top1"):
+        return 50.0
+    n = data.metric(exp, row.section, "n_classes", row.dataset)
+    if name in ("top1", "top5") and n:
+        return min(100.0, 100.0 * int(name[3:]) / n)
+    return None
+
+
+@dataclass(frozen=True)
+class Check:
+    """The instrument check of one metric: can this grid see an order effect on it?"""
+
+    upper: Interval | None    # UPPER_BOUND − FLOOR, paired by seed
+    pixels: Interval | None   # the pixel probe's mean over seeds
+    chance: float | None
+
+    @property
+    def passed(self) -> bool | None:
+        """True / False by the pre-registered gate; None when a control is not in the grid."""
+        if self.upper is None or self.pixels is None or self.chance is None:
+            return None
+        return self.upper.verdict() == "ahead" and self.pixels.lo > self.chance
+
+    def verdict(self, difference: Interval) -> str:
+        """A paired difference's verdict, gated: "not measurable" where the instrument cannot see."""
+        if self.passed is False:
+            return "not measurable"
+        return difference.verdict() if self.passed else f"{difference.verdict()} (unchecked)"
+
+
+def instrument_checks(data: ReportData, cols: list[Column]) -> dict[Column, Check]:
+    key = ("checks", tuple(cols))
+    if key not in data.interval_cache:
+        grid = GridIntervals(data.results, group_by_method(data.exps))
+        pixel_exp = next(iter(grid.members.get(PIXELS, [])), None)
+        data.interval_cache[key] = {
+            c: Check(grid.difference(FLOOR, row, reference=UPPER_BOUND), grid.interval(PIXELS, row),
+                     chance(data, row, pixel_exp) if pixel_exp else None)
+            for c in cols for row in [RowKey(c.section, c.dataset, c.metric)]}
+    return data.interval_cache[key]
 
 
 def datasets_of(data: ReportData, section: str) -> list[str]:

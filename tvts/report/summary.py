@@ -7,9 +7,10 @@ from tvts.compare import (MISSING, PERF, SECTION_LABELS, RowKey, Table, format_a
                           paper_headers, row_sort_key, section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.paper import CITATION, PAPER, TABLE4
-from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PRETRAIN_PNG, RETRIEVAL_PNG, TEMPORAL_PNG, Column,
-                                 ReportData, comparison_columns, headline_table, method_cells, method_intervals,
-                                 metric_label, missing_runs)
+from tvts.report.content import (CLASSIFICATION_PNG, CONTROLS, FLOOR, METHODS_PNG, PIXELS, PRETRAIN_PNG,
+                                 RETRIEVAL_PNG, TEMPORAL_PNG, UPPER_BOUND, Check, Column, ReportData, chance,
+                                 comparison_columns, headline_table, instrument_checks, method_cells,
+                                 method_intervals, metric_label, missing_runs)
 from tvts.stats import Interval
 
 # Sections of the headline table that are training internals, not evaluations: their own table.
@@ -20,18 +21,6 @@ def _md_table(head: list[str], rows: list[list[str]], numeric: range | list[int]
     """A Markdown table; the columns in `numeric` are right-aligned."""
     align = ["---:" if i in numeric else "---" for i in range(len(head))]
     return [f"| {' | '.join(head)} |", f"| {' | '.join(align)} |", *(f"| {' | '.join(r)} |" for r in rows)]
-
-
-def chance(data: ReportData, row: RowKey, exp: str) -> float | None:
-    """A metric's chance level where it is defined by the evaluation alone: top-K of K-way
-    classification (n_classes logged by the run), within-pair and arrow of time (50)."""
-    name = row.metric.rpartition("/")[2]
-    if name in ("within_pair_top1", "arrow_top1"):
-        return 50.0
-    n = data.metric(exp, row.section, "n_classes", row.dataset)
-    if name in ("top1", "top5") and n:
-        return min(100.0, 100.0 * int(name[3:]) / n)
-    return None
 
 
 def _headline_md(table: Table, data: ReportData | None = None, internals: bool = False) -> list[str]:
@@ -131,19 +120,43 @@ def _methods_md(data: ReportData) -> list[str]:
               "interval over test clips where the evaluation wrote per-clip hits; every seed is shown, none is "
               "dropped. The `paper:` rows are the paper's Table 4 (ViT-B, 174 SSV2 classes, "
               "millions of videos) for orientation only: a demo-scale run is not comparable with them.", ""]
-    return lines + _paired_md(diffs, cols) + _differences_md(cells, cols, diffs)
+    checks = instrument_checks(data, cols)
+    return (lines + _instrument_md(checks, cols) + _paired_md(diffs, cols, checks)
+            + _differences_md(cells, cols, diffs))
 
 
-def _paired_md(diffs: dict[str, dict[Column, Interval]], cols: list[Column]) -> list[str]:
-    """`tvts − method` paired by seed with its 95 % interval over test clips and the pre-registered verdict."""
-    rows = [[f"`tvts` − `{m}`", c.label, f"{d.value:+.2f}", f"[{d.lo:.2f}, {d.hi:.2f}]", f"**{d.verdict()}**"]
-            for m, by_col in diffs.items() for c in cols if (d := by_col.get(c)) is not None]
+def _instrument_md(checks: dict[Column, Check], cols: list[Column]) -> list[str]:
+    """The positive controls per metric: the upper bound against the floor, the pixel probe against chance."""
+    rows = [[c.label, f"{k.upper.value:+.2f} [{k.upper.lo:.2f}, {k.upper.hi:.2f}] {k.upper.verdict()}",
+             f"{k.pixels.value:.1f} [{k.pixels.lo:.1f}, {k.pixels.hi:.1f}]", f"{k.chance:.1f}",
+             "**yes**" if k.passed else "**no**"]
+            for c in cols if (k := checks[c]).passed is not None]
+    if not rows:
+        return [f"No instrument check: the grid lacks a control (`{UPPER_BOUND}`, `{PIXELS}` and `{FLOOR}` "
+                "with per-clip hits), so the verdicts below are marked unchecked.", ""]
+    head = ["Metric", f"`{UPPER_BOUND}` − `{FLOOR}`, 95 % interval", f"`{PIXELS}`, 95 % interval", "chance",
+            "the instrument sees order"]
+    return ["### The instrument check (positive controls)", "", *_md_table(head, rows, [1, 2, 3]), "",
+            f"Pre-registered gate: a verdict counts only on a metric where the upper bound (`{UPPER_BOUND}`: the "
+            "same encoder, inits, data and budget, trained to order its clip's own shuffled segments from the "
+            f"CLS) is ahead of `{FLOOR}` and the pixel probe (`{PIXELS}`: a weightless pixel feature) is above "
+            "chance; elsewhere the verdict is \"not measurable\".", ""]
+
+
+def _paired_md(diffs: dict[str, dict[Column, Interval]], cols: list[Column],
+               checks: dict[Column, Check]) -> list[str]:
+    """`tvts − method` paired by seed with its 95 % interval over test clips and the pre-registered
+    verdict, gated by the instrument check; the controls are not hypotheses and have no row."""
+    rows = [[f"`tvts` − `{m}`", c.label, f"{d.value:+.2f}", f"[{d.lo:.2f}, {d.hi:.2f}]",
+             f"**{checks[c].verdict(d)}**"]
+            for m, by_col in diffs.items() if m not in CONTROLS for c in cols if (d := by_col.get(c)) is not None]
     if not rows:
         return []
     return ["### TVTS against each method, paired by seed", "",
             *_md_table(["Difference", "Metric", "points", "95 % interval", "verdict"], rows, [2, 3]), "",
             "Paired by seed (same inits, data and data order), bootstrapped over the test clips (10,000 "
-            "replicates); ahead / behind when the interval excludes 0 (docs/results.md, \"Pre-registered\").", ""]
+            "replicates); ahead / behind when the interval excludes 0, \"not measurable\" where the instrument "
+            "check fails (docs/results.md, \"Pre-registered\").", ""]
 
 
 def _differences_md(cells: dict[str, dict[Column, Aggregate | None]], cols: list[Column],
