@@ -78,12 +78,16 @@ def test_science_config_is_valid():
     video = grid.method_config(config, "videomae", 0)["pretrain"]
     assert video["method"] == "videomae" and video["model"]["mask_ratio"] == 0.9
     assert grid.method_config(config, "contrastive_only", 0)["pretrain"]["loss"]["sort_weight"] == 0
-    # same data, steps and encoder for every method
+    # same data, steps and encoder for every method (the pixel probe replaces the encoder by pixels)
     base = grid.method_config(config, "tvts", 0)["pretrain"]
     for method in g.methods:
         p = grid.method_config(config, method, 0)["pretrain"]
         assert p["optim"]["epochs"] == base["optim"]["epochs"] and p["data"] == base["data"]
-        assert p["model"]["video"] == base["model"]["video"]
+        assert p["model"]["video"] == base["model"]["video"] | ({"encoder": "pixels"} if method == "pixels" else {})
+    # the positive controls of the pre-registered gate
+    order = grid.method_config(config, "video_order", 0)["pretrain"]["loss"]
+    assert order["sort_by"] == "video" and order["align_weight"] == 0
+    assert g.methods["pixels"]["no_pretrain"] and "pixels" in g.untrained_methods
 
 
 # ---- readers against a real store ----------------------------------------------------------

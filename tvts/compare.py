@@ -22,6 +22,10 @@ from tvts.tracking import RunRecord
 
 MISSING = "–"
 REFERENCE_METHOD = "tvts"   # the method every paired difference is taken against
+# The pre-registered positive controls (docs/results.md, "Pre-registered"): a verdict counts only on a
+# metric where the upper bound is ahead of the floor and the pixel probe above chance (the report's check).
+UPPER_BOUND, PIXELS, FLOOR = "video_order", "pixels", "random"
+CONTROLS = (UPPER_BOUND, PIXELS)
 # Evaluations whose JSON carries per-clip hits (tvts.stats): their metrics get intervals.
 PER_CLIP_SECTIONS = ("linear", "temporal")
 
@@ -358,9 +362,9 @@ def format_interval(interval: Interval | None) -> str:
 
 def differences_text(g: GroupedTable, intervals: GridIntervals) -> str:
     """`tvts − method` per metric with per-clip hits: the paired difference, its 95 % interval, the verdict."""
-    lines = [["stage/task", "dataset", "metric", "method", "tvts − method", "95 % interval", "verdict"]]
+    lines = [["stage/task", "dataset", "metric", "method", "tvts − method", "95 % interval", "verdict (ungated)"]]
     for row in g.rows:
-        for method in (m for m in g.methods if m != REFERENCE_METHOD):
+        for method in (m for m in g.methods if m != REFERENCE_METHOD and m not in CONTROLS):
             d = intervals.difference(method, row)
             if d is not None:
                 lines.append([row.section, row.dataset, row.metric, method, f"{d.value:+.2f}", format_interval(d),

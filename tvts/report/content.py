@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvts import tracking
-from tvts.compare import GridIntervals, RowKey, Table, build_table, row_sort_key, section_of
+from tvts.compare import (CONTROLS, FLOOR, PIXELS, UPPER_BOUND, GridIntervals, RowKey, Table, build_table,  # noqa: F401
+                          row_sort_key, section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method
 from tvts.stats import Interval
 from tvts.tracking import RunRecord
@@ -45,12 +46,6 @@ SHARED_STAGES = frozenset({"align_asr", "shard_clips", "shard_union", "shard_pai
                            "text_only_baseline"})
 # What a post-pretrained experiment (`<exp>-post`) has instead of pretraining: post_pretrain.
 POST_SKIPS = frozenset({"pretrain", "select_ckpt", "init_model"})
-
-
-# The pre-registered positive controls (docs/results.md, "Pre-registered"): a verdict on a metric
-# counts only where the upper bound is ahead of the floor and the pixel probe above chance.
-UPPER_BOUND, PIXELS, FLOOR = "video_order", "pixels", "random"
-CONTROLS = (UPPER_BOUND, PIXELS)
 
 
 @dataclass
