@@ -26,8 +26,11 @@ PLOTS = (PRETRAIN_PNG, RETRIEVAL_PNG, CLASSIFICATION_PNG, METHODS_PNG, TEMPORAL_
 # The methods x seeds comparison: (task, metric), on the first dataset each task has.
 # The temporal-order columns (tvts/eval/temporal.py): within-pair and arrow of time, on the CLS
 # (the linear probe's within-pair is the CLS one) and on the mean-pooled tokens.
-# The attentive probe (tvts/eval/attentive.py) reads the whole token grid.
-TEMPORAL_COLUMNS = (("linear", "top1"), ("linear", "within_pair_top1"), ("temporal", "cls/arrow_top1"),
+# The attentive probe (tvts/eval/attentive.py) reads the whole token grid. The temporal job's own
+# CLS class probe (the linear probe's protocol on the same features) stands in where the grid
+# runs no `linear` task.
+TEMPORAL_COLUMNS = (("linear", "top1"), ("linear", "within_pair_top1"), ("temporal", "cls/top1"),
+                    ("temporal", "cls/within_pair_top1"), ("temporal", "cls/arrow_top1"),
                     ("temporal", "mean/top1"), ("temporal", "mean/within_pair_top1"), ("temporal", "mean/arrow_top1"),
                     ("temporal", "attentive/top1"), ("temporal", "attentive/within_pair_top1"),
                     ("temporal", "attentive/arrow_top1"))
