@@ -95,6 +95,40 @@ def test_video_order_control_trains_video_and_order_head_only():
     assert loss.item() < 0.5, loss.item()
 
 
+def test_segment_readout_scores_each_slots_own_tokens():
+    cfg = cfg_of(sort_by="video", align_weight=0.0, order_readout="segments")
+    model = model_of(cfg).eval()
+    batch = moving_square_batch(3, np.random.default_rng(0))
+    with torch.no_grad():
+        out = run_model(model, batch)
+        tokens = model.video.forward_features(shuffle_segments(batch["frames"], batch["order"]))[:, 1:]
+    slot2 = tokens[:, 2 * 16:3 * 16].mean(1)                       # one tube of 16 patches per slot here
+    assert out.sort_logits.shape == (3, 4, 4)
+    assert torch.allclose(out.sort_logits[:, 2], model.order_head(slot2), atol=1e-6)
+
+
+def test_segment_readout_learns_what_the_cls_readout_is_slow_to():
+    """On shuffled moving-square clips (each segment's square position tells its time), reading each
+    slot's tokens sorts them within 250 steps; the CLS readout, which must bind content to slots in
+    one vector, is still near chance (0.25) then: the reason the grid's upper bound reads segments."""
+    rng, accs = np.random.default_rng(0), {}
+    for readout in ("segments", "cls"):
+        cfg = cfg_of(sort_by="video", align_weight=0.0, order_readout=readout)
+        model = model_of(cfg)
+        freeze_unused(model, cfg)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+        for _ in range(250):
+            batch = moving_square_batch(16, rng)
+            loss = losses(run_model(model, batch), batch["order"], cfg, CPU)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        test = moving_square_batch(64, np.random.default_rng(1))
+        with torch.no_grad():
+            accs[readout] = sort_accuracy(run_model(model.eval(), test).sort_logits, test["order"])["sort_acc"]
+    assert accs["segments"] > 0.9 and accs["cls"] < 0.5, accs
+
+
 def test_video_order_control_round_trips_through_a_checkpoint():
     cfg = cfg_of(sort_by="video", align_weight=0.0)
     model = model_of(cfg)
@@ -109,6 +143,7 @@ def test_video_order_control_round_trips_through_a_checkpoint():
     ({"loss": {"sort_by": "video", "sort_video": False}}, "pretrain.loss.sort_by"),
     ({"loss": {"sort_by": "video"}, "model": {"video": {"num_frames": 12}}}, "pretrain.loss.sort_by"),
     ({"model": {"video": {"encoder": "cnn"}}}, "pretrain.model.video.encoder"),
+    ({"loss": {"sort_by": "video", "order_readout": "mean"}}, "pretrain.loss.order_readout"),
 ])
 def test_bad_control_config_names_the_key(section, key):
     with pytest.raises(ConfigError, match=re.escape(key) + ":"):

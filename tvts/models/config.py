@@ -118,6 +118,7 @@ REDUCTIONS = ("sum", "mean")
 
 GATHER_GRADS = ("local", "exact")
 SORT_TARGETS = ("transcripts", "video")
+ORDER_READOUTS = ("cls", "segments")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ class LossConfig:
     # own K time segments are shuffled and a linear head on the video CLS predicts each one's
     # position (a clean, direct order signal aimed at the feature the frozen probes read).
     sort_by: str = "transcripts"
+    # sort_by video only: what the order head reads. "cls": the final-norm CLS (one vector must bind
+    # each segment's content to its slot, which a small ViT is slow to learn); "segments": each
+    # slot's tokens, averaged, scored by one shared linear layer.
+    order_readout: str = "cls"
 
     def check(self, where: str) -> None:
         require(self.temperature > 0, where, "temperature", "must be > 0")
@@ -145,5 +150,7 @@ class LossConfig:
         require(self.gather_grad in GATHER_GRADS, where, "gather_grad", f"must be one of {', '.join(GATHER_GRADS)}")
         require(self.align_weight > 0 or self.sort_weight > 0, where, "sort_weight", "one loss weight must be > 0")
         require(self.sort_by in SORT_TARGETS, where, "sort_by", f"must be one of {', '.join(SORT_TARGETS)}")
+        require(self.order_readout in ORDER_READOUTS, where, "order_readout",
+                f"must be one of {', '.join(ORDER_READOUTS)}")
         require(self.sort_by == "transcripts" or self.sort_video, where, "sort_by",
                 "video needs sort_video: true (the text-only baseline has no video to order)")

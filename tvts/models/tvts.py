@@ -45,7 +45,10 @@ class TVTS(nn.Module):
         self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text.dim, cfg.embed_dim))
         self.decoder = VideoMAEDecoder(cfg.video, videomae) if videomae is not None else None
         # the video-order control (loss.sort_by: video): each slot's time position from the CLS
-        self.order_head = nn.Linear(self.video.dim, cfg.k * cfg.k) if self.loss_cfg.sort_by == "video" else None
+        self.order_head = None
+        if self.loss_cfg.sort_by == "video":
+            per_slot = self.loss_cfg.order_readout == "segments"
+            self.order_head = nn.Linear(self.video.dim, cfg.k if per_slot else cfg.k * cfg.k)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, K, L) token ids -> (B, K, Ct) transcript CLS vectors."""
@@ -84,15 +87,23 @@ class TVTS(nn.Module):
     def forward_video_order(self, frames: torch.Tensor, keep: torch.Tensor | None, input_ids: torch.Tensor,
                             attention_mask: torch.Tensor, order: torch.Tensor | None) -> Outputs:
         """The video-order control: the clip's K segments in the slots `order` gives (slot i holds
-        the segment at time order[i], as the transcripts), each slot's position read from the CLS.
+        the segment at time order[i], as the transcripts), each slot's position read from the CLS
+        or from the slot's own tokens (`loss.order_readout`). Tokens are tube-major, so a slot's
+        tubes are consecutive rows.
         The contrastive term, when weighted, sees the shuffled clip; with weight 0 the text never runs."""
         if order is None:
             raise ValueError("loss.sort_by video: the forward pass needs the batch's `order`")
-        cls = self.video.forward_features(shuffle_segments(frames, order), keep)[:, 0]
-        video_emb = F.normalize(self.vid_proj(cls), dim=-1)
+        tokens = self.video.forward_features(shuffle_segments(frames, order), keep)
+        k = self.cfg.k
+        if self.loss_cfg.order_readout == "segments":   # (B, T' * n, C) -> each slot's tubes, averaged: (B, K, C)
+            slots = tokens[:, 1:].reshape(tokens.shape[0], k, -1, tokens.shape[-1]).mean(2)
+            logits = self.order_head(slots)
+        else:
+            logits = self.order_head(tokens[:, 0]).view(-1, k, k)
+        video_emb = F.normalize(self.vid_proj(tokens[:, 0]), dim=-1)
         text_emb = (self.embed_text(self.encode_text(input_ids, attention_mask)) if self.loss_cfg.align_weight > 0
                     else torch.zeros_like(video_emb))
-        return Outputs(video_emb, text_emb, self.order_head(cls).view(-1, self.cfg.k, self.cfg.k))
+        return Outputs(video_emb, text_emb, logits)
 
 
 def shuffle_segments(frames: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
