@@ -109,7 +109,8 @@ def test_finetuning_in_bf16_tracks_float32_and_keeps_float32_state(tmp_path, cor
     for amp in ("off", "bf16"):
         section = eval_section(corpus, {"amp": amp, "epochs": 3, "warmup_epochs": 0, "lr": 0.02})
         out = tmp_path / amp / "ssv2.json"
-        assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / amp / "work", section) == 0
+        assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / amp / "work", section,
+                         exp=f"bf16-{amp}") == 0    # its own experiment: fttest's run counts stay fttest's
         res = json.loads(out.read_text())
         history[amp] = [h["train/loss"] for h in res["history"]]
         assert res["recipe"]["amp"] == ("torch.bfloat16" if amp == "bf16" else "off")

@@ -105,7 +105,8 @@ def test_compiled_finetuning_matches_eager(tmp_path, corpus, tiny_checkpoint, mo
         section = eval_section(corpus, {"drop_path": 0.0, "head_dropout": 0.0, "reprob": 0.0, "epochs": 1,
                                         "warmup_epochs": 0, "amp": "off", "compile": compile_})
         out = tmp_path / f"{compile_}.json"
-        assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / f"work-{compile_}", section) == 0
+        assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / f"work-{compile_}", section,
+                         exp=f"compile-{compile_}") == 0    # its own experiment: fttest's run counts stay fttest's
         history[compile_] = [h["train/loss"] for h in json.loads(out.read_text())["history"]]
     assert compiled == [("eval_finetune", "eval.finetune.compile")]
     assert history[True] == pytest.approx(history[False], rel=CLOSE) and history[False]
