@@ -44,7 +44,8 @@ class TVTS(nn.Module):
         self.vid_proj = nn.Linear(self.video.dim, cfg.embed_dim)
         self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text.dim, cfg.embed_dim))
         self.decoder = VideoMAEDecoder(cfg.video, videomae) if videomae is not None else None
-        # the video-order control (loss.sort_by: video): each slot's time position from the CLS
+        # the video-order control (loss.sort_by: video): each slot's time position, from the CLS (K x K
+        # logits) or from each slot's own tokens (K logits per slot)
         self.order_head = None
         if self.loss_cfg.sort_by == "video":
             per_slot = self.loss_cfg.order_readout == "segments"
@@ -82,7 +83,6 @@ class TVTS(nn.Module):
         sort head never run (their outputs would only be thrown away)."""
         tokens = self.video.forward_features(frames, keep)                           # (B, 1 + L, C)
         return Outputs(recon_loss=self.decoder.loss(frames, tokens[:, 1:], keep))
-
 
     def forward_video_order(self, frames: torch.Tensor, keep: torch.Tensor | None, input_ids: torch.Tensor,
                             attention_mask: torch.Tensor, order: torch.Tensor | None) -> Outputs:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvts import tracking
-from tvts.compare import (CONTROLS, FLOOR, PIXELS, UPPER_BOUND, GridIntervals, RowKey, Table, build_table,  # noqa: F401
-                          row_sort_key, section_of)
+from tvts.compare import (FLOOR, PIXELS, UPPER_BOUND, GridIntervals, RowKey, Table, build_table, row_sort_key,
+                          section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method
 from tvts.stats import Interval
 from tvts.tracking import RunRecord
@@ -185,8 +185,15 @@ def method_intervals(data: ReportData, cols: list[Column]) -> tuple[dict, dict]:
     return data.interval_cache[key]
 
 
+def _grid_intervals(data: ReportData) -> GridIntervals:
+    """One GridIntervals per report, so each evaluation JSON's per-clip hits are read once."""
+    if "grid" not in data.interval_cache:
+        data.interval_cache["grid"] = GridIntervals(data.results, group_by_method(data.exps))
+    return data.interval_cache["grid"]
+
+
 def _method_intervals(data: ReportData, cols: list[Column]) -> tuple[dict, dict]:
-    grid = GridIntervals(data.results, group_by_method(data.exps))
+    grid = _grid_intervals(data)
     means: dict[str, dict[Column, Interval]] = {}
     diffs: dict[str, dict[Column, Interval]] = {}
     for method in grid.members:
@@ -236,10 +243,10 @@ class Check:
 def instrument_checks(data: ReportData, cols: list[Column]) -> dict[Column, Check]:
     key = ("checks", tuple(cols))
     if key not in data.interval_cache:
-        grid = GridIntervals(data.results, group_by_method(data.exps))
+        grid, pixels = _grid_intervals(data), method_intervals(data, cols)[0].get(PIXELS, {})
         pixel_exp = next(iter(grid.members.get(PIXELS, [])), None)
         data.interval_cache[key] = {
-            c: Check(grid.difference(FLOOR, row, reference=UPPER_BOUND), grid.interval(PIXELS, row),
+            c: Check(grid.difference(FLOOR, row, reference=UPPER_BOUND), pixels.get(c),
                      chance(data, row, pixel_exp) if pixel_exp else None)
             for c in cols for row in [RowKey(c.section, c.dataset, c.metric)]}
     return data.interval_cache[key]

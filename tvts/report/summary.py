@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tvts.compare import (MISSING, PERF, SECTION_LABELS, RowKey, Table, format_aggregate, format_metric, format_value,
-                          paper_headers, row_sort_key, section_of)
+from tvts.compare import (CONTROLS, FLOOR, MISSING, PERF, PIXELS, SECTION_LABELS, UPPER_BOUND, RowKey, Table,
+                          format_aggregate, format_metric, format_value, paper_headers, row_sort_key, section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.paper import CITATION, PAPER, TABLE4
-from tvts.report.content import (CLASSIFICATION_PNG, CONTROLS, FLOOR, METHODS_PNG, PIXELS, PRETRAIN_PNG,
-                                 RETRIEVAL_PNG, TEMPORAL_PNG, UPPER_BOUND, Check, Column, ReportData, chance,
+from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PRETRAIN_PNG, RETRIEVAL_PNG, TEMPORAL_PNG,
+                                 Check, Column, ReportData, chance,
                                  comparison_columns, headline_table, instrument_checks, method_cells,
                                  method_intervals, metric_label, missing_runs)
 from tvts.stats import Interval

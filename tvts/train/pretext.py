@@ -40,10 +40,10 @@ def freeze_unused(model: TVTS, cfg: PretrainConfig) -> None:
         for part in (model.text, model.sort_head, model.vid_proj, model.txt_proj):
             part.requires_grad_(False)
     if cfg.loss.sort_by == "video":  # the order head replaces the sort head; without a contrastive term, no text
-        idle = (model.sort_head,) if cfg.loss.align_weight > 0 else (model.sort_head, model.text, model.txt_proj,
-                                                                     model.vid_proj)
-        for part in idle:
-            part.requires_grad_(False)
+        model.sort_head.requires_grad_(False)
+        if cfg.loss.align_weight == 0:
+            for part in (model.text, model.txt_proj, model.vid_proj):
+                part.requires_grad_(False)
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
