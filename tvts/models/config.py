@@ -117,7 +117,7 @@ REDUCTIONS = ("sum", "mean")
 
 
 GATHER_GRADS = ("local", "exact")
-SORT_TARGETS = ("transcripts", "video")
+SORT_TARGETS = ("transcripts", "video", "arrow")
 ORDER_READOUTS = ("cls", "segments")
 
 
@@ -137,7 +137,10 @@ class LossConfig:
     # What the sort loss orders. "transcripts": the paper's pretext (the K shuffled ASR sentences,
     # ordered by attention over the video). "video": a positive control, not the paper: the clip's
     # own K time segments are shuffled and a linear head on the video CLS predicts each one's
-    # position (a clean, direct order signal aimed at the feature the frozen probes read).
+    # position (a clean, direct order signal aimed at the feature the frozen probes read). "arrow":
+    # another control: the whole clip plays backwards for half the samples (those whose transcript
+    # permutation puts its first two slots out of order, so the draw is the data's own) and a linear
+    # head on the CLS tells which (a 2-way "sort": the sort metrics read as arrow accuracies).
     sort_by: str = "transcripts"
     # sort_by video only: what the order head reads. "cls": the final-norm CLS (one vector must bind
     # each segment's content to its slot, which a small ViT is slow to learn); "segments": each
@@ -153,4 +156,4 @@ class LossConfig:
         require(self.order_readout in ORDER_READOUTS, where, "order_readout",
                 f"must be one of {', '.join(ORDER_READOUTS)}")
         require(self.sort_by == "transcripts" or self.sort_video, where, "sort_by",
-                "video needs sort_video: true (the text-only baseline has no video to order)")
+                f"{self.sort_by} needs sort_video: true (the text-only baseline has no video to order)")

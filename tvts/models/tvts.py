@@ -29,6 +29,7 @@ class Outputs:
     text_emb: torch.Tensor | None = None     # (B, E) L2-normalised mean of the K projected transcripts
     sort_logits: torch.Tensor | None = None  # (B, K, K)
     recon_loss: torch.Tensor | None = None   # (B,) VideoMAE: MSE over each sample's masked tubelets
+    sort_target: torch.Tensor | None = None  # (B, K') what sort_logits score; None: the transcripts' order
 
 
 class TVTS(nn.Module):
@@ -44,12 +45,14 @@ class TVTS(nn.Module):
         self.vid_proj = nn.Linear(self.video.dim, cfg.embed_dim)
         self.txt_proj = nn.Sequential(nn.ReLU(), nn.Linear(self.text.dim, cfg.embed_dim))
         self.decoder = VideoMAEDecoder(cfg.video, videomae) if videomae is not None else None
-        # the video-order control (loss.sort_by: video): each slot's time position, from the CLS (K x K
-        # logits) or from each slot's own tokens (K logits per slot)
+        # the controls' heads. loss.sort_by video: each slot's time position, from the CLS (K x K logits)
+        # or from each slot's own tokens (K logits per slot); arrow: forward or reversed (2 x 2 logits)
         self.order_head = None
         if self.loss_cfg.sort_by == "video":
             per_slot = self.loss_cfg.order_readout == "segments"
             self.order_head = nn.Linear(self.video.dim, cfg.k if per_slot else cfg.k * cfg.k)
+        elif self.loss_cfg.sort_by == "arrow":
+            self.order_head = nn.Linear(self.video.dim, 4)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, K, L) token ids -> (B, K, Ct) transcript CLS vectors."""
@@ -65,6 +68,8 @@ class TVTS(nn.Module):
                 attention_mask: torch.Tensor, order: torch.Tensor | None = None) -> Outputs:
         if self.decoder is not None:
             return self.forward_videomae(frames, keep)
+        if self.loss_cfg.sort_by == "arrow":
+            return self.forward_arrow(frames, keep, input_ids, attention_mask, order)
         if self.order_head is not None:
             return self.forward_video_order(frames, keep, input_ids, attention_mask, order)
         text_cls = self.encode_text(input_ids, attention_mask)                       # (B, K, Ct)
@@ -89,8 +94,7 @@ class TVTS(nn.Module):
         """The video-order control: the clip's K segments in the slots `order` gives (slot i holds
         the segment at time order[i], as the transcripts), each slot's position read from the CLS
         or from the slot's own tokens (`loss.order_readout`). Tokens are tube-major, so a slot's
-        tubes are consecutive rows.
-        The contrastive term, when weighted, sees the shuffled clip; with weight 0 the text never runs."""
+        tubes are consecutive rows."""
         if order is None:
             raise ValueError("loss.sort_by video: the forward pass needs the batch's `order`")
         tokens = self.video.forward_features(shuffle_segments(frames, order), keep)
@@ -100,10 +104,35 @@ class TVTS(nn.Module):
             logits = self.order_head(slots)
         else:
             logits = self.order_head(tokens[:, 0]).view(-1, k, k)
+        return self.control_outputs(tokens, logits, input_ids, attention_mask)
+
+    def forward_arrow(self, frames: torch.Tensor, keep: torch.Tensor | None, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, order: torch.Tensor | None) -> Outputs:
+        """The arrow-of-time control: the clips `arrow_target` marks play backwards, and the CLS tells
+        which, as a 2-way sort (slot 0 holds the clip's start: position 0 if forward, 1 if reversed)."""
+        if order is None:
+            raise ValueError("loss.sort_by arrow: the forward pass needs the batch's `order`")
+        target = arrow_target(order)
+        backwards = target[:, 0].bool().view(-1, 1, 1, 1, 1)
+        tokens = self.video.forward_features(torch.where(backwards, frames.flip(2), frames), keep)
+        logits = self.order_head(tokens[:, 0]).view(-1, 2, 2)
+        return self.control_outputs(tokens, logits, input_ids, attention_mask, target)
+
+    def control_outputs(self, tokens: torch.Tensor, logits: torch.Tensor, input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor, target: torch.Tensor | None = None) -> Outputs:
+        """A control's outputs: the contrastive term, when weighted, sees the same (shuffled or
+        reversed) clip; with weight 0 the text never runs."""
         video_emb = F.normalize(self.vid_proj(tokens[:, 0]), dim=-1)
         text_emb = (self.embed_text(self.encode_text(input_ids, attention_mask)) if self.loss_cfg.align_weight > 0
                     else torch.zeros_like(video_emb))
-        return Outputs(video_emb, text_emb, logits)
+        return Outputs(video_emb, text_emb, logits, sort_target=target)
+
+
+def arrow_target(order: torch.Tensor) -> torch.Tensor:
+    """(B, K) transcript permutations -> (B, 2) 2-way orders: [1, 0] (reversed) where the first two
+    slots are out of order, which a uniform permutation does with probability 1/2."""
+    backwards = (order[:, 0] > order[:, 1]).long()
+    return torch.stack([backwards, 1 - backwards], dim=1)
 
 
 def shuffle_segments(frames: torch.Tensor, order: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ def freeze_unused(model: TVTS, cfg: PretrainConfig) -> None:
     if cfg.method == "videomae":
         for part in (model.text, model.sort_head, model.vid_proj, model.txt_proj):
             part.requires_grad_(False)
-    if cfg.loss.sort_by == "video":  # the order head replaces the sort head; without a contrastive term, no text
+    if cfg.loss.sort_by != "transcripts":  # the order head replaces the sort head; without a contrastive term, no text
         model.sort_head.requires_grad_(False)
         if cfg.loss.align_weight == 0:
             for part in (model.text, model.txt_proj, model.vid_proj):
@@ -88,8 +88,13 @@ def losses(out: Outputs, order: torch.Tensor, cfg: PretrainConfig, env: dist.Dis
     align = zero
     if lc.align_weight > 0 and lc.sort_video:
         align = align_loss(full_precision(out.video_emb), full_precision(out.text_emb), lc, env)
-    sort = sort_loss(out.sort_logits, order) if lc.sort_weight > 0 else zero
+    sort = sort_loss(out.sort_logits, sort_target(out, order)) if lc.sort_weight > 0 else zero
     return {"loss": lc.align_weight * align + lc.sort_weight * sort, "loss_align": align, "loss_sort": sort}
+
+
+def sort_target(out: Outputs, order: torch.Tensor) -> torch.Tensor:
+    """What the sort logits are scored against: the transcripts' order, or a control's own target."""
+    return order if out.sort_target is None else out.sort_target
 
 
 def align_loss(v: torch.Tensor, t: torch.Tensor, lc: LossConfig, env: dist.DistEnv) -> torch.Tensor:
@@ -141,7 +146,7 @@ def train_accuracy(out: Outputs, batch: dict[str, torch.Tensor]) -> dict[str, fl
     """The running sort accuracy (none for VideoMAE, whose forward has no sort head)."""
     if out.sort_logits is None:
         return {}
-    return {"sort_acc": sort_accuracy(out.sort_logits.detach(), batch["order"])["sort_acc"]}
+    return {"sort_acc": sort_accuracy(out.sort_logits.detach(), sort_target(out, batch["order"]))["sort_acc"]}
 
 
 @torch.no_grad()
@@ -154,7 +159,7 @@ def evaluate(model: nn.Module, loader: DataLoader, cfg: PretrainConfig, env: dis
         batch = to_device(batch, env.device)
         with dist.autocast(env.device, cfg.runtime.amp):
             out = run_model(model, batch)
-        for name, t in (("logits", out.sort_logits), ("order", batch["order"]), ("v", out.video_emb),
+        for name, t in (("logits", out.sort_logits), ("order", sort_target(out, batch["order"])), ("v", out.video_emb),
                         ("t", out.text_emb), ("recon", out.recon_loss), ("index", batch["index"])):
             if t is not None:
                 parts[name].append(t.float().cpu() if t.is_floating_point() else t.cpu())
