@@ -198,18 +198,32 @@ def test_bad_control_config_names_the_key(section, key):
 def test_pixel_encoder_has_no_weights_and_gives_the_pixel_probe_feature():
     cfg = cfg_of(replace(VIDEO, encoder="pixels"))
     model = model_of(cfg)
-    assert not list(model.video.parameters()) and model.video.dim == 3 * 2 * 64      # a tubelet patch's pixels
+    assert not list(model.video.parameters()) and model.video.dim == 4 * 64          # the CLS: 4 tubes x 8 x 8
     frames = torch.randn(3, 3, 8, 32, 32)
     out = model.video.forward_features(frames)
-    assert out.shape == (3, 1 + 4 * 16, 384)
+    assert out.shape == (3, 1 + 4 * 16, 256)
     x = frames.numpy()
     cells = x.reshape(3, 3, 4, 2, 8, 4, 8, 4).mean((3, 5, 7))                         # (B, C, T', 8, 8)
     expected = np.abs(cells - np.median(cells, axis=2, keepdims=True)).sum(1).reshape(3, -1)
     np.testing.assert_allclose(out[:, 0, :4 * 64].numpy(), expected, rtol=1e-5, atol=1e-6)  # 4 tubes x 8 x 8 cells
     assert (out[:, 0, 4 * 64:] == 0).all()                                                 # zero-padded to dim
-    patch = x[1, :, 2:4, 8:16, 16:24] - np.median(x[1], axis=1, keepdims=True)[:, :, 8:16, 16:24]
+    motion = np.abs(x[1] - np.median(x[1], axis=1, keepdims=True)).sum(0)             # (T, H, W)
+    patch = motion[2:4, 8:16, 16:24].reshape(-1)
     token = out[1, 1 + 1 * 16 + 1 * 4 + 2].numpy()                                       # tube 1, patch row 1, col 2
-    np.testing.assert_allclose(token, patch.reshape(-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(token[:128], patch, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(token[128:], patch * (-1 / 3), rtol=1e-5, atol=1e-5)    # tau of tube 1 of 4
+    assert (out[:, 1:, 256:] == 0).all()
+
+
+def test_pixel_tokens_mean_pool_tells_a_clip_from_its_reverse():
+    """The tau copy: a mean over position-free tokens could not see order; this one does. A square
+    that grows forwards shrinks backwards: the same patches, in the opposite order."""
+    model = model_of(cfg_of(replace(VIDEO, encoder="pixels")))
+    frames = torch.zeros(1, 3, 8, 32, 32)
+    for t in range(8):
+        frames[:, :, t, 8:9 + t, 8:9 + t] = 1.0
+    forward, backward = (model.video.forward_features(f)[:, 1:].mean(1) for f in (frames, frames.flip(2)))
+    assert not torch.allclose(forward[:, 128:], backward[:, 128:], atol=1e-3)
 
 
 def test_pixel_encoder_keeps_the_masked_tokens_like_the_vit():
@@ -217,7 +231,7 @@ def test_pixel_encoder_keeps_the_masked_tokens_like_the_vit():
     frames = torch.randn(2, 3, 8, 32, 32)
     keep = torch.tensor([[0, 5, 9], [1, 2, 3], [4, 8, 15], [6, 7, 14]]).expand(2, 4, 3)
     full, kept = model.video.forward_features(frames), model.video.forward_features(frames, keep)
-    assert kept.shape == (2, 1 + 12, 384) and torch.equal(kept[:, 0], full[:, 0])
+    assert kept.shape == (2, 1 + 12, 256) and torch.equal(kept[:, 0], full[:, 0])
     assert torch.equal(kept[:, 1 + 2 * 3 + 2], full[:, 1 + 2 * 16 + 15])                # tube 2, kept patch 15
 
 
