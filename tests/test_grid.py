@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tvts import grid, tracking
+from tvts.compare import GridIntervals, RowKey
 from tvts.config import ConfigError, load_yaml
 from tvts.workflow_config import validate_workflow_config
 from tvts.stages import compare as compare_stage
@@ -63,11 +64,35 @@ def test_method_config_merges_overrides_and_seed():
     ({"seeds": [0], "methods": {"tvts": {"pretrain": {"loss": {"sort_weight": 0.0, "align_weight": 0.0}}}}},
      "grid.methods.tvts"),
     ({"seeds": [0], "methods": {"tvts": {"eval": {}}}}, "eval"),
+    ({"seeds": [0, 1], "methods": {"tvts": {}, "inits": {"no_pretrain": True, "seeds": [2]}}}, "seeds"),
 ])
 def test_bad_grid_names_the_key(grid_section, key):
     config = load_yaml("config/science.yaml") | {"grid": grid_section}
     with pytest.raises(ConfigError, match=key):
         validate_workflow_config(config, SCHEMA)
+
+
+def test_a_method_may_run_on_some_seeds_only():
+    g = grid.GridConfig(seeds=(0, 1, 2), methods={"tvts": {}, "inits": {"no_pretrain": True, "seeds": [0]}})
+    g.check("grid")
+    assert g.method_seeds("tvts") == (0, 1, 2) and g.method_seeds("inits") == (0,)
+    assert g.method_seeds("random") == (0, 1, 2)                 # the baseline: the grid's seeds
+
+
+def test_a_one_seed_method_pairs_with_every_seed_of_tvts(tmp_path):
+    """inits-s0 is the model of every seed: tvts − inits pairs each tvts seed with it."""
+    rng = np.random.default_rng(0)
+    ids = [str(i) for i in range(200)]
+    tvts_hits = [(rng.random(200) < 0.6).astype(float) for _ in range(3)]
+    inits_hits = (rng.random(200) < 0.3).astype(float)
+    for exp, hits in [(f"tvts-s{s}", h) for s, h in enumerate(tvts_hits)] + [("inits-s0", inits_hits)]:
+        path = tmp_path / exp / "eval" / "linear" / "ssv2.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"per_clip": {"ids": ids, "top1": list(hits)}}))
+    members = {"tvts": [f"tvts-s{s}" for s in range(3)], "inits": ["inits-s0"]}
+    diff = GridIntervals(tmp_path, members, replicates=200).difference("inits", RowKey("linear", "ssv2", "top1"))
+    expected = 100 * (np.mean(tvts_hits) - inits_hits.mean())
+    assert diff is not None and abs(diff.value - expected) < 1e-9 and diff.lo > 0
 
 
 def test_science_config_is_valid():
@@ -88,6 +113,8 @@ def test_science_config_is_valid():
     order = grid.method_config(config, "video_order", 0)["pretrain"]["loss"]
     assert order["sort_by"] == "video" and order["align_weight"] == 0
     assert g.methods["pixels"]["no_pretrain"] and "pixels" in g.untrained_methods
+    # the seed changes neither the inits nor the pixels: one experiment each
+    assert g.method_seeds("inits") == g.method_seeds("pixels") == (0,)
 
 
 # ---- readers against a real store ----------------------------------------------------------

@@ -348,8 +348,12 @@ class GridIntervals:
         return metric_interval([h for _, h in found.values()], self.replicates) if found else None
 
     def difference(self, method: str, row: RowKey, reference: str = REFERENCE_METHOD) -> Interval | None:
-        """reference − method, paired by seed over the seeds both have, on the same test clips."""
+        """reference − method, paired by seed over the seeds both have, on the same test clips. A
+        method run on one seed only (a model the seed does not change, grid `seeds: [0]`) pairs
+        with every seed of the reference."""
         a, b = self.by_seed(reference, row), self.by_seed(method, row)
+        if a and b and len(b) == 1 and len(a) > 1:
+            b = dict.fromkeys(a, next(iter(b.values())))
         seeds = sorted(set(a or {}) & set(b or {}), key=lambda s: -1 if s is None else s)
         if not seeds or any(list(a[s][0]) != list(b[s][0]) for s in seeds):
             return None

@@ -14,7 +14,9 @@ no-pretraining baseline (`dag.no_pretrain_baseline: random`) becomes `random-s<s
 A method with `no_pretrain: true` is not pretrained: like the baseline, each of its experiments
 evaluates the model as pretraining would start it (rule init_model). With `dag.inits`, every
 experiment but the baseline starts from the init stages' outputs (`with_inits`), so
-`inits: {no_pretrain: true}` is "the inits alone, no video pretraining".
+`inits: {no_pretrain: true}` is "the inits alone, no video pretraining". A method's `seeds` runs
+it on those of the grid's seeds only: `seeds: [0]` for a model the seed does not change (the
+inits alone, a weightless feature), whose one experiment then pairs with every seed of the others.
 Readers (`tvts compare --by-method`, the report) group experiments by that name back into
 (method, seed) and aggregate each metric as mean +- sample std (ddof 1) over the seeds.
 """
@@ -30,7 +32,7 @@ from tvts.config import require
 
 _EXP = re.compile(r"^(?P<method>[A-Za-z0-9_\-]+?)-s(?P<seed>\d+)$")
 OVERRIDABLE = ("pretrain", "select")  # the sections a method may change
-FLAGS = ("no_pretrain",)               # and what a method may say about itself
+FLAGS = ("no_pretrain", "seeds")       # and what a method may say about itself
 INIT_IMAGE_MAE = "results/{exp}/init_image_mae/model.pt"   # rule init_image_mae
 INIT_TEXT_MLM = "results/{exp}/init_text_mlm"              # rule init_text_mlm
 
@@ -53,12 +55,20 @@ class GridConfig:
                     f"only {', '.join(OVERRIDABLE)} can be overridden per method (and {', '.join(FLAGS)} set)")
             require(isinstance((sections or {}).get("no_pretrain", False), bool), f"{where}.methods.{name}",
                     "no_pretrain", "must be true or false")
+            own = (sections or {}).get("seeds", self.seeds)
+            require(isinstance(own, (list, tuple)) and len(own) >= 1 and len(set(own)) == len(own)
+                    and set(own) <= set(self.seeds), f"{where}.methods.{name}", "seeds",
+                    f"must list distinct seeds of grid.seeds {list(self.seeds)}")
         require(bool(self.pretrained_methods), where, "methods", "must pretrain at least one method")
 
     @property
     def untrained_methods(self) -> tuple[str, ...]:
         """The methods with `no_pretrain: true`: their experiments evaluate the initial model."""
         return tuple(m for m, sections in self.methods.items() if (sections or {}).get("no_pretrain", False))
+
+    def method_seeds(self, method: str) -> tuple[int, ...]:
+        """The seeds `method` runs: its own `seeds`, else the grid's."""
+        return tuple((self.methods.get(method) or {}).get("seeds", self.seeds))
 
     @property
     def pretrained_methods(self) -> tuple[str, ...]:

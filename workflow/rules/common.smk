@@ -248,8 +248,9 @@ REPORT_DIR = config["dag"].get("report_dir", "results/report")
 
 
 def seeded(name):
-    """One experiment per grid seed (`<name>-s<seed>`), or the name alone without a grid."""
-    return [grid.experiment_name(name, s) for s in GRID.seeds] if GRID else [name]
+    """One experiment per seed of the method (`<name>-s<seed>`; the baseline takes the grid's seeds),
+    or the name alone without a grid."""
+    return [grid.experiment_name(name, s) for s in GRID.method_seeds(name)] if GRID else [name]
 
 
 def pretrained_experiments():
