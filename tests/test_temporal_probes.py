@@ -15,8 +15,8 @@ from tvts.data.demo.vocab import ssv2_order_template
 from tvts.eval.config import LinearConfig, TemporalConfig
 from tvts.eval.features import Features
 from tvts.eval.linear import evaluate_probe, train_probe_cached
-from tvts.eval.temporal import (arrow_split, encode_pooled, pool_tokens, resolve_pairs, reverse_clips,
-                                reversed_pairs, within_pair_accuracy)
+from tvts.eval.temporal import (arrow_split, encode_pooled, extract_directions, pool_tokens, resolve_pairs,
+                                reverse_clips, reversed_pairs, within_pair_accuracy)
 from tvts.eval.views import clip_indices
 from tvts.models.video_vit import VideoConfig, VideoViT
 
@@ -63,6 +63,36 @@ def test_pools_and_reversal():
     assert torch.allclose(out["cls"][:, 0], model(frames[:, 0]))
     with pytest.raises(ConfigError, match=r"eval\.temporal\.pools"):
         from_dict(TemporalConfig, {"pools": ["cls", "max"]}, "eval.temporal")
+
+
+class _Clips(torch.utils.data.Dataset):
+    """Five random one-view clips, as a ClipDataset gives them."""
+
+    def __init__(self):
+        self.frames = torch.randn(5, 1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        return {"frames": self.frames[i], "index": i, "ok": True, "label": i % 2, "reason": ""}
+
+
+def test_only_the_first_clips_are_reversed_when_asked():
+    """`eval.temporal.arrow_train_clips`: the reversed features are those of the full extraction,
+    for the first clips only, and the arrow split pairs each with the same clip forward."""
+    torch.manual_seed(0)
+    model = VideoViT(VideoConfig(img_size=8, patch_size=4, tubelet=2, num_frames=4, dim=16, depth=1, heads=2))
+    every = extract_directions(model, _Clips(), ("cls",), 2, 0, "cpu")
+    first = extract_directions(model, _Clips(), ("cls",), 2, 0, "cpu", reverse_first=3)
+    assert len(first["cls", "forward"]) == 5 and len(first["cls", "reversed"]) == 3
+    np.testing.assert_array_equal(first["cls", "forward"].feats, every["cls", "forward"].feats)
+    np.testing.assert_allclose(first["cls", "reversed"].feats, every["cls", "reversed"].feats[:3], atol=1e-6)
+    arrow = arrow_split(first["cls", "forward"], first["cls", "reversed"])
+    assert arrow.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(arrow.feats[:3], every["cls", "forward"].feats[:3])
+    with pytest.raises(ConfigError, match=r"eval\.temporal\.arrow_train_clips"):
+        from_dict(TemporalConfig, {"arrow_train_clips": -1}, "eval.temporal")
 
 
 # ----------------------------------------------------------------------------- the demo world's arrow of time

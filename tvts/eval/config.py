@@ -136,8 +136,12 @@ class TemporalConfig:
     # probe (eval.attentive) over every final-norm token
     pools: tuple[str, ...] = ("cls", "mean")
     views: str = "center"                      # center: one view per clip; all: eval.views temporal x spatial
+    # the arrow probe trains on the first N train clips, both ways (0 = every train clip): each
+    # reversed clip is one more forward pass of the encoder; the test clips are always all reversed
+    arrow_train_clips: int = 0
 
     def check(self, where: str) -> None:
+        require(self.arrow_train_clips >= 0, where, "arrow_train_clips", "must be >= 0 (0 = every train clip)")
         require(len(self.pools) > 0 and set(self.pools) <= {"cls", "mean", "attentive"}
                 and len(set(self.pools)) == len(self.pools), where, "pools", "must be distinct names from cls, mean, attentive")
         require(self.views in ("center", "all"), where, "views", "must be center or all")

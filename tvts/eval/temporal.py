@@ -71,29 +71,40 @@ def reverse_clips(frames: torch.Tensor) -> torch.Tensor:
 
 
 def extract_directions(model_video: torch.nn.Module, dataset, pools: Sequence[str], batch_size: int,
-                       workers: int, device: torch.device | str, amp: str = "off"
+                       workers: int, device: torch.device | str, amp: str = "off", reverse_first: int = 0
                        ) -> dict[tuple[str, str], Features]:
     """Features of every view of a ClipDataset, forward and reversed, for every pool.
 
+    Args:
+        reverse_first: reverse only the first this many clips (0 = every clip): the arrow probe's
+            training set need not be as large as the class probe's, and each reversed clip costs
+            a forward pass.
     Returns:
-        (pool, direction) -> Features (N, V, C) in dataset order; unreadable videos have ok=False.
+        (pool, direction) -> Features (N, V, C) in dataset order (reversed: the first
+        `reverse_first` clips); unreadable videos have ok=False.
     """
     model_video.eval()
     n = len(dataset)
+    sizes = {"forward": n, "reversed": min(n, reverse_first) if reverse_first else n}
     feats: dict[tuple[str, str], np.ndarray] = {}
     labels, ok, reasons = np.zeros(n, np.int64), np.zeros(n, bool), [""] * n
     for batch in iter_batches(dataset, batch_size, workers, device=device):
         idx, good = batch["index"].numpy(), batch["ok"].numpy().astype(bool)
         for direction in DIRECTIONS:
-            frames = batch["frames"] if direction == "forward" else reverse_clips(batch["frames"])
+            rows = idx < sizes[direction]
+            if not rows.any():
+                continue
+            frames = batch["frames"][torch.from_numpy(rows)]
+            frames = frames if direction == "forward" else reverse_clips(frames)
             for pool, out in encode_pooled(model_video, frames, pools, amp).items():
                 out = out.cpu().numpy()
-                arr = feats.setdefault((pool, direction), np.zeros((n, *out.shape[1:]), out.dtype))
-                arr[idx] = np.where(good.reshape(-1, *[1] * (out.ndim - 1)), out, 0)
+                arr = feats.setdefault((pool, direction), np.zeros((sizes[direction], *out.shape[1:]), out.dtype))
+                arr[idx[rows]] = np.where(good[rows].reshape(-1, *[1] * (out.ndim - 1)), out, 0)
         labels[idx], ok[idx] = batch["label"].numpy(), good
         for i, r in zip(idx, batch["reason"]):
             reasons[int(i)] = r
-    return {key: Features(arr, labels, ok, reasons) for key, arr in feats.items()}
+    return {(pool, d): Features(arr, labels[:sizes[d]], ok[:sizes[d]], reasons[:sizes[d]])
+            for (pool, d), arr in feats.items()}
 
 
 def cached_directions(paths: dict[tuple[str, str], Path], key: dict,
@@ -122,11 +133,12 @@ def cached_directions(paths: dict[tuple[str, str], Path], key: dict,
 
 
 def arrow_split(forward: Features, reversed_: Features) -> Features:
-    """The arrow-of-time examples of a split: every clip forward (label 0) and reversed (label 1)."""
-    n = len(forward)
-    return Features(np.concatenate([forward.feats, reversed_.feats]),
+    """The arrow-of-time examples of a split: every reversed clip (label 1) and the same clip
+    forward (label 0); the reversed may be the first clips of the forward."""
+    n = len(reversed_)
+    return Features(np.concatenate([forward.feats[:n], reversed_.feats]),
                     np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)]),
-                    np.concatenate([forward.ok, reversed_.ok]), forward.reasons + reversed_.reasons)
+                    np.concatenate([forward.ok[:n], reversed_.ok]), forward.reasons[:n] + reversed_.reasons)
 
 
 def reversed_pairs(classes: Sequence[str], separator: str) -> list[tuple[int, int]]:

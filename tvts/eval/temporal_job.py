@@ -67,7 +67,7 @@ class TemporalEval:
 
         def compute() -> dict[tuple[str, str], Features]:
             return extract_directions(self.model.video, dataset, self.cfg.pools, self.views.batch_size,
-                                      self.views.workers, self.device, self.views.amp)
+                                      self.views.workers, self.device, self.views.amp, self.reverse_first(split))
 
         with io.timer(self.timings, f"time/extract_{split}_s"):
             if a.features:
@@ -77,6 +77,10 @@ class TemporalEval:
         add_rejects(self.rejects, vset, next(iter(feats.values())) if feats else None)
         return feats
 
+    def reverse_first(self, split: str) -> int:
+        """How many of the split's first clips are also reversed (0 = all)."""
+        return self.cfg.arrow_train_clips if split == "train" else 0
+
     def cache(self, vset, split: str) -> tuple[dict[tuple[str, str], Path], dict]:
         """The cache files of one split, (pool, direction) -> path, and the key they must carry."""
         v, (t, s), a = self.pcfg.model.video, self.view_grid(), self.args
@@ -85,7 +89,7 @@ class TemporalEval:
                  for p in self.cfg.pools for d in DIRECTIONS}
         key = feature_key(self.sha, a.dataset, split, [i.video_id for i in vset.items], v.num_frames, v.img_size,
                           self.views.short_side, t, s, self.views.amp)
-        return paths, key
+        return paths, key | {"reverse_first": self.reverse_first(split)}
 
     def probes(self, train: dict, test: dict, n_classes: int, pairs: list) -> dict[str, float]:
         """Per pool: the class probe's top-1 and within-pair accuracy, and the arrow-of-time accuracy.
@@ -144,6 +148,7 @@ class TemporalEval:
         n_missing = len(train_set.missing) + len(test_set.missing)
         paired = {c for p in pairs for c in p}
         counts = {"n_train": int(next(iter(train.values())).ok.sum()), "n_test": int(ok_test.sum()),
+                  "n_arrow_train": int(next(v for (_, d), v in train.items() if d == "reversed").ok.sum()),
                   "n_classes": n_classes, "n_reversed_pairs": len(pairs),
                   "n_test_paired": sum(int(ok) for item, ok in zip(test_set.items, ok_test) if item.label in paired),
                   "n_unreadable": len(self.rejects) - n_missing, "n_missing": n_missing}
