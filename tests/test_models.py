@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tvts.config import ConfigError, from_dict
 from tvts.models.sort_head import SortConfig, SortHead
 from tvts.models.text import TextConfig, build_spec, load_tokenizer, tokenize
 from tvts.models.tvts import TVTS, ModelConfig, contrastive_loss, decode_permutation, sort_accuracy
@@ -50,6 +51,22 @@ def test_temporal_embedding_init_scales_with_its_std(std):
     emb = vit.temporal_embed.detach()
     assert emb.abs().max() <= 2 * std + 1e-6
     assert 0.8 * std < emb.std().item() < 0.95 * std     # a normal cut at ±2σ has std 0.88σ
+
+
+@pytest.mark.parametrize("std", [0.3, 1.0, 8.0])
+def test_position_embedding_init_scales_with_its_std(std):
+    torch.manual_seed(0)
+    emb = VideoViT(replace(TINY_VIDEO, dim=256, img_size=64, pos_init_std=std)).pos_embed.detach()
+    assert emb.abs().max() <= 2 * std + 1e-6 and 0.8 * std < emb.std().item() < 0.95 * std
+
+
+def test_default_position_embedding_is_timms_and_a_bad_std_names_its_key():
+    """The paper's config keeps timm's draw: std 0.02, cut at an absolute ±2 (so not cut at all)."""
+    torch.manual_seed(0)
+    default = VideoViT(replace(TINY_VIDEO, dim=256, img_size=64)).pos_embed.detach()
+    assert 0.019 < default.std().item() < 0.021
+    with pytest.raises(ConfigError, match=r"video\.pos_init_std"):
+        from_dict(VideoConfig, {"pos_init_std": 0.0}, "pretrain.model.video")
 
 
 def test_tube_masks_differ_per_tube_and_per_sample():

@@ -30,6 +30,7 @@ class VideoConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     temporal_init_std: float = 0.0  # the paper zero-inits the temporal embedding (see VideoViT)
+    pos_init_std: float = 0.02      # the spatial position embedding's init std (timm's and the paper's)
     # "vit": the ViT. "pixels": a fixed, weightless pixel feature (tvts/models/pixels.py), the
     # science grid's pixel-probe control; the sizes above then only shape its input.
     encoder: str = "vit"
@@ -47,6 +48,7 @@ class VideoConfig:
         require(self.num_frames % self.tubelet == 0, where, "num_frames", "must be a multiple of tubelet")
         require(self.dim % self.heads == 0, where, "dim", "must be a multiple of heads")
         require(self.depth >= 1, where, "depth", "must be >= 1")
+        require(self.pos_init_std > 0, where, "pos_init_std", "must be > 0")
         require(self.encoder in VIDEO_ENCODERS, where, "encoder", f"must be one of {', '.join(VIDEO_ENCODERS)}")
 
 

@@ -78,7 +78,14 @@ class VideoViT(nn.Module):
             Block(cfg.dim, cfg.heads, cfg.mlp_ratio, qkv_bias=True, drop_path=float(d), norm_layer=norm) for d in dpr)
         self.norm = norm(cfg.dim)
         self.grad_checkpointing = False
-        trunc_normal_(self.pos_embed, std=0.02)
+        if cfg.pos_init_std == 0.02:   # timm's draw, kept bit-exact for the paper's config
+            trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            # A small encoder whose temporal embedding starts at std >= 1 needs its spatial one on
+            # the same scale: at 0.02 it is ~50x smaller than the temporal one, the first norm
+            # leaves each token mostly "which tube", and the frozen features vary along about as
+            # many directions as there are tubes (docs/results.md, "The position embeddings' scale").
+            trunc_normal_tf_(self.pos_embed, std=cfg.pos_init_std)
         trunc_normal_(self.cls_token, std=0.02)
         if cfg.temporal_init_std > 0:
             # At zero, tokens of different tubes differ only by content, so the encoder is blind to
