@@ -351,8 +351,8 @@ def test_stage_temporal_probes_log_to_mlflow(tmp_path, tiny_sets, tiny_checkpoin
     assert len(list((tmp_path / "features" / "tiny").glob("*.npz"))) == 2 * 2 * 2     # split x pool x direction
     assert set(res["metrics"]) == {f"{p}/{m}" for p in ("cls", "mean") for m in ("top1", "within_pair_top1", "arrow_top1")}
     assert all(0 <= v <= 100 for v in res["metrics"].values())
-    assert res["counts"] == {"n_train": 9, "n_test": 6, "n_classes": 3, "n_reversed_pairs": 1, "n_test_paired": 4,
-                             "n_unreadable": 1, "n_missing": 2}
+    assert res["counts"] == {"n_train": 9, "n_arrow_train": 9, "n_test": 6, "n_classes": 3, "n_reversed_pairs": 1,
+                             "n_test_paired": 4, "n_unreadable": 1, "n_missing": 2}
     assert res["chance"]["arrow_top1"] == 50.0 and res["protocol"]["views"].startswith("1x1")
     client = mlflow.MlflowClient(tracking.tracking_uri())
     runs = client.search_runs([tracking.init_store()], "tags.`tvts.exp` = 'temporaltest'")

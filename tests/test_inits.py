@@ -265,5 +265,5 @@ def test_the_demo_and_the_science_grid_share_the_init_recipes():
     for section in ("init_image_mae", "init_text_mlm"):
         assert demo[section] == science[section], section
     assert science["dag"]["inits"] and not demo["dag"]["inits"]
-    assert science["grid"]["methods"]["inits"] == {"no_pretrain": True}
+    assert science["grid"]["methods"]["inits"] == {"no_pretrain": True, "seeds": [0]}   # the inits: one per grid
     assert not load_yaml(ROOT / "config/paper.yaml")["dag"].get("inits", False)   # the real weights
