@@ -2,6 +2,7 @@
 weightless pixel encoder (`model.video.encoder: pixels`)."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import replace
@@ -53,6 +54,18 @@ def moving_square_batch(b: int, rng: np.random.Generator) -> dict[str, torch.Ten
     return {"frames": frames, "keep": None, "input_ids": ids, "attention_mask": torch.ones_like(ids), "order": order}
 
 
+def train_on(model, cfg: PretrainConfig, steps: int, next_batch) -> float:
+    """`steps` AdamW steps (lr 3e-3) of the control's loss on `next_batch()`; the last loss."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(steps):
+        batch = next_batch()
+        loss = losses(run_model(model, batch), batch["order"], cfg, CPU)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
 # ---- the video-order control ---------------------------------------------------------------------
 
 def test_shuffle_segments_puts_segment_order_i_in_slot_i():
@@ -85,14 +98,9 @@ def test_video_order_control_trains_video_and_order_head_only():
     freeze_unused(model, cfg)
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"video", "order_head"}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     batch = moving_square_batch(8, np.random.default_rng(0))
-    for _ in range(80):
-        loss = losses(run_model(model, batch), batch["order"], cfg, CPU)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.5, loss.item()
+    loss = train_on(model, cfg, 80, lambda: batch)
+    assert loss < 0.5, loss
 
 
 def test_segment_readout_scores_each_slots_own_tokens():
@@ -116,13 +124,7 @@ def test_segment_readout_learns_what_the_cls_readout_is_slow_to():
         cfg = cfg_of(sort_by="video", align_weight=0.0, order_readout=readout)
         model = model_of(cfg)
         freeze_unused(model, cfg)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-        for _ in range(250):
-            batch = moving_square_batch(16, rng)
-            loss = losses(run_model(model, batch), batch["order"], cfg, CPU)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_on(model, cfg, 250, lambda: moving_square_batch(16, rng))
         test = moving_square_batch(64, np.random.default_rng(1))
         with torch.no_grad():
             accs[readout] = sort_accuracy(run_model(model.eval(), test).sort_logits, test["order"])["sort_acc"]
@@ -132,7 +134,7 @@ def test_segment_readout_learns_what_the_cls_readout_is_slow_to():
 # ---- the arrow-of-time control -------------------------------------------------------------------
 
 def test_arrow_target_reverses_half_of_all_permutations_by_their_first_two_slots():
-    perms = torch.tensor(list(__import__("itertools").permutations(range(4))))
+    perms = torch.tensor(list(itertools.permutations(range(4))))
     target = arrow_target(perms)
     assert target.sum(1).eq(1).all() and target[:, 0].sum().item() == 12     # 12 of the 24 play backwards
     assert arrow_target(torch.tensor([[1, 0, 2, 3], [0, 3, 1, 2]])).tolist() == [[1, 0], [0, 1]]
@@ -164,14 +166,8 @@ def test_arrow_control_learns_direction_once_position_is_on_the_scale_of_time():
         model = model_of(cfg)
         freeze_unused(model, cfg)
         assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"video", "order_head"}
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
         rng = np.random.default_rng(0)
-        for _ in range(150):
-            batch = moving_square_batch(16, rng)
-            loss = losses(run_model(model, batch), batch["order"], cfg, CPU)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_on(model, cfg, 150, lambda: moving_square_batch(16, rng))
         test = moving_square_batch(128, np.random.default_rng(1))
         with torch.no_grad():
             out = run_model(model.eval(), test)

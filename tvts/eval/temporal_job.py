@@ -148,7 +148,7 @@ class TemporalEval:
         n_missing = len(train_set.missing) + len(test_set.missing)
         paired = {c for p in pairs for c in p}
         counts = {"n_train": int(next(iter(train.values())).ok.sum()), "n_test": int(ok_test.sum()),
-                  "n_arrow_train": int(next(v for (_, d), v in train.items() if d == "reversed").ok.sum()),
+                  "n_arrow_train": int(train[(self.cfg.pools[0], "reversed")].ok.sum()),
                   "n_classes": n_classes, "n_reversed_pairs": len(pairs),
                   "n_test_paired": sum(int(ok) for item, ok in zip(test_set.items, ok_test) if item.label in paired),
                   "n_unreadable": len(self.rejects) - n_missing, "n_missing": n_missing}

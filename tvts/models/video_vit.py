@@ -84,7 +84,7 @@ class VideoViT(nn.Module):
             # A small encoder whose temporal embedding starts at std >= 1 needs its spatial one on
             # the same scale: at 0.02 it is ~50x smaller than the temporal one, the first norm
             # leaves each token mostly "which tube", and the frozen features vary along about as
-            # many directions as there are tubes (docs/results.md, "The position embeddings' scale").
+            # many directions as there are tubes (docs/results.md, "Can this encoder learn event order").
             trunc_normal_tf_(self.pos_embed, std=cfg.pos_init_std)
         trunc_normal_(self.cls_token, std=0.02)
         if cfg.temporal_init_std > 0:
