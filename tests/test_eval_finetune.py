@@ -20,6 +20,7 @@ from tvts.eval.augment import ClipAugment
 from tvts.eval.finetune import FinetuneConfig, build_classifier, build_optimizer, param_groups
 from tvts.eval.t2v import T2VConfig, contrastive_share, queries
 from tvts.data.formats.common import VideoItem
+from tvts.models.load import load_model
 from tvts.models.tvts import contrastive_loss
 from tvts.stages import eval_finetune, eval_t2v
 from tvts.train import checkpoint, schedule, trainer
@@ -225,10 +226,20 @@ def test_stage_finetune_end_to_end(tmp_path, corpus, tiny_checkpoint):
             "val/top1"} | PERF <= set(logged)
     assert logged["top1"] == pytest.approx(res["metrics"]["top1"])
 
-    # A finished run is not trained again: the rerun only evaluates, with the same result.
-    assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / "work", section) == 0
+    # A finished run is not trained again: the rerun only evaluates, with the same result; asked
+    # to, it writes the fine-tuned encoder as a model the frozen probes load (the supervised control).
+    saved = tmp_path / "work" / "model.pt"
+    assert run_stage(eval_finetune, tiny_checkpoint, "ssv2", out, tmp_path / "work", section,
+                     "--save-model", str(saved)) == 0
     again = json.loads(out.read_text())
     assert again["resumed_from"] == Path(res["checkpoint"]).name and again["metrics"] == res["metrics"]
+    assert again["saved_model"] == str(saved)
+    model, _ = load_model(saved)
+    tuned, start = final_weights(tmp_path / "work"), checkpoint.load(tiny_checkpoint)["model"]
+    video = {k: v for k, v in model.state_dict().items() if k.startswith("video.")}
+    assert video and all(torch.equal(v, tuned[k]) for k, v in video.items())
+    assert any(not torch.equal(v, start[k]) for k, v in video.items())          # it did train
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items() if k.startswith("text."))
 
 
 def test_finetune_preempted_run_resumes_bit_exactly(tmp_path, corpus, tiny_checkpoint, monkeypatch):
