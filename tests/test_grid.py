@@ -65,6 +65,11 @@ def test_method_config_merges_overrides_and_seed():
      "grid.methods.tvts"),
     ({"seeds": [0], "methods": {"tvts": {"eval": {}}}}, "eval"),
     ({"seeds": [0, 1], "methods": {"tvts": {}, "inits": {"no_pretrain": True, "seeds": [2]}}}, "seeds"),
+    ({"seeds": [0], "methods": {"tvts": {}, "sup": {"supervised": {"dataset": "ssv2"}}}}, "no_pretrain"),
+    ({"seeds": [0], "methods": {"tvts": {}, "sup": {"no_pretrain": True, "supervised": {"finetune": {}}}}},
+     "dataset"),
+    ({"seeds": [0], "methods": {"tvts": {}, "sup": {"no_pretrain": True,
+                                                   "supervised": {"dataset": "ssv2", "stesp": 3}}}}, "stesp"),
 ])
 def test_bad_grid_names_the_key(grid_section, key):
     config = load_yaml("config/science.yaml") | {"grid": grid_section}

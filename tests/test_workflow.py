@@ -340,7 +340,9 @@ SMOKE_GRID = {"seeds": [0, 1], "methods": {
     "tvts": {},
     "videomae": {"pretrain": {"method": "videomae", "model": {"mask_ratio": 0.9, "mask_kind": "shared"},
                               "videomae": {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}},
-                 "select": {"metric": "loss_recon"}}}}
+                 "select": {"metric": "loss_recon"}},
+    # a supervised control: its initial model trained on the SSV2 train labels, then read frozen
+    "supervised": {"no_pretrain": True, "seeds": [0], "supervised": {"dataset": "ssv2", "finetune": {"lr": 1.0e-2}}}}}
 
 
 def test_smoke_grid_of_methods_and_seeds(done_workdir, tmp_path):
@@ -357,7 +359,7 @@ def test_smoke_grid_of_methods_and_seeds(done_workdir, tmp_path):
     exps = ["tvts-s0", "tvts-s1", "videomae-s0", "videomae-s1"]
     # the data stages are the smoke experiment's, already built: only the grid's jobs are planned
     assert planned_jobs(snakemake(work, "-n", configfile=cfg)) == {
-        "pretrain": 4, "select_ckpt": 4, "init_model": 2, "eval_linear": 6,
+        "pretrain": 4, "select_ckpt": 4, "init_model": 3, "supervise": 1, "eval_linear": 7,
         "report": 1, "all": 1}
     snakemake(work, configfile=cfg)
     manifests = {e: json.loads((work / f"results/{e}/pretrain/manifest.json").read_text()) for e in exps}
@@ -371,6 +373,12 @@ def test_smoke_grid_of_methods_and_seeds(done_workdir, tmp_path):
     assert not best["tvts-s0"][key].equal(best["tvts-s1"][key])  # the seed changes the run
     inits = [torch_load(work / f"results/random-s{s}/init/model.pt")["model"][key] for s in (0, 1)]
     assert not inits[0].equal(inits[1])
+    trained = json.loads((work / "results/supervised-s0/supervised/result.json").read_text())
+    assert trained["config"]["finetune"]["lr"] == 1.0e-2 and trained["counts"]["steps"] > 0
+    probed = json.loads((work / "results/supervised-s0/eval/linear/ssv2.json").read_text())
+    assert probed["model"]["checkpoint"] == "results/supervised-s0/supervised/model.pt"
+    tuned = torch_load(work / "results/supervised-s0/supervised/model.pt")["model"][key]
+    assert not tuned.equal(torch_load(work / "results/supervised-s0/init/model.pt")["model"][key])
     summary = (work / "results/grid-report/summary.md").read_text()
     assert "## Methods over seeds" in summary
     assert all(any(l.startswith(f"| `{m}` | 2 |") for l in summary.splitlines()) for m in ("tvts", "videomae", "random"))

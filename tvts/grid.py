@@ -17,6 +17,10 @@ experiment but the baseline starts from the init stages' outputs (`with_inits`),
 `inits: {no_pretrain: true}` is "the inits alone, no video pretraining". A method's `seeds` runs
 it on those of the grid's seeds only: `seeds: [0]` for a model the seed does not change (the
 inits alone, a weightless feature), whose one experiment then pairs with every seed of the others.
+A method with `supervised: {dataset: ssv2, finetune: {...}}` (and `no_pretrain: true`) is a
+supervised control: its initial model is trained on that dataset's train labels (rule supervise:
+`tvts eval-finetune` with `eval.finetune` under the method's `finetune`, `--save-model`), and its
+evaluations read the trained encoder frozen, like every other method's.
 Readers (`tvts compare --by-method`, the report) group experiments by that name back into
 (method, seed) and aggregate each metric as mean +- sample std (ddof 1) over the seeds.
 """
@@ -32,7 +36,7 @@ from tvts.config import require
 
 _EXP = re.compile(r"^(?P<method>[A-Za-z0-9_\-]+?)-s(?P<seed>\d+)$")
 OVERRIDABLE = ("pretrain", "select")  # the sections a method may change
-FLAGS = ("no_pretrain", "seeds")       # and what a method may say about itself
+FLAGS = ("no_pretrain", "seeds", "supervised")  # and what a method may say about itself
 INIT_IMAGE_MAE = "results/{exp}/init_image_mae/model.pt"   # rule init_image_mae
 INIT_TEXT_MLM = "results/{exp}/init_text_mlm"              # rule init_text_mlm
 
@@ -55,11 +59,30 @@ class GridConfig:
                     f"only {', '.join(OVERRIDABLE)} can be overridden per method (and {', '.join(FLAGS)} set)")
             require(isinstance((sections or {}).get("no_pretrain", False), bool), f"{where}.methods.{name}",
                     "no_pretrain", "must be true or false")
+            self.check_supervised(name, (sections or {}), where)
             own = (sections or {}).get("seeds", self.seeds)
             require(isinstance(own, (list, tuple)) and len(own) >= 1 and len(set(own)) == len(own)
                     and set(own) <= set(self.seeds), f"{where}.methods.{name}", "seeds",
                     f"must list distinct seeds of grid.seeds {list(self.seeds)}")
         require(bool(self.pretrained_methods), where, "methods", "must pretrain at least one method")
+
+    @staticmethod
+    def check_supervised(name: str, sections: dict, where: str) -> None:
+        """A supervised control names its dataset, may give a recipe, and is not pretrained."""
+        if "supervised" not in sections:
+            return
+        sup, at = sections["supervised"], f"{where}.methods.{name}.supervised"
+        require(isinstance(sup, dict) and isinstance(sup.get("dataset"), str), f"{where}.methods.{name}", "supervised",
+                "must be a mapping naming a dataset of eval.datasets: {dataset: ssv2, finetune: {...}}")
+        unknown = sorted(set(sup) - {"dataset", "finetune"})
+        require(not unknown, at, unknown[0] if unknown else "", "only dataset and finetune can be set")
+        require(isinstance(sup.get("finetune", {}), dict), at, "finetune", "must be a mapping (eval.finetune keys)")
+        require(sections.get("no_pretrain", False) is True, f"{where}.methods.{name}", "no_pretrain",
+                "must be true for a supervised control: its initial model is trained on labels, not pretrained")
+
+    def supervised_of(self, method: str) -> dict | None:
+        """The `supervised` section of a supervised control, else None."""
+        return (self.methods.get(method) or {}).get("supervised")
 
     @property
     def untrained_methods(self) -> tuple[str, ...]:

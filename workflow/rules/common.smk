@@ -68,6 +68,8 @@ def model_sections(exp):
     a post-pretrained model also depends on its pair shards and its second stage."""
     if is_post(exp):
         return DATA_SECTIONS + ("pretrain", "select", "shard_pairs", "post_pretrain")
+    if supervised_of(exp):
+        return DATA_SECTIONS + ("pretrain", "eval")
     return DATA_SECTIONS + (("pretrain",) if is_baseline(exp) else ("pretrain", "select"))
 
 
@@ -312,8 +314,25 @@ def init_json(section, part):
 
 
 def model_of(exp):
-    """The checkpoint an experiment's evaluations load: the selected one, or the untrained model."""
+    """The checkpoint an experiment's evaluations load: the selected one, the untrained model, or
+    a supervised control's trained one."""
+    if supervised_of(exp):
+        return f"results/{exp}/supervised/model.pt"
     return f"results/{exp}/init/model.pt" if is_baseline(exp) else f"results/{exp}/select/best.pt"
+
+
+def supervised_of(exp):
+    """The `supervised` section of `exp`'s grid method (a supervised control), or None."""
+    return GRID.supervised_of(grid.parse_experiment(exp)[0]) if GRID else None
+
+
+def supervised_json(exp):
+    """The eval parts of `exp`'s supervised training: the datasets, the views, and `eval.finetune`
+    under the method's own recipe."""
+    ev, sup = config.get("eval", {}), supervised_of(exp) or {}
+    recipe = grid.deep_merge(ev.get("finetune", {}), sup.get("finetune", {}))
+    return json.dumps({"eval": {"datasets": ev.get("datasets", {}), "views": ev.get("views", {}),
+                                "finetune": recipe}}, sort_keys=True)
 
 
 def init_model_shards(exp):

@@ -26,6 +26,33 @@ rule init_model:
         " --config-json {params.cfg:q} > {log} 2>&1"
 
 
+# A supervised control (a grid method with `supervised`): its initial model trained on the
+# dataset's train labels, the trained encoder saved for the frozen evaluations (model_of).
+rule supervise:
+    input:
+        model="results/{exp}/init/model.pt",
+        data=lambda wc: dataset_root(supervised_of(wc.exp)["dataset"]),
+    output:
+        model="results/{exp}/supervised/model.pt",
+        result="results/{exp}/supervised/result.json",
+    log:
+        "logs/{exp}/supervise.log",
+    params:
+        cfg=lambda wc: supervised_json(wc.exp),
+        dataset=lambda wc: supervised_of(wc.exp)["dataset"],
+        upstream=lambda wc: upstream(wc.exp, *DATA_SECTIONS, "pretrain"),
+        launch=lambda wc, threads: launcher("supervise"),
+    threads: res("supervise", "threads")
+    resources:
+        **job_resources("supervise"),
+    conda:
+        "../../envs/tvts.yaml"
+    shell:
+        "exec {params.launch} eval-finetune --model {input.model} --dataset {params.dataset} --out {output.result}"
+        " --save-model {output.model} --work results/{wildcards.exp}/supervised/work --exp {wildcards.exp}"
+        " --rule supervise --config-json {params.cfg:q} >> {log} 2>&1"
+
+
 rule eval_zeroshot_v2v:
     input:
         model=lambda wc: model_of(wc.exp),
