@@ -17,7 +17,8 @@ import torch
 from tvts.config import ConfigError, from_dict
 from tvts.eval.config import DatasetSpec, load_dataset_split
 from tvts.eval.augment import ClipAugment
-from tvts.eval.finetune import FinetuneConfig, build_classifier, build_optimizer, param_groups
+from tvts.eval.finetune import AugmentedClips, FinetuneConfig, build_classifier, build_optimizer, param_groups
+from tvts.eval.views import ClipDataset
 from tvts.eval.t2v import T2VConfig, contrastive_share, queries
 from tvts.data.formats.common import VideoItem
 from tvts.models.load import load_model
@@ -167,6 +168,23 @@ def test_rand_augment_applies_the_same_ops_to_every_frame(monkeypatch):
     assert box.any() and all(torch.equal(box[0], box[t]) for t in range(4))          # one box, on every frame
     for t in range(1, 4):
         assert torch.equal(no_erase[:, 0], no_erase[:, t])
+
+
+def test_train_view_test_trains_on_the_test_centre_view(corpus):
+    """`train_view: test`: every epoch's training clip is the test's centre view, unaugmented; the
+    default draws new frames and crops each epoch."""
+    items = load_dataset_split(DatasetSpec("ssv2", str(corpus / "ssv2")), "train").items[:3]
+    test = ClipDataset(items, 4, 32, 36)
+    plain = AugmentedClips(items, 4, 32, 36, ClipAugment(32, "", 0.0, (0.3, 1.0)), mask_ratio=0.5, tubelet=2,
+                           patch_size=8, test_view=True)
+    augmented = AugmentedClips(items, 4, 32, 36, ClipAugment(32, "", 0.0, (0.3, 1.0)))
+    for i in range(3):
+        clips = [plain[(epoch, i)] for epoch in (0, 1)]
+        assert all(torch.equal(c["frames"], test[i]["frames"][0]) for c in clips)
+        assert clips[0]["keep"].shape == (2, 8) and not torch.equal(clips[0]["keep"], clips[1]["keep"])
+    assert any(not torch.equal(augmented[(0, i)]["frames"], augmented[(1, i)]["frames"]) for i in range(3))
+    with pytest.raises(ConfigError, match="train_view"):
+        from_dict(FinetuneConfig, {"train_view": "centre"}, "eval.finetune")
 
 
 def test_contrastive_share_is_the_pretraining_loss_and_skips_unreadable_pairs():

@@ -250,6 +250,9 @@ class FinetuneConfig:
     crop_ratio: tuple[float, ...] = (0.75, 1.3333)
     flip: str = "auto"               # auto: flip except on SSV2; on; off
     train_mask_ratio: float = 0.0    # tube masking while training (demo speed-up; the paper: 0)
+    # augmented: random TSN frames + the augmentation above (the paper's); test: every train clip is
+    # the test's single centre view, no augmentation (a plain supervised control's input)
+    train_view: str = "augmented"
     # runtime
     amp: str = "bf16"                # autocast, GPU or CPU ("off" = float32)
     compile: bool = False            # torch.compile the training forward (tvts.train.precision)
@@ -265,6 +268,7 @@ class FinetuneConfig:
         require(self.lr > 0, where, "lr", "must be > 0")
         require(self.lr_batch >= 0, where, "lr_batch", "must be >= 0")
         require(self.min_lr >= 0, where, "min_lr", "must be >= 0")
+        require(self.train_view in ("augmented", "test"), where, "train_view", "must be augmented or test")
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), where, "betas",
                 "must be two numbers in [0, 1)")
         require(self.weight_decay >= 0, where, "weight_decay", "must be >= 0")

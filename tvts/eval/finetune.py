@@ -10,10 +10,12 @@ Recipe (docs/method.md, 'Downstream protocols'; the defaults of `FinetuneConfig`
   and temporal embeddings), layer-wise lr decay 0.75: the head and final norm get the full lr,
   block i (1-based, of `depth`) gets 0.75^(depth + 1 - i), the embeddings 0.75^(depth + 1);
 - per-step schedule: linear warm-up over 5 epochs, then cosine to `min_lr`; 50 epochs;
-- training clips: TSN frames (one random frame per segment), short side `eval.views.short_side`,
+- training clips (`train_view: augmented`): TSN frames (one random frame per segment), short side `eval.views.short_side`,
   RandAugment rand-m7-n4-mstd0.5-inc1 with the same ops on every frame, random resized crop,
   horizontal flip except on SSV2 (`flip: auto`), random erasing 0.25 (tvts.eval.augment);
   cross-entropy with `label_smoothing`; no mixup/cutmix (not in the paper's stated recipe);
+- `train_view: test` (not the paper's): every training clip is the test's single centre view,
+  unaugmented - the input of a plain supervised control;
 - test: `eval.views` temporal x spatial views (2 x 3), logits averaged over views, top-1/top-5.
 
 `train_mask_ratio` > 0 trains on tube-masked input (the pretraining masking) to make small CPU
@@ -134,13 +136,16 @@ class AugmentedClips(ClipDataset):
         augment: the clip augmentation.
         seed: with (epoch, index), seeds everything random about a clip.
         mask_ratio: > 0 adds "keep" (T', n_keep) tube-masking indices (0 = full input).
+        test_view: every clip is the test's centre view instead (`train_view: test`), unaugmented.
     """
 
     def __init__(self, items: list[VideoItem], num_frames: int, img_size: int, short_side: int,
-                 augment: ClipAugment, seed: int = 0, mask_ratio: float = 0.0, tubelet: int = 2, patch_size: int = 16):
+                 augment: ClipAugment, seed: int = 0, mask_ratio: float = 0.0, tubelet: int = 2, patch_size: int = 16,
+                 test_view: bool = False):
         super().__init__(items, num_frames, img_size, short_side, train=True, seed=seed)
         self.augment, self.mask_ratio = augment, mask_ratio
         self.tubes, self.patches = num_frames // tubelet, (img_size // patch_size) ** 2
+        self.centre = ClipDataset(items, num_frames, img_size, short_side) if test_view else None
 
     def __getitem__(self, key) -> dict:
         """{"frames": (3, T, S, S), "label", "index", "ok", "reason"[, "keep"]} of video key = (epoch, index)."""
@@ -149,7 +154,8 @@ class AugmentedClips(ClipDataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         out = {"label": item.label, "index": index, "ok": True, "reason": ""}
         try:
-            out["frames"] = self.augment(self.decode(item.path, rng), rng)
+            out["frames"] = (self.centre.load(item.path, index)[0] if self.centre is not None
+                             else self.augment(self.decode(item.path, rng), rng))
         except RejectError as err:
             out.update(frames=torch.zeros(3, self.num_frames, self.img_size, self.img_size), ok=False,
                        reason=err.reason)

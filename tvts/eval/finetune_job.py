@@ -44,7 +44,7 @@ class FinetuneJob(TuningJob):
             torch.manual_seed(cfg.seed + 100_003 * (env.rank + 1))
         data = AugmentedClips(train_set.items, v.num_frames, v.img_size, self.views.short_side,
                               build_augment(cfg, v.img_size, self.spec.format), cfg.seed, cfg.train_mask_ratio,
-                              v.tubelet, v.patch_size)
+                              v.tubelet, v.patch_size, test_view=cfg.train_view == "test")
         sampler = ResumableBatchSampler(len(data), cfg.batch_size, env.rank, env.world, cfg.seed)
         spe = steps_per_epoch(sampler, cfg.grad_accum, "eval.finetune")
         self.global_batch = cfg.batch_size * env.world * cfg.grad_accum
@@ -156,6 +156,7 @@ class FinetuneJob(TuningJob):
                 "schedule": f"{cfg.warmup_epochs} warm-up epochs (linear, per step) + cosine to {cfg.min_lr}",
                 "epochs": cfg.epochs, "steps_per_epoch": state.steps_per_epoch,
                 "head": f"Linear on final-norm {'CLS' if cfg.pool == 'cls' else 'mean patch token'}",
+                "train_view": cfg.train_view,
                 "augment": {"rand_augment": cfg.rand_augment or "none", "same_ops_on_every_frame": True,
                             "random_erasing": cfg.reprob, "flip": cfg.uses_flip(self.spec.format),
                             "crop": {"scale": cfg.crop_scale, "ratio": cfg.crop_ratio},
