@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvts import tracking
-from tvts.compare import (FLOOR, PIXELS, UPPER_BOUND, GridIntervals, RowKey, Table, build_table, row_sort_key,
+from tvts.compare import (FLOOR, PIXELS, GridIntervals, upper_bound, RowKey, Table, build_table, row_sort_key,
                           section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method
 from tvts.stats import Interval
@@ -222,7 +222,7 @@ def chance(data: ReportData, row: RowKey, exp: str) -> float | None:
 class Check:
     """The instrument check of one metric: can this grid see an order effect on it?"""
 
-    upper: Interval | None    # UPPER_BOUND − FLOOR, paired by seed
+    upper: Interval | None    # the upper bound − FLOOR, paired by seed
     pixels: Interval | None   # the pixel probe's mean over seeds
     chance: float | None
 
@@ -246,7 +246,7 @@ def instrument_checks(data: ReportData, cols: list[Column]) -> dict[Column, Chec
         grid, pixels = _grid_intervals(data), method_intervals(data, cols)[0].get(PIXELS, {})
         pixel_exp = next(iter(grid.members.get(PIXELS, [])), None)
         data.interval_cache[key] = {
-            c: Check(grid.difference(FLOOR, row, reference=UPPER_BOUND), pixels.get(c),
+            c: Check(grid.difference(FLOOR, row, reference=upper_bound(grid.members)), pixels.get(c),
                      chance(data, row, pixel_exp) if pixel_exp else None)
             for c in cols for row in [RowKey(c.section, c.dataset, c.metric)]}
     return data.interval_cache[key]

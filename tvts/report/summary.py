@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tvts.compare import (CONTROLS, FLOOR, MISSING, PERF, PIXELS, SECTION_LABELS, UPPER_BOUND, RowKey, Table,
+from tvts.compare import (CONTROLS, FLOOR, MISSING, PERF, PIXELS, SECTION_LABELS, UPPER_BOUND_TEXT, UPPER_BOUNDS,
+                          RowKey, Table, upper_bound,
                           format_aggregate, format_metric, format_value, paper_headers, row_sort_key, section_of)
 from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.paper import CITATION, PAPER, TABLE4
@@ -121,25 +122,24 @@ def _methods_md(data: ReportData) -> list[str]:
               "dropped. The `paper:` rows are the paper's Table 4 (ViT-B, 174 SSV2 classes, "
               "millions of videos) for orientation only: a demo-scale run is not comparable with them.", ""]
     checks = instrument_checks(data, cols)
-    return (lines + _instrument_md(checks, cols) + _paired_md(diffs, cols, checks)
+    return (lines + _instrument_md(checks, cols, upper_bound(groups)) + _paired_md(diffs, cols, checks)
             + _differences_md(cells, cols, diffs))
 
 
-def _instrument_md(checks: dict[Column, Check], cols: list[Column]) -> list[str]:
-    """The positive controls per metric: the upper bound against the floor, the pixel probe against chance."""
+def _instrument_md(checks: dict[Column, Check], cols: list[Column], upper: str) -> list[str]:
+    """The positive controls per metric: the upper bound (`upper`) against the floor, the pixel probe against chance."""
     rows = [[c.label, f"{k.upper.value:+.2f} [{k.upper.lo:.2f}, {k.upper.hi:.2f}] {k.upper.verdict()}",
              f"{k.pixels.value:.1f} [{k.pixels.lo:.1f}, {k.pixels.hi:.1f}]", f"{k.chance:.1f}",
              "**yes**" if k.passed else "**no**"]
             for c in cols if (k := checks[c]).passed is not None]
     if not rows:
-        return [f"No instrument check: the grid lacks a control (`{UPPER_BOUND}`, `{PIXELS}` and `{FLOOR}` "
+        return [f"No instrument check: the grid lacks a control (`{' or '.join(UPPER_BOUNDS)}`, `{PIXELS}` and `{FLOOR}` "
                 "with per-clip hits), so the verdicts below are marked unchecked.", ""]
-    head = ["Metric", f"`{UPPER_BOUND}` − `{FLOOR}`, 95 % interval", f"`{PIXELS}`, 95 % interval", "chance",
+    head = ["Metric", f"`{upper}` − `{FLOOR}`, 95 % interval", f"`{PIXELS}`, 95 % interval", "chance",
             "the instrument sees order"]
     return ["### The instrument check (positive controls)", "", *_md_table(head, rows, [1, 2, 3]), "",
-            f"Pre-registered gate: a verdict counts only on a metric where the upper bound (`{UPPER_BOUND}`: the "
-            "same encoder, inits, data and budget, trained to order its clip's own shuffled segments from the "
-            f"CLS) is ahead of `{FLOOR}` and the pixel probe (`{PIXELS}`: a weightless pixel feature) is above "
+            f"Pre-registered gate: a verdict counts only on a metric where the upper bound (`{upper}`: "
+            f"{UPPER_BOUND_TEXT[upper]}) is ahead of `{FLOOR}` and the pixel probe (`{PIXELS}`: a weightless pixel feature) is above "
             "chance; elsewhere the verdict is \"not measurable\".", ""]
 
 
