@@ -36,6 +36,8 @@ UPPER_BOUND_TEXT = {
 def upper_bound(methods) -> str:
     """The grid's upper-bound control: the first of UPPER_BOUNDS among `methods` (the first if none is)."""
     return next((m for m in UPPER_BOUNDS if m in methods), UPPER_BOUNDS[0])
+
+
 # Evaluations whose JSON carries per-clip hits (tvts.stats): their metrics get intervals.
 PER_CLIP_SECTIONS = ("linear", "temporal")
 

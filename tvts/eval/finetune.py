@@ -10,8 +10,8 @@ Recipe (docs/method.md, 'Downstream protocols'; the defaults of `FinetuneConfig`
   and temporal embeddings), layer-wise lr decay 0.75: the head and final norm get the full lr,
   block i (1-based, of `depth`) gets 0.75^(depth + 1 - i), the embeddings 0.75^(depth + 1);
 - per-step schedule: linear warm-up over 5 epochs, then cosine to `min_lr`; 50 epochs;
-- training clips (`train_view: augmented`): TSN frames (one random frame per segment), short side `eval.views.short_side`,
-  RandAugment rand-m7-n4-mstd0.5-inc1 with the same ops on every frame, random resized crop,
+- training clips (`train_view: augmented`): TSN frames (one random frame per segment), short side
+  `eval.views.short_side`, RandAugment rand-m7-n4-mstd0.5-inc1 with the same ops on every frame, random resized crop,
   horizontal flip except on SSV2 (`flip: auto`), random erasing 0.25 (tvts.eval.augment);
   cross-entropy with `label_smoothing`; no mixup/cutmix (not in the paper's stated recipe);
 - `train_view: test` (not the paper's): every training clip is the test's single centre view,

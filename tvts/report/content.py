@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tvts import tracking
-from tvts.compare import (FLOOR, PIXELS, GridIntervals, upper_bound, RowKey, Table, build_table, row_sort_key,
-                          section_of)
+from tvts.compare import (FLOOR, PIXELS, GridIntervals, RowKey, Table, build_table, row_sort_key, section_of,
+                          upper_bound)
 from tvts.grid import Aggregate, aggregate, group_by_method
 from tvts.stats import Interval
 from tvts.tracking import RunRecord

@@ -133,14 +133,14 @@ def _instrument_md(checks: dict[Column, Check], cols: list[Column], upper: str) 
              "**yes**" if k.passed else "**no**"]
             for c in cols if (k := checks[c]).passed is not None]
     if not rows:
-        return [f"No instrument check: the grid lacks a control (`{' or '.join(UPPER_BOUNDS)}`, `{PIXELS}` and `{FLOOR}` "
-                "with per-clip hits), so the verdicts below are marked unchecked.", ""]
+        return [f"No instrument check: the grid lacks a control (`{' or '.join(UPPER_BOUNDS)}`, `{PIXELS}` and "
+                f"`{FLOOR}` with per-clip hits), so the verdicts below are marked unchecked.", ""]
     head = ["Metric", f"`{upper}` − `{FLOOR}`, 95 % interval", f"`{PIXELS}`, 95 % interval", "chance",
             "the instrument sees order"]
     return ["### The instrument check (positive controls)", "", *_md_table(head, rows, [1, 2, 3]), "",
             f"Pre-registered gate: a verdict counts only on a metric where the upper bound (`{upper}`: "
-            f"{UPPER_BOUND_TEXT[upper]}) is ahead of `{FLOOR}` and the pixel probe (`{PIXELS}`: a weightless pixel feature) is above "
-            "chance; elsewhere the verdict is \"not measurable\".", ""]
+            f"{UPPER_BOUND_TEXT[upper]}) is ahead of `{FLOOR}` and the pixel probe (`{PIXELS}`: a weightless "
+            "pixel feature) is above chance; elsewhere the verdict is \"not measurable\".", ""]
 
 
 def _paired_md(diffs: dict[str, dict[Column, Interval]], cols: list[Column],
