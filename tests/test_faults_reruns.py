@@ -17,22 +17,31 @@ from conftest import SMOKE
 BELOW_PRETRAIN = {"pretrain": 1, "select_ckpt": 1, "report": 1, "all": 1} | EVAL
 
 
-def kill_job_when_started(proc, stage: str, timeout: float = 300) -> None:
-    """SIGKILL the `tvts <stage>` process of the job as soon as it exists (Snakemake has deleted
-    the job's old outputs by then: the state a kill at any later moment leaves too)."""
+def stage_jobs(proc, stage: str) -> list[psutil.Process]:
+    return [p for p in psutil.Process(proc.pid).children(recursive=True)
+            if "tvts" in " ".join(_cmdline(p)) and stage in _cmdline(p)]
+
+
+def kill_stage_jobs_until_exit(proc, stage: str, timeout: float = 300) -> None:
+    """SIGKILL the first `tvts <stage>` process as soon as it exists (Snakemake has deleted the
+    job's old outputs by then: the state a kill at any later moment leaves too), then every other
+    job of that stage until Snakemake exits, so no forced job can finish: which of two parallel
+    jobs would have finished first is timing, not behaviour."""
     deadline = time.monotonic() + timeout
+    killed = 0
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"snakemake ended before {stage} started:\n{proc.stdout.read()[-4000:]}"
-        found = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                 if "tvts" in " ".join(_cmdline(p)) and stage in _cmdline(p)]
-        if found:
-            for p in found:
-                p.send_signal(signal.SIGKILL)
-            wait_gone(found, 20)
+        if proc.poll() is not None:
+            assert killed, f"snakemake ended before {stage} started:\n{proc.stdout.read()[-4000:]}"
             return
+        found = stage_jobs(proc, stage)
+        for p in found:
+            p.send_signal(signal.SIGKILL)
+        wait_gone(found, 20)
+        killed += len(found)
         time.sleep(0.2)
     proc.kill()
-    raise AssertionError(f"no {stage} job within {timeout} s")
+    raise AssertionError(f"snakemake still running {timeout} s after {stage} was started" if killed
+                         else f"no {stage} job within {timeout} s")
 
 
 @pytest.mark.parametrize("rule,stage,planned", [
@@ -47,7 +56,7 @@ def test_a_killed_forced_rerun_is_planned_again_with_everything_below(smoke_dag_
     checkpoints were gone and pretraining never finished."""
     work = copy_of(smoke_dag_done[0], tmp_path, monkeypatch)
     proc = start_snakemake(work, SMOKE, os.environ.copy(), "-R", rule)
-    kill_job_when_started(proc, stage)
+    kill_stage_jobs_until_exit(proc, stage)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, out[-3000:]
     for extra in ((), ("--rerun-incomplete",)):
