@@ -1,13 +1,19 @@
 """Initialisation from ImageMAE and from an official TVTS release checkpoint (built here, right key names)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from tvts.models.init import InitError, initialise, parse_init
+from tvts.config import ConfigError, from_dict
+from tvts.models.config import VideoConfig
+from tvts.models.init import InitError, init_from_mae, initialise, parse_init
 from tvts.models.tvts import TVTS
+from tvts.models.video_vit import VideoViT
 
-from test_models import tiny_model
+from test_models import TINY_VIDEO, tiny_model
 
 
 def mae_state(dim: int = 32, depth: int = 1, patch: int = 8, patches: int = 16) -> dict:
@@ -112,3 +118,25 @@ def test_init_spec_errors(tmp_path):
             parse_init(bad)
     with pytest.raises(InitError, match="not found"):
         initialise(tiny_model(), f"mae:{tmp_path / 'nope.pth'}")
+
+
+@pytest.mark.parametrize("inflate,scale", [("repeat", 2.0), ("mean", 1.0)])
+def test_mae_inflation_sets_a_static_clips_tokens_to_the_images_times_scale(tmp_path, inflate, scale):
+    """`video.inflate`: "mean" gives a static clip exactly the image MAE's patch tokens; "repeat"
+    (the paper's) gives them `tubelet` (2) times over, so a config can pick either."""
+    path = tmp_path / "mae.pth"
+    state = mae_state()
+    torch.save({"model": state}, path)
+    video = VideoViT(replace(TINY_VIDEO, inflate=inflate))
+    init_from_mae(video, path)
+    frame = torch.randn(1, 3, 1, TINY_VIDEO.img_size, TINY_VIDEO.img_size)
+    clip = frame.expand(-1, -1, TINY_VIDEO.num_frames, -1, -1)
+    image = F.conv2d(frame[:, :, 0], state["patch_embed.proj.weight"], stride=8).flatten(2).transpose(1, 2)
+    tokens = video.patch_embed(clip) - state["patch_embed.proj.bias"]       # (1, T', N, C)
+    for t in range(tokens.shape[1]):
+        torch.testing.assert_close(tokens[0, t], scale * image[0], rtol=1e-4, atol=1e-4)
+
+
+def test_an_unknown_inflation_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"video\.inflate: must be one of repeat, mean"):
+        from_dict(VideoConfig, {"inflate": "sum"}, "pretrain.model.video")

@@ -14,6 +14,7 @@ MASK_KINDS = ("per_tube", "shared")
 
 
 VIDEO_ENCODERS = ("vit", "pixels")
+INFLATIONS = ("repeat", "mean")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class VideoConfig:
     # "vit": the ViT. "pixels": a fixed, weightless pixel feature (tvts/models/pixels.py), the
     # science grid's pixel-probe control; the sizes above then only shape its input.
     encoder: str = "vit"
+    # How `pretrain.init: mae:` turns the image kernel (C, 3, P, P) into the tubelet kernel:
+    # "repeat" (the paper's code) copies it to every frame, so a static clip's tokens are `tubelet`
+    # times the image's; "mean" (I3D's inflation) divides the copies by `tubelet`, so a static clip
+    # gives exactly the tokens the image MAE was trained on.
+    inflate: str = "repeat"
 
     @property
     def tubes(self) -> int:
@@ -50,6 +56,7 @@ class VideoConfig:
         require(self.depth >= 1, where, "depth", "must be >= 1")
         require(self.pos_init_std > 0, where, "pos_init_std", "must be > 0")
         require(self.encoder in VIDEO_ENCODERS, where, "encoder", f"must be one of {', '.join(VIDEO_ENCODERS)}")
+        require(self.inflate in INFLATIONS, where, "inflate", f"must be one of {', '.join(INFLATIONS)}")
 
 
 @dataclass(frozen=True)

@@ -56,11 +56,12 @@ def load_exact(module: nn.Module, state: dict[str, torch.Tensor], source: str,
     module.load_state_dict(state, strict=not allowed_missing)
 
 
-def mae_to_video(state: dict[str, torch.Tensor], tubelet: int) -> dict[str, torch.Tensor]:
+def mae_to_video(state: dict[str, torch.Tensor], tubelet: int, inflate: str = "repeat") -> dict[str, torch.Tensor]:
     """ImageMAE ViT -> our video encoder: inflate the patch kernel to 3D by repeating it along time.
 
-    The kernel is repeated, not divided by `tubelet` (as the paper's code does). MAE's decoder
-    and mask token, if present, are dropped; `temporal_embed` is the only key left missing.
+    `inflate` "repeat" copies the kernel unchanged (as the paper's code does); "mean" divides the
+    copies by `tubelet` (VideoConfig.inflate). MAE's decoder and mask token, if present, are
+    dropped; `temporal_embed` is the only key left missing.
     """
     out = {}
     for k, v in _strip_module(state).items():
@@ -68,6 +69,7 @@ def mae_to_video(state: dict[str, torch.Tensor], tubelet: int) -> dict[str, torc
             continue
         if k == "patch_embed.proj.weight" and v.dim() == 4:
             v = v.unsqueeze(2).repeat(1, 1, tubelet, 1, 1)  # (C, 3, P, P) -> (C, 3, t, P, P)
+            v = v / tubelet if inflate == "mean" else v
         out[k] = v
     return out
 
@@ -76,7 +78,7 @@ def init_from_mae(video: nn.Module, path: Path) -> None:
     ckpt = _load(path)
     if "model" not in ckpt:
         raise InitError(f"init: {path} has no 'model' key (an ImageMAE checkpoint has one)")
-    load_exact(video, mae_to_video(ckpt["model"], video.cfg.tubelet), f"mae:{path}",
+    load_exact(video, mae_to_video(ckpt["model"], video.cfg.tubelet, video.cfg.inflate), f"mae:{path}",
                allowed_missing=("temporal_embed",))
 
 
