@@ -135,6 +135,9 @@ def _gather_worker(rank: int, backend: str, world: int, port: int, tmp: str) -> 
         weights = torch.arange(4.0 * world, device=device).view(2 * world, 2)
         (gather_with_grad(x) * weights).sum().backward()
         torch.save(x.grad.cpu(), Path(tmp) / f"{rank}.pt")
+        # Tear down together: a gloo rank destroyed while its peer is still in a collective's
+        # backward can abort ("terminate called without an active exception", seen once in CI).
+        tdist.barrier()
     finally:
         tdist.destroy_process_group()
 
