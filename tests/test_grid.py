@@ -104,22 +104,23 @@ def test_science_config_is_valid():
     config = load_yaml("config/science.yaml")
     validate_workflow_config(config, SCHEMA)
     g = grid.grid_of(config)
-    assert g.seeds == (0, 1, 2) and {"tvts", "videomae", "contrastive_only", "inits"} <= set(g.methods)
+    assert g.seeds == (0, 1, 2) and {"tvts", "videomae", "contrastive_only"} <= set(g.methods)
     video = grid.method_config(config, "videomae", 0)["pretrain"]
     assert video["method"] == "videomae" and video["model"]["mask_ratio"] == 0.9
     assert grid.method_config(config, "contrastive_only", 0)["pretrain"]["loss"]["sort_weight"] == 0
-    # same data, steps and encoder for every method (the pixel probe replaces the encoder by pixels)
+    # same data, steps and encoder for every method (the pixel probe replaces the encoder by pixels),
+    # and every method read at its last checkpoint (the fixed-budget protocol)
     base = grid.method_config(config, "tvts", 0)["pretrain"]
     for method in g.methods:
-        p = grid.method_config(config, method, 0)["pretrain"]
+        c = grid.method_config(config, method, 0)
+        p = c["pretrain"]
         assert p["optim"]["epochs"] == base["optim"]["epochs"] and p["data"] == base["data"]
         assert p["model"]["video"] == base["model"]["video"] | ({"encoder": "pixels"} if method == "pixels" else {})
-    # the positive controls of the pre-registered gate
-    order = grid.method_config(config, "video_order", 0)["pretrain"]["loss"]
-    assert order["sort_by"] == "video" and order["align_weight"] == 0
-    assert g.methods["pixels"]["no_pretrain"] and "pixels" in g.untrained_methods
-    # the seed changes neither the inits nor the pixels: one experiment each
-    assert g.method_seeds("inits") == g.method_seeds("pixels") == (0,)
+        assert c["select"] == {"metric": "step"}, method
+    # the positive controls of the pre-registered gate: the supervised upper bound and the pixel probe
+    assert g.supervised_of("supervised")["dataset"] == "ssv2"
+    assert g.methods["supervised"]["no_pretrain"] and g.methods["pixels"]["no_pretrain"]
+    assert g.method_seeds("supervised") == g.method_seeds("pixels") == (0,)
 
 
 # ---- readers against a real store ----------------------------------------------------------
