@@ -30,8 +30,8 @@ run: data
 	snakemake --configfile config/demo.yaml --cores $(CORES)
 	@echo "Outputs: results/demo/  Runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-# The science grid, methods x seeds (72 min on corpus v3; not yet timed on v4's 960 test clips with the attentive
-# probe; docs/results.md): report in results/science/report/.
+# The science grid, methods x seeds (97 min from a fresh clone on 2 cores, corpus v4; docs/results.md):
+# report in results/science/report/. Restartable: a stopped run resumes without redoing finished jobs.
 science: data
 	snakemake --configfile config/science.yaml --cores $(CORES)
 	@echo "Report: results/science/report/summary.md  Compare: tvts compare 'tvts-s*' 'videomae-s*' --by-method"
