@@ -241,3 +241,36 @@ def test_a_no_pretraining_baseline_misses_no_training_stages(tmp_path, monkeypat
     from tvts.report.content import collect, missing_runs
 
     assert missing_runs(collect(["a", "base"])) == ["`a`: select_ckpt"]
+
+
+def health_metrics(rank: float, share: float, fit: float, test: float) -> dict:
+    return {"cls/top1": test, "cls/arrow_top1": 50.0, "n_classes": 12, "health/cls/effective_rank": rank,
+            "health/cls/centred_share": share, "health/cls/train_top1": fit, "health/cls/arrow_train_top1": 52.0}
+
+
+def test_feature_health_in_report_and_compare(tmp_path, monkeypatch, capsys):
+    """A spread encoder over two seeds and a collapsed one: the report gives each readout's rank and share
+    and the probe's train accuracy beside its test accuracy, in a section of its own; `tvts compare
+    --by-method` aggregates the same metrics over seeds."""
+    own_store(monkeypatch, tmp_path, "tvts-health-test")
+    for exp, metrics in (("spread-s0", health_metrics(10.0, 0.6, 40.0, 20.0)),
+                         ("spread-s1", health_metrics(12.0, 0.8, 50.0, 22.0)),
+                         ("floor-s0", health_metrics(1.0, 0.00004, 9.0, 8.0))):
+        eval_run(exp, "temporal", "ssv2", metrics)
+    eval_run("spread-s0", "linear", "ssv2", {"top1": 18.0, "health/effective_rank": 9.5, "health/train_top1": 30.0})
+    out = tmp_path / "report"
+    assert report_stage.main(["--out", str(out), "--json", str(out / "report.json"), "--results", str(tmp_path)]) == 0
+    summary = (out / "summary.md").read_text()
+    health = summary.split("## Feature health of the frozen features")[1].split("\n## ")[0]
+    assert md_row(health, "`spread`", "2", "CLS", "ssv2") == ["11.0 ± 1.4", "0.700 ± 0.141", "45.0 ± 7.1",
+                                                           "21.0 ± 1.4", "52.0 ± 0.0", "50.0 ± 0.0"]
+    assert md_row(health, "`floor`", "1", "CLS", "ssv2") == ["1.0", "0.000", "9.0", "8.0", "52.0", "50.0"]
+    assert md_row(health, "`spread`", "2", "linear probe, CLS", "ssv2") == ["9.5", "–", "30.0", "18.0", "–", "–"]
+    assert "health/" not in summary.split("## Feature health")[0]   # not among the evaluations or verdicts
+    data = json.loads((out / "report.json").read_text())
+    floor = next(h for h in data["health"] if (h["name"], h["readout"]) == ("floor", "CLS"))
+    assert floor["effective_rank"]["mean"] == 1.0 and floor["train_top1"]["mean"] == 9.0
+    capsys.readouterr()
+    assert compare_stage.main(["spread-s*", "floor-s*", "--by-method"]) == 0
+    text = capsys.readouterr().out
+    assert table_row(text, "temporal", "ssv2", "health/cls/effective_rank")[:3] == ["11", "±", "1.41"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tvts import io
 from tvts.grid import is_grid
-from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PLOTS, PRETRAIN_PNG, RETRIEVAL_PNG, SUMMARY,
+from tvts.report.content import (CLASSIFICATION_PNG, HEALTH_COLUMNS, health_rows, METHODS_PNG, PLOTS, PRETRAIN_PNG, RETRIEVAL_PNG, SUMMARY,
                                  SUMMARY_HTML, TEMPORAL_PNG, ReportData, collect, comparison_columns, headline_table, method_cells,
                                  missing_runs)
 from tvts.report.page import render_html
@@ -37,7 +37,7 @@ def as_json(data: ReportData, skipped_curves: list[str]) -> dict:
     runs = [{"exp": r.exp, "stage": r.stage, "task": r.task, "dataset": r.dataset, "part": r.part,
              "run_id": r.run_id, "status": r.status, "paper_config": r.paper_config} for r in data.latest]
     return {"exps": data.exps, "where": data.where, "show_paper": data.show_paper, "empty": not data.latest,
-            "methods": _methods_json(data),
+            "methods": _methods_json(data), "health": _health_json(data),
             "headline": rows, "runs": runs, "missing": missing_runs(data), "skipped_curves": skipped_curves,
             "plots": list(PLOTS), "summary": SUMMARY, "summary_html": SUMMARY_HTML}
 
@@ -49,6 +49,13 @@ def _methods_json(data: ReportData) -> dict:
     cols = comparison_columns(data)
     return {m: {c.label: (None if a is None else {"mean": a.mean, "std": a.std, "n": a.n, "values": a.values})
                 for c, a in row.items()} for m, row in method_cells(data, cols).items()}
+
+
+def _health_json(data: ReportData) -> list[dict]:
+    """One entry per method (or experiment) and readout: each health column's mean/std/n over seeds."""
+    return [{"name": r.name, "readout": r.readout, "dataset": r.dataset} | {
+        key: (None if a is None else {"mean": a.mean, "std": a.std, "n": a.n})
+        for (_, _, key), a in zip(HEALTH_COLUMNS, r.cells)} for r in health_rows(data)]
 
 
 def write_report(data: ReportData, out: str | Path) -> dict:

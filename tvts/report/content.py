@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from tvts import tracking
 from tvts.compare import (FLOOR, PIXELS, GridIntervals, RowKey, Table, build_table, row_sort_key, section_of,
                           upper_bound)
-from tvts.grid import Aggregate, aggregate, group_by_method
+from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.stats import Interval
 from tvts.tracking import RunRecord
 
@@ -39,6 +39,15 @@ COMPARISON = (*TEMPORAL_COLUMNS,
               ("finetune", "top1"), ("t2v", "zeroshot/r1"), ("t2v", "finetuned/r1"))
 _SHORT = {"linear": "linear", "temporal": "temporal", "zeroshot_v2v": "ZS V2V", "finetune": "fine-tune", "t2v": "T2V"}
 CURVES = ("train/loss_sort", "val/sort_exact")
+# Feature health (tvts/eval/health.py) per readout: (task, metric prefix, label). The linear task logs
+# its CLS health as `health/<key>`, the temporal probes per pool as `health/<pool>/<key>`; each
+# readout's test metrics sit beside its train accuracies, so a probe that cannot fit shows as such.
+HEALTH_READOUTS = (("linear", "", "linear probe, CLS"), ("temporal", "cls/", "CLS"),
+                   ("temporal", "mean/", "mean pool"), ("temporal", "attentive/", "attentive"))
+# (label, metric under `health/<prefix>` or, for the test accuracies, under `<prefix>`)
+HEALTH_COLUMNS = (("effective rank", "health", "effective_rank"), ("centred share", "health", "centred_share"),
+                  ("probe train top-1", "health", "train_top1"), ("test top-1", "", "top1"),
+                  ("arrow train", "health", "arrow_train_top1"), ("arrow test", "", "arrow_top1"))
 # Stages every experiment is expected to have; the evaluations are expected where another shown
 # experiment has them (an experiment is "missing" what its neighbours have).
 CORE_STAGES = ("pretrain", "select_ckpt")
@@ -250,6 +259,31 @@ def instrument_checks(data: ReportData, cols: list[Column]) -> dict[Column, Chec
                      chance(data, row, pixel_exp) if pixel_exp else None)
             for c in cols for row in [RowKey(c.section, c.dataset, c.metric)]}
     return data.interval_cache[key]
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """The feature health of one readout of one method (its seeds aggregated) or experiment."""
+
+    name: str      # the method (a grid) or the experiment
+    readout: str   # HEALTH_READOUTS' label
+    dataset: str
+    cells: tuple[Aggregate | None, ...]  # one per HEALTH_COLUMNS
+
+
+def health_rows(data: ReportData) -> list[HealthRow]:
+    """Per method (experiment, outside a grid) and readout, the health columns over its seeds; readouts
+    no run logged health for are left out."""
+    groups = group_by_method(data.exps) if is_grid(data.exps) else {e: [e] for e in data.exps}
+    rows = []
+    for name, exps in groups.items():
+        for task, prefix, label in HEALTH_READOUTS:
+            for dataset in datasets_of(data, task)[:1]:
+                cells = tuple(aggregate(data.metric(e, task, "/".join(filter(None, (top, prefix + key))), dataset)
+                                        for e in exps) for _, top, key in HEALTH_COLUMNS)
+                if any(c is not None for c, (_, top, _) in zip(cells, HEALTH_COLUMNS) if top):
+                    rows.append(HealthRow(name, label, dataset, cells))
+    return rows
 
 
 def datasets_of(data: ReportData, section: str) -> list[str]:

@@ -9,7 +9,7 @@ from tvts.compare import (CONTROLS, FLOOR, MISSING, PERF, PIXELS, SECTION_LABELS
 from tvts.grid import Aggregate, aggregate, group_by_method, is_grid
 from tvts.paper import CITATION, PAPER, TABLE4
 from tvts.report.content import (CLASSIFICATION_PNG, METHODS_PNG, PRETRAIN_PNG, RETRIEVAL_PNG, TEMPORAL_PNG,
-                                 Check, Column, ReportData, chance,
+                                 HEALTH_COLUMNS, Check, Column, ReportData, chance, health_rows,
                                  comparison_columns, headline_table, instrument_checks, method_cells,
                                  method_intervals, metric_label, missing_runs)
 from tvts.stats import Interval
@@ -85,6 +85,35 @@ def _throughput_md(data: ReportData) -> list[str]:
         "", "MFU is against the device's measured matmul peak in the training dtype; on CPU the peak "
         "memory is the process's resident set. `vs first`: samples/s against the first experiment's same "
         f"stage. Metrics: {', '.join(f'`{k}`' for k in PERF)}.", ""]
+
+
+def _health_cell(key: str, agg: Aggregate | None) -> str:
+    """A share to 3 decimals (0.000 is a collapsed feature), a rank or an accuracy to 1."""
+    if agg is None:
+        return MISSING
+    fmt = "{:.3f}" if key == "centred_share" else "{:.1f}"
+    return fmt.format(agg.mean) + (f" ± {fmt.format(agg.std)}" if agg.n > 1 else "")
+
+
+def _health_md(data: ReportData) -> list[str]:
+    """The feature health of every evaluated encoder per readout: a diagnostic, not a verdict."""
+    rows = health_rows(data)
+    if not rows:
+        return ["No evaluation logged feature health."]
+    grid = is_grid(data.exps)
+    seeds = group_by_method(data.exps) if grid else {}
+    head = ["Method" if grid else "Experiment", *(["seeds"] if grid else []), "Readout", "Dataset",
+            *[label for label, _, _ in HEALTH_COLUMNS]]
+    body = [[f"`{r.name}`", *([str(len(seeds[r.name]))] if grid else []), r.readout, r.dataset,
+             *[_health_cell(key, a) for (_, _, key), a in zip(HEALTH_COLUMNS, r.cells)]] for r in rows]
+    numeric = [i for i, h in enumerate(head) if h == "seeds" or i >= len(head) - len(HEALTH_COLUMNS)]
+    return _md_table(head, body, numeric) + [
+        "", "Effective rank: how many directions the frozen training features vary along (exp of the "
+        "entropy of the covariance's eigenvalues; at most the feature's width, 128 for this encoder; the "
+        "attentive probe's is over its tokens). Centred share: their variance over their mean squared norm (near 0: every clip "
+        "maps to nearly one vector). The probe's accuracy on its own training clips beside its test "
+        "accuracy: a probe that cannot fit its training clips says the readout, not generalisation, is the "
+        "bottleneck. Mean ± standard deviation over seeds (tvts/eval/health.py).", ""]
 
 
 def _runs_md(data: ReportData) -> list[str]:
@@ -200,6 +229,7 @@ def render_summary(data: ReportData, skipped_curves: list[str]) -> str:
     else:
         lines += ["No shown run used the paper config, so the paper's numbers are not set beside these "
                   "results; they are listed for reference in [a separate table](#paper-reference).", ""]
+    lines += ["## Feature health of the frozen features", "", *_health_md(data), ""]
     lines += ["## Training and selection internals", "", *_headline_md(table, internals=True), ""]
     lines += ["## Transcript sorting: TVTS vs the text-only baseline", "", *_sort_md(data), ""]
     if not data.show_paper:
