@@ -30,7 +30,7 @@ run: data
 	snakemake --configfile config/demo.yaml --cores $(CORES)
 	@echo "Outputs: results/demo/  Runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-# The science grid, methods x seeds (97 min from a fresh clone on 2 cores, corpus v4; docs/results.md):
+# The science grid, methods x seeds (97 min from a fresh clone on 2 cores from random weights; docs/results.md):
 # report in results/science/report/. Restartable: a stopped run resumes without redoing finished jobs.
 science: data
 	snakemake --configfile config/science.yaml --cores $(CORES)

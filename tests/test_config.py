@@ -106,8 +106,9 @@ def test_the_science_grid_runs_the_demos_protocol_at_a_smaller_budget():
     assert not any(k.startswith("max_") for k in science["eval"]["datasets"]["ssv2"])   # the whole test set
     assert all(demo["eval"]["tasks"][k] == v for k, v in science["eval"]["tasks"].items())
     # The grid's documented departures from the demo's model (config/science.yaml): 16 px patches with
-    # the spatial position on time's scale, and mask ratio 0.5; threads are the scheduler's business.
-    departures = {"patch_size": 16, "pos_init_std": 1.0}
+    # the spatial position on time's scale, the temporal embedding on the image MAE's token scale, and
+    # mask ratio 0.5; threads are the scheduler's business.
+    departures = {"patch_size": 16, "pos_init_std": 1.0, "temporal_init_std": 8.0}
     assert {k: science["pretrain"]["model"]["video"][k] for k in departures} == departures
     assert science["pretrain"]["model"]["mask_ratio"] == 0.5 and demo["pretrain"]["model"]["mask_ratio"] == 0.75
 

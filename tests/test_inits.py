@@ -112,6 +112,20 @@ def test_text_mlm_loss_falls_well_below_its_start(smoke_shards, tmp_path):
     assert losses["final"] < 0.7 * losses["first"]   # measured: 4.45 -> 2.40
 
 
+def test_text_mlm_can_keep_its_word_embeddings_at_their_draw(smoke_shards, tmp_path):
+    """freeze_word_embeddings: the layers learn, the word embeddings stay where the seed drew them."""
+    from transformers import DistilBertForMaskedLM
+
+    def weights(name: str, **cfg):
+        mlm = DistilBertForMaskedLM.from_pretrained(run_text_mlm(smoke_shards, tmp_path / name, lr=1e-2, **cfg))
+        return mlm.distilbert.embeddings.word_embeddings.weight, mlm.distilbert.transformer.layer[0].ffn.lin1.weight
+
+    frozen, frozen_longer, trained = (weights("f4", freeze_word_embeddings=True),
+                                      weights("f8", freeze_word_embeddings=True, steps=8), weights("t4"))
+    assert torch.equal(frozen[0], frozen_longer[0]) and not torch.equal(frozen[1], frozen_longer[1])
+    assert not torch.equal(frozen[0], trained[0])   # same seed, same draw: training moved them
+
+
 def test_mask_tokens_is_bert_masking():
     """15 % of the real tokens are predicted; of those 80 % become [MASK], 10 % a random token,
     10 % stay; padding and [CLS]/[SEP] are never picked."""
@@ -259,10 +273,12 @@ def test_frames_that_do_not_decode_are_skipped_and_counted():
 
 
 def test_the_demo_and_the_science_grid_share_the_init_recipes():
-    """Both start from random weights (from the miniature inits the sort pretext stalls, docs/results.md);
-    `dag.inits: true` in either builds the same inits, and the paper's config loads the real weights."""
+    """The grid starts from the miniature inits, as the paper from its pretrained weights; the demo from
+    random weights (at its patch 8 and temporal scale 1 the sort stalls from the inits, docs/results.md).
+    `dag.inits: true` builds the same inits in either, and the paper's config loads the real weights."""
     demo, science = (load_yaml(ROOT / f"config/{n}.yaml") for n in ("demo", "science"))
     for section in ("init_image_mae", "init_text_mlm"):
         assert demo[section] == science[section], section
-    assert not science["dag"]["inits"] and not demo["dag"]["inits"]
+    assert science["dag"]["inits"] and not demo["dag"]["inits"]
+    assert science["grid"]["methods"]["inits"] == {"no_pretrain": True, "seeds": [0]}   # H3: the inits alone
     assert not load_yaml(ROOT / "config/paper.yaml")["dag"].get("inits", False)   # the real weights

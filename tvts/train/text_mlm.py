@@ -111,6 +111,7 @@ def train_text_mlm(shards: str | Path, text: TextConfig, cfg: TextMLMConfig, out
     unique = list(dict.fromkeys(texts))   # overlapping windows repeat clips; each sentence once
     batches = MLMBatches(unique, spec, text, cfg)
     model = build_mlm(spec, cfg.seed)
+    model.distilbert.embeddings.word_embeddings.weight.requires_grad_(not cfg.freeze_word_embeddings)
     model.train()
     key = run_key({"init_text_mlm": cfg, "text": text}, open_train_split(shards)[1])
 
