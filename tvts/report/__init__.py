@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tvts import io
 from tvts.grid import is_grid
-from tvts.report.content import (CLASSIFICATION_PNG, HEALTH_COLUMNS, health_rows, METHODS_PNG, PLOTS, PRETRAIN_PNG, RETRIEVAL_PNG, SUMMARY,
-                                 SUMMARY_HTML, TEMPORAL_PNG, ReportData, collect, comparison_columns, headline_table, method_cells,
-                                 missing_runs)
+from tvts.report.content import (CLASSIFICATION_PNG, HEALTH_COLUMNS, METHODS_PNG, PLOTS, PRETRAIN_PNG, RETRIEVAL_PNG,
+                                 SUMMARY, SUMMARY_HTML, TEMPORAL_PNG, ReportData, collect, comparison_columns,
+                                 headline_table, health_rows, method_cells, missing_runs)
 from tvts.report.page import render_html
 from tvts.report.plots import plot_classification, plot_methods, plot_pretrain, plot_retrieval, plot_temporal
 from tvts.report.summary import render_summary

@@ -266,6 +266,7 @@ class HealthRow:
     """The feature health of one readout of one method (its seeds aggregated) or experiment."""
 
     name: str      # the method (a grid) or the experiment
+    seeds: int     # the experiments aggregated (1 outside a grid)
     readout: str   # HEALTH_READOUTS' label
     dataset: str
     cells: tuple[Aggregate | None, ...]  # one per HEALTH_COLUMNS
@@ -282,7 +283,7 @@ def health_rows(data: ReportData) -> list[HealthRow]:
                 cells = tuple(aggregate(data.metric(e, task, "/".join(filter(None, (top, prefix + key))), dataset)
                                         for e in exps) for _, top, key in HEALTH_COLUMNS)
                 if any(c is not None for c, (_, top, _) in zip(cells, HEALTH_COLUMNS) if top):
-                    rows.append(HealthRow(name, label, dataset, cells))
+                    rows.append(HealthRow(name, len(exps), label, dataset, cells))
     return rows
 
 

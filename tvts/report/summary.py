@@ -101,10 +101,9 @@ def _health_md(data: ReportData) -> list[str]:
     if not rows:
         return ["No evaluation logged feature health."]
     grid = is_grid(data.exps)
-    seeds = group_by_method(data.exps) if grid else {}
     head = ["Method" if grid else "Experiment", *(["seeds"] if grid else []), "Readout", "Dataset",
             *[label for label, _, _ in HEALTH_COLUMNS]]
-    body = [[f"`{r.name}`", *([str(len(seeds[r.name]))] if grid else []), r.readout, r.dataset,
+    body = [[f"`{r.name}`", *([str(r.seeds)] if grid else []), r.readout, r.dataset,
              *[_health_cell(key, a) for (_, _, key), a in zip(HEALTH_COLUMNS, r.cells)]] for r in rows]
     numeric = [i for i, h in enumerate(head) if h == "seeds" or i >= len(head) - len(HEALTH_COLUMNS)]
     return _md_table(head, body, numeric) + [
